@@ -1,0 +1,225 @@
+//! The local demo's AWS side (scripts/demo.sh runs it): `setup` creates the queues and the topic
+//! that config/local.toml names; `run` enqueues tokens of every kind and prints the events and
+//! dead-letters as they arrive. Endpoints and credentials come from the SDK's standard chain.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aws_config::BehaviorVersion;
+use aws_sdk_sqs::types::QueueAttributeName;
+use mp_resolver::config::{self, Settings, Sources};
+use mp_resolver::emulator::TestToken;
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "111122223333";
+const PRODUCT: &str = "prod-demo";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let settings = config::load(&Sources {
+        config_file: Some("config/local.toml".into()),
+        ..Sources::default()
+    })?
+    .settings;
+    let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let sqs = aws_sdk_sqs::Client::new(&shared);
+    let sns = aws_sdk_sns::Client::new(&shared);
+    match command.as_str() {
+        "setup" => setup(&sqs, &sns, &settings).await,
+        "run" => run(&sqs, &settings).await,
+        _ => bail!("usage: demo setup|run"),
+    }
+}
+
+fn queue_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+fn subscriber_name(settings: &Settings) -> String {
+    format!("{}-subscriber", queue_name(&settings.queue_url))
+}
+
+async fn setup(
+    sqs: &aws_sdk_sqs::Client,
+    sns: &aws_sdk_sns::Client,
+    settings: &Settings,
+) -> Result<()> {
+    let dlq = sqs
+        .create_queue()
+        .queue_name(queue_name(&settings.dlq_url))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .context("create the dead-letter queue")?;
+    let dlq_arn = arn_of(sqs, dlq.queue_url().unwrap_or_default()).await?;
+    sqs.create_queue()
+        .queue_name(queue_name(&settings.queue_url))
+        .attributes(QueueAttributeName::VisibilityTimeout, "60")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string(),
+        )
+        .send()
+        .await
+        .context("create the token queue")?;
+    let topic_name = settings.topic_arn.rsplit(':').next().unwrap_or_default();
+    let topic = sns
+        .create_topic()
+        .name(topic_name)
+        .send()
+        .await
+        .context("create the topic")?;
+    let subscriber = sqs
+        .create_queue()
+        .queue_name(subscriber_name(settings))
+        .send()
+        .await
+        .context("create the subscriber queue")?;
+    let subscriber_url = subscriber.queue_url().unwrap_or_default();
+    sns.subscribe()
+        .topic_arn(topic.topic_arn().unwrap_or_default())
+        .protocol("sqs")
+        .endpoint(arn_of(sqs, subscriber_url).await?)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .context("subscribe the subscriber queue")?;
+    for url in [
+        &settings.queue_url,
+        &settings.dlq_url,
+        &subscriber_url.to_owned(),
+    ] {
+        sqs.purge_queue().queue_url(url).send().await.ok();
+    }
+    println!(
+        "created: token queue {} (redrive to {} after 5 receives), topic {}, subscriber queue {}",
+        queue_name(&settings.queue_url),
+        queue_name(&settings.dlq_url),
+        topic_name,
+        subscriber_name(settings)
+    );
+    Ok(())
+}
+
+async fn arn_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .unwrap_or_default()
+        .remove(&QueueAttributeName::QueueArn)
+        .context("queue without an ARN")
+}
+
+async fn run(sqs: &aws_sdk_sqs::Client, settings: &Settings) -> Result<()> {
+    let in_an_hour = chrono::Utc::now().timestamp() + 3600;
+    let an_hour_ago = chrono::Utc::now().timestamp() - 3600;
+    let token = |t: TestToken| t.encode();
+    let tokens: Vec<(&str, String)> = vec![
+        ("good, legacy integration with a CustomerIdentifier",
+         json!({"registrationToken": token(TestToken::new(ACCOUNT, PRODUCT).customer("cust-legacy-1").expires_at(in_an_hour)),
+                "signupId": "signup-001", "context": {"plan": "team"}, "submittedAt": chrono::Utc::now().to_rfc3339()}).to_string()),
+        ("good, new integration (no CustomerIdentifier; license and agreement)",
+         json!({"x-amzn-marketplace-token": token(TestToken::new("444455556666", PRODUCT)
+                .license("arn:aws:license-manager::444455556666:license/l-demo").agreement("agmt-demo"))}).to_string()),
+        ("good, sent as a plain body", token(TestToken::new("777788889999", PRODUCT))),
+        ("throttled 3 times, then good", json!({"registrationToken": token(TestToken::new("123123123123", PRODUCT).throttle(3)), "signupId": "signup-throttled"}).to_string()),
+        ("internal error twice, then good", json!({"registrationToken": token(TestToken::new("321321321321", PRODUCT).fail(2)), "signupId": "signup-flaky"}).to_string()),
+        ("invalid", json!({"registrationToken": "not-a-marketplace-token", "signupId": "signup-typo"}).to_string()),
+        ("expired", json!({"registrationToken": token(TestToken::new(ACCOUNT, PRODUCT).expires_at(an_hour_ago)), "signupId": "signup-late"}).to_string()),
+        ("malformed: wrong field type", json!({"registrationToken": 12345}).to_string()),
+        ("malformed: not JSON and not a token", "hello\tworld".to_owned()),
+    ];
+    let expected_events = 5;
+    let expected_letters = 4;
+
+    println!(
+        "\nEnqueueing {} messages on {}:",
+        tokens.len(),
+        queue_name(&settings.queue_url)
+    );
+    for (what, body) in &tokens {
+        sqs.send_message()
+            .queue_url(&settings.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .with_context(|| format!("enqueue {what}"))?;
+        println!("  - {what}");
+    }
+
+    let subscriber_url = sqs
+        .get_queue_url()
+        .queue_name(subscriber_name(settings))
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    println!("\nWaiting for {expected_events} events on the topic and {expected_letters} dead-letters...\n");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut events, mut letters) = (0, 0);
+    while (events < expected_events || letters < expected_letters) && Instant::now() < deadline {
+        for m in drain(sqs, &subscriber_url).await? {
+            events += 1;
+            let e: Value = serde_json::from_str(&m.0).unwrap_or(Value::Null);
+            println!("EVENT       eventId={} account={} product={} customer={} license={} agreement={} signupId={} attempts={}",
+                e["eventId"].as_str().unwrap_or("?"), e["customerAWSAccountId"].as_str().unwrap_or("?"),
+                e["productCode"].as_str().unwrap_or("?"), e["customerIdentifier"].as_str().unwrap_or("null"),
+                e["licenseArn"].as_str().unwrap_or("null"), e["agreementId"].as_str().unwrap_or("null"),
+                e["signupId"].as_str().unwrap_or("null"), e["attempts"]);
+        }
+        for m in drain(sqs, &settings.dlq_url).await? {
+            letters += 1;
+            let attr = |k: &str| m.1.get(k).cloned().unwrap_or_else(|| "-".into());
+            println!(
+                "DEAD-LETTER reason={} eventId={} detail=\"{}\" body={} bytes",
+                attr("mpr.reason"),
+                attr("mpr.eventId"),
+                attr("mpr.detail"),
+                m.0.len()
+            );
+        }
+    }
+    println!("\n{events} events published, {letters} dead-letters.");
+    if events != expected_events || letters != expected_letters {
+        bail!("expected {expected_events} events and {expected_letters} dead-letters");
+    }
+    Ok(())
+}
+
+/// One long poll on `url`; returns (body, attributes) of what arrived and deletes it.
+async fn drain(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Result<Vec<(String, HashMap<String, String>)>> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .message_attribute_names("All")
+        .send()
+        .await?;
+    let mut got = Vec::new();
+    for m in out.messages.unwrap_or_default() {
+        if let Some(handle) = &m.receipt_handle {
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .send()
+                .await?;
+        }
+        let attrs = m
+            .message_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+            .collect();
+        got.push((m.body.unwrap_or_default(), attrs));
+    }
+    Ok(got)
+}

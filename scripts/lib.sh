@@ -1,0 +1,58 @@
+# shellcheck shell=bash disable=SC2034
+# Shared helpers for scripts/*.sh. Source it; don't run it.
+#
+# Settings (environment variables, all optional):
+#   MPR_VENV              Python venv holding LocalStack      (default: <repo>/.localstack-venv)
+#   MPR_LOCALSTACK_PORT   port LocalStack listens on, 127.0.0.1 only        (default: 4566)
+#   MPR_STATE_DIR         directory for LocalStack's state: fs/ (its FILESYSTEM_ROOT),
+#                         localstack.log and localstack.pid  (default: <repo>/target/localstack)
+#   MPR_PYTHON            Python used to create the venv  (default: python3.11, else python3)
+#   MPR_LOCALSTACK_TIMEOUT seconds to wait for LocalStack to become healthy (default: 90)
+
+# Repository root, from this file's location (works from any current directory).
+MPR_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+
+# Turn a possibly relative path into an absolute one (the directory need not exist).
+mpr_abspath() {
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s/%s\n' "$(pwd -P)" "$1" ;;
+    esac
+}
+
+MPR_VENV="$(mpr_abspath "${MPR_VENV:-$MPR_ROOT/.localstack-venv}")"
+MPR_VENV="${MPR_VENV%/}"
+MPR_LOCALSTACK_PORT="${MPR_LOCALSTACK_PORT:-4566}"
+MPR_STATE_DIR="$(mpr_abspath "${MPR_STATE_DIR:-$MPR_ROOT/target/localstack}")"
+MPR_STATE_DIR="${MPR_STATE_DIR%/}"
+MPR_LOCALSTACK_TIMEOUT="${MPR_LOCALSTACK_TIMEOUT:-90}"
+
+MPR_LS_FS_ROOT="$MPR_STATE_DIR/fs"
+MPR_LS_LOG="$MPR_STATE_DIR/localstack.log"
+MPR_LS_PID_FILE="$MPR_STATE_DIR/localstack.pid"
+MPR_LS_ENDPOINT="http://127.0.0.1:$MPR_LOCALSTACK_PORT"
+
+mpr_info() { printf '%s\n' "$*" >&2; }
+mpr_die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+if ! [[ $MPR_LOCALSTACK_PORT =~ ^[0-9]+$ ]] || ((MPR_LOCALSTACK_PORT < 1 || MPR_LOCALSTACK_PORT > 65535)); then
+    mpr_die "MPR_LOCALSTACK_PORT must be a port number, got '$MPR_LOCALSTACK_PORT'"
+fi
+if ! [[ $MPR_LOCALSTACK_TIMEOUT =~ ^[0-9]+$ ]]; then
+    mpr_die "MPR_LOCALSTACK_TIMEOUT must be a number of seconds, got '$MPR_LOCALSTACK_TIMEOUT'"
+fi
+
+# Print the last lines of the LocalStack log to stderr.
+mpr_ls_log_tail() {
+    local lines="${1:-60}"
+    if [[ -s $MPR_LS_LOG ]]; then
+        mpr_info "---- last $lines lines of $MPR_LS_LOG ----"
+        tail -n "$lines" -- "$MPR_LS_LOG" >&2 || true
+        mpr_info "---- end of LocalStack log ----"
+    else
+        mpr_info "(LocalStack log $MPR_LS_LOG is empty or missing)"
+    fi
+}

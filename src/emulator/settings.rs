@@ -1,0 +1,176 @@
+//! Whole-service behaviour knobs, and the partial updates the control endpoint accepts.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// How the whole emulated service behaves. Every field can be changed while it runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EmulatorSettings {
+    /// Calls per second across all tokens; `None` or `0` means unlimited.
+    pub quota: Option<f64>,
+    /// Delay added before answering each call.
+    pub latency_ms: u64,
+    /// Fraction (0..=1) of calls that answer `InternalServiceErrorException` at random.
+    pub error_rate: f64,
+    /// Every call answers `DisabledApiException`.
+    pub disabled: bool,
+}
+
+impl EmulatorSettings {
+    /// Rejects values the emulator could only guess the meaning of. The in-process
+    /// [`configure`](super::RunningEmulator::configure) hook skips this, so the engine also copes
+    /// with such values (see [`Self::effective_error_rate`] and the quota bucket).
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(quota) = self.quota {
+            if !quota.is_finite() || quota < 0.0 {
+                return Err(format!(
+                    "quota must be a finite number >= 0 (0 or null means unlimited), got {quota}"
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(format!(
+                "errorRate must be a number from 0 to 1, got {}",
+                self.error_rate
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error rate as a probability, whatever was stored.
+    pub(crate) fn effective_error_rate(&self) -> f64 {
+        if self.error_rate.is_nan() {
+            0.0
+        } else {
+            self.error_rate.clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// Body of `POST /emulator/config`: any subset of the settings. For `quota`, an absent member keeps
+/// the current value while an explicit `null` makes the service unlimited, hence the double option.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingsPatch {
+    #[serde(default, deserialize_with = "present")]
+    pub quota: Option<Option<f64>>,
+    pub latency_ms: Option<u64>,
+    pub error_rate: Option<f64>,
+    pub disabled: Option<bool>,
+}
+
+/// Only runs when the member is present, so `null` becomes `Some(None)`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+impl SettingsPatch {
+    /// Parses a request body. The message names what was wrong, for the 400 answer.
+    /// An empty body is an empty patch, so a bare `POST` just reports the config.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+        // serde's derived visitor would also take a JSON array; the endpoint promises an object.
+        if !value.is_object() {
+            return Err("body must be a JSON object".to_owned());
+        }
+        serde_json::from_value(value).map_err(|e| format!("invalid config: {e}"))
+    }
+
+    /// The settings this patch would produce, if they are valid.
+    pub fn apply_to(&self, current: &EmulatorSettings) -> Result<EmulatorSettings, String> {
+        let mut next = current.clone();
+        if let Some(quota) = self.quota {
+            next.quota = quota;
+        }
+        if let Some(latency_ms) = self.latency_ms {
+            next.latency_ms = latency_ms;
+        }
+        if let Some(error_rate) = self.error_rate {
+            next.error_rate = error_rate;
+        }
+        if let Some(disabled) = self.disabled {
+            next.disabled = disabled;
+        }
+        next.validate()?;
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patch(json: &str) -> SettingsPatch {
+        SettingsPatch::parse(json.as_bytes()).expect("valid patch")
+    }
+
+    #[test]
+    fn absent_members_keep_their_values_and_null_quota_means_unlimited() {
+        let current = EmulatorSettings {
+            quota: Some(20.0),
+            latency_ms: 5,
+            error_rate: 0.5,
+            disabled: true,
+        };
+        assert_eq!(patch("{}").apply_to(&current), Ok(current.clone()));
+        assert_eq!(patch(" ").apply_to(&current), Ok(current.clone()));
+        let next = patch(r#"{"quota": null, "disabled": false}"#)
+            .apply_to(&current)
+            .expect("valid");
+        assert_eq!(next.quota, None);
+        assert!(!next.disabled);
+        assert_eq!(next.latency_ms, 5);
+        assert_eq!(
+            patch(r#"{"quota": 3.5, "latencyMs": 7, "errorRate": 0}"#).apply_to(&current),
+            Ok(EmulatorSettings {
+                quota: Some(3.5),
+                latency_ms: 7,
+                error_rate: 0.0,
+                disabled: true,
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_out_of_range_values() {
+        let current = EmulatorSettings::default();
+        for json in [
+            r#"{"errorRate": 1.5}"#,
+            r#"{"errorRate": -0.1}"#,
+            r#"{"quota": -1}"#,
+        ] {
+            assert!(patch(json).apply_to(&current).is_err(), "{json}");
+        }
+        for json in [
+            r#"{"latencyMs": -1}"#,
+            r#"{"quota": "fast"}"#,
+            r#"{"errorrate": 0.1}"#,
+            "[null, null, null, null]",
+            "not json",
+        ] {
+            assert!(SettingsPatch::parse(json.as_bytes()).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn validate_rejects_non_finite_values() {
+        let mut settings = EmulatorSettings {
+            quota: Some(f64::INFINITY),
+            ..Default::default()
+        };
+        assert!(settings.validate().is_err());
+        settings.quota = Some(0.0);
+        assert!(settings.validate().is_ok());
+        settings.error_rate = f64::NAN;
+        assert!(settings.validate().is_err());
+        assert_eq!(settings.effective_error_rate(), 0.0);
+    }
+}

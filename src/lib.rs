@@ -1,0 +1,16 @@
+//! `mp-resolver`: turns AWS Marketplace registration tokens from an SQS queue into resolved customers
+//! published on an SNS topic, and retires tokens that can never resolve to a dead-letter queue.
+//!
+//! The binary (`src/main.rs`) only wires; everything it runs lives here so the tests drive the same code.
+
+pub mod aws;
+pub mod config;
+pub mod deleter;
+pub mod emulator;
+pub mod logging;
+pub mod message;
+pub mod publish;
+pub mod queue;
+pub mod resolve;
+pub mod retry;
+pub mod worker;

@@ -1,0 +1,160 @@
+//! The command line: parse, load configuration, call into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mp_resolver::aws::Clients;
+use mp_resolver::config::{self, Sources, EXIT_CONFIG};
+use mp_resolver::emulator::{self, EmulatorSettings};
+use mp_resolver::{logging, worker::Worker};
+
+#[derive(Parser)]
+#[command(
+    name = "mp-resolver",
+    version,
+    about = "Resolves AWS Marketplace registration tokens from SQS into customers on SNS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker (the container's command). Configured by config/default.toml, --config and MPR_ variables.
+    #[command(
+        after_help = "Example:\n  MPR_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/tokens \\\n  MPR_DLQ_URL=https://sqs.us-east-1.amazonaws.com/123456789012/tokens-dlq \\\n  MPR_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:customers mp-resolver run"
+    )]
+    Run {
+        /// A TOML file layered over the defaults (environment variables still win).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Serve a local stand-in for the Marketplace Metering ResolveCustomer API.
+    #[command(
+        after_help = "Example:\n  mp-resolver emulator --listen 127.0.0.1:4599 --quota 20\n  AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://127.0.0.1:4599 mp-resolver run ..."
+    )]
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4599")]
+        listen: SocketAddr,
+        /// Calls per second before ThrottlingException (token bucket). Unlimited when absent.
+        #[arg(long, value_name = "CALLS_PER_S")]
+        quota: Option<f64>,
+        /// Delay added to every call, in milliseconds.
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        latency_ms: u64,
+        /// Fraction of calls (0 to 1) that fail with InternalServiceErrorException.
+        #[arg(long, default_value_t = 0.0, value_name = "0..1")]
+        error_rate: f64,
+        /// Answer every call with DisabledApiException.
+        #[arg(long)]
+        disabled: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mp-resolver: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Run { config } => runtime.block_on(run(config)),
+        Command::Emulator {
+            listen,
+            quota,
+            latency_ms,
+            error_rate,
+            disabled,
+        } => {
+            if !(0.0..=1.0).contains(&error_rate) {
+                eprintln!(
+                    "mp-resolver emulator: --error-rate must be between 0 and 1, got {error_rate}"
+                );
+                return ExitCode::from(2);
+            }
+            if quota.is_some_and(|q| !q.is_finite() || q < 0.0) {
+                eprintln!("mp-resolver emulator: --quota must be a positive number");
+                return ExitCode::from(2);
+            }
+            let settings = EmulatorSettings {
+                quota,
+                latency_ms,
+                error_rate,
+                disabled,
+            };
+            runtime.block_on(serve_emulator(listen, settings))
+        }
+    }
+}
+
+async fn run(config_file: Option<PathBuf>) -> ExitCode {
+    let loaded = match config::load(&Sources::from_process(config_file)) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("mp-resolver: {error}");
+            eprintln!(
+                "See config/default.toml and the README's Configuration section for every key."
+            );
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let settings = loaded.settings;
+    logging::init(settings.log.format, &settings.log.level);
+    for name in &loaded.ignored_env {
+        tracing::warn!(variable = %name, "environment variable with the MPR_ prefix matches no configuration key; ignored");
+    }
+    let clients = Clients::from_environment(&settings).await;
+    let worker = Worker::new(clients, settings);
+    worker.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+async fn serve_emulator(listen: SocketAddr, settings: EmulatorSettings) -> ExitCode {
+    logging::init(config::LogFormat::Pretty, "info");
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mp-resolver emulator: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%listen, ?settings, "Marketplace Metering emulator listening");
+    match emulator::serve(listener, settings, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mp-resolver emulator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM (ECS stopping the task) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal received");
+}

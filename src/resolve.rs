@@ -1,0 +1,378 @@
+//! ResolveCustomer: one call, the classification of what came back, and the in-process retries
+//! of one delivery.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_sdk_marketplacemetering::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_marketplacemetering::operation::resolve_customer::{
+    ResolveCustomerError, ResolveCustomerOutput,
+};
+use backon::Retryable;
+
+use crate::message::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
+use crate::retry::BackoffPolicy;
+
+/// What the API said about one call, reduced to what the worker acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallResult {
+    Resolved(ResolvedCustomer),
+    /// The API's own verdict that this token can never resolve.
+    Rejected {
+        reason: DeadLetterReason,
+        detail: String,
+    },
+    /// Worth another try: the message is fine, the call was not.
+    Failed(Failure),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// For operators; never contains the token.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// ThrottlingException (or an HTTP 429).
+    Throttled,
+    /// InternalServiceError, 5xx, timeout, connection error, credentials, anything unexpected.
+    Transient,
+    /// DisabledApiException: the API is switched off for this seller; retrying soon is pointless.
+    Disabled,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Throttled => "throttled",
+            FailureKind::Transient => "transient",
+            FailureKind::Disabled => "disabled",
+        }
+    }
+}
+
+/// Classifies a ResolveCustomer result. A failure of the call itself is never a verdict on the
+/// token, so only InvalidToken and ExpiredToken lead to a dead-letter.
+pub fn classify(
+    result: Result<ResolveCustomerOutput, SdkError<ResolveCustomerError>>,
+) -> CallResult {
+    let error = match result {
+        Ok(output) => return resolved(output),
+        Err(error) => error,
+    };
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    let service_error = match error {
+        SdkError::ServiceError(context) => context.into_err(),
+        SdkError::TimeoutError(_) => return transient("ResolveCustomer timed out"),
+        SdkError::DispatchFailure(e) => {
+            let what = if e.is_timeout() {
+                "timed out connecting"
+            } else if e.is_io() {
+                "connection error"
+            } else {
+                "could not send the request"
+            };
+            return transient(format!("ResolveCustomer {what}"));
+        }
+        SdkError::ResponseError(_) => return transient("ResolveCustomer response unreadable"),
+        SdkError::ConstructionFailure(_) => {
+            return transient("ResolveCustomer request could not be built")
+        }
+        other => return transient(format!("ResolveCustomer failed: {other}")),
+    };
+    let message = service_error.message().unwrap_or("").to_owned();
+    let code = service_error.code().unwrap_or("unknown").to_owned();
+    match service_error {
+        ResolveCustomerError::InvalidTokenException(_) => CallResult::Rejected {
+            reason: DeadLetterReason::InvalidToken,
+            detail: "ResolveCustomer: InvalidTokenException".into(),
+        },
+        // An expired *security* token (the worker's own credentials) comes back under the same
+        // code; that is the worker's problem, not the registration token's.
+        ResolveCustomerError::ExpiredTokenException(_)
+            if message.to_ascii_lowercase().contains("security token") =>
+        {
+            transient("ResolveCustomer: the worker's AWS credentials have expired")
+        }
+        ResolveCustomerError::ExpiredTokenException(_) => CallResult::Rejected {
+            reason: DeadLetterReason::ExpiredToken,
+            detail: "ResolveCustomer: ExpiredTokenException".into(),
+        },
+        ResolveCustomerError::ThrottlingException(_) => CallResult::Failed(Failure {
+            kind: FailureKind::Throttled,
+            detail: "ResolveCustomer: ThrottlingException".into(),
+        }),
+        ResolveCustomerError::DisabledApiException(_) => CallResult::Failed(Failure {
+            kind: FailureKind::Disabled,
+            detail: "ResolveCustomer: DisabledApiException".into(),
+        }),
+        ResolveCustomerError::InternalServiceErrorException(_) => {
+            transient("ResolveCustomer: InternalServiceErrorException")
+        }
+        _ if status == Some(429)
+            || code.contains("Throttl")
+            || code == "TooManyRequestsException" =>
+        {
+            CallResult::Failed(Failure {
+                kind: FailureKind::Throttled,
+                detail: format!("ResolveCustomer: {code}"),
+            })
+        }
+        _ => transient(match status {
+            Some(s) => format!("ResolveCustomer: {code} (HTTP {s})"),
+            None => format!("ResolveCustomer: {code}"),
+        }),
+    }
+}
+
+fn transient(detail: impl Into<String>) -> CallResult {
+    CallResult::Failed(Failure {
+        kind: FailureKind::Transient,
+        detail: detail.into(),
+    })
+}
+
+fn resolved(output: ResolveCustomerOutput) -> CallResult {
+    let (Some(account), Some(product)) = (
+        output.customer_aws_account_id.clone(),
+        output.product_code.clone(),
+    ) else {
+        return transient("ResolveCustomer answered without CustomerAWSAccountId or ProductCode");
+    };
+    CallResult::Resolved(ResolvedCustomer {
+        customer_identifier: output.customer_identifier,
+        customer_aws_account_id: account,
+        product_code: product,
+        license_arn: output.license_arn,
+        agreement_id: output.metadata.and_then(|m| m.agreement_id),
+    })
+}
+
+/// How one delivery's resolution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveOutcome {
+    Resolved {
+        customer: ResolvedCustomer,
+        attempts: u32,
+    },
+    Rejected {
+        reason: DeadLetterReason,
+        detail: String,
+        attempts: u32,
+    },
+    /// Retries (or the budget) ran out, or the API is disabled: hand the message back.
+    Unavailable { failure: Failure, attempts: u32 },
+}
+
+/// Calls ResolveCustomer with backoff. The SDK client it is given must have its own retries
+/// turned off (see `aws::Clients`), so each attempt here is exactly one request.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    client: aws_sdk_marketplacemetering::Client,
+    policy: BackoffPolicy,
+    attempt_timeout: std::time::Duration,
+}
+
+impl Resolver {
+    pub fn new(
+        client: aws_sdk_marketplacemetering::Client,
+        policy: BackoffPolicy,
+        attempt_timeout: std::time::Duration,
+    ) -> Self {
+        Resolver {
+            client,
+            policy,
+            attempt_timeout,
+        }
+    }
+
+    pub async fn call(&self, token: &RegistrationToken) -> CallResult {
+        classify(
+            self.client
+                .resolve_customer()
+                .registration_token(token.expose())
+                .send()
+                .await,
+        )
+    }
+
+    pub async fn resolve(&self, token: &RegistrationToken) -> ResolveOutcome {
+        let attempts = AtomicU32::new(0);
+        let fingerprint = token.fingerprint();
+        let one_attempt = || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            match self.call(token).await {
+                CallResult::Resolved(c) => Ok(Ok(c)),
+                CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
+                CallResult::Failed(failure) => Err(failure),
+            }
+        };
+        let retrying = one_attempt
+            .retry(self.policy.in_process())
+            .when(|f: &Failure| f.kind != FailureKind::Disabled)
+            .notify(|f: &Failure, wait| {
+                tracing::debug!(event_id = %fingerprint, failure = f.kind.as_str(),
+                    detail = %f.detail, wait_ms = wait.as_millis() as u64, "retrying ResolveCustomer");
+            });
+        // The whole retry loop, attempts included, fits in budget + one attempt, which is what the
+        // configuration checks against the visibility timeout.
+        let deadline = self.policy.budget + self.attempt_timeout;
+        let result = tokio::time::timeout(deadline, retrying).await;
+        let attempts = attempts.load(Ordering::Relaxed);
+        match result {
+            Ok(Ok(Ok(customer))) => ResolveOutcome::Resolved { customer, attempts },
+            Ok(Ok(Err((reason, detail)))) => ResolveOutcome::Rejected {
+                reason,
+                detail,
+                attempts,
+            },
+            Ok(Err(failure)) => ResolveOutcome::Unavailable { failure, attempts },
+            Err(_) => ResolveOutcome::Unavailable {
+                failure: Failure {
+                    kind: FailureKind::Transient,
+                    detail: format!("retry budget of {deadline:?} spent"),
+                },
+                attempts,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_marketplacemetering::operation::resolve_customer::ResolveCustomerError as E;
+    use aws_sdk_marketplacemetering::types::error as te;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    fn service_error(err: E, status: u16) -> SdkError<E> {
+        let raw = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    fn meta(code: &str, message: &str) -> aws_smithy_types::error::ErrorMetadata {
+        aws_smithy_types::error::ErrorMetadata::builder()
+            .code(code)
+            .message(message)
+            .build()
+    }
+
+    #[test]
+    fn verdicts_on_the_token_are_rejections() {
+        let invalid = E::InvalidTokenException(te::InvalidTokenException::builder().build());
+        assert!(matches!(
+            classify(Err(service_error(invalid, 400))),
+            CallResult::Rejected {
+                reason: DeadLetterReason::InvalidToken,
+                ..
+            }
+        ));
+        let expired = E::ExpiredTokenException(
+            te::ExpiredTokenException::builder()
+                .message("Registration token is expired")
+                .build(),
+        );
+        assert!(matches!(
+            classify(Err(service_error(expired, 400))),
+            CallResult::Rejected {
+                reason: DeadLetterReason::ExpiredToken,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn expired_credentials_are_not_an_expired_registration_token() {
+        let expired = E::ExpiredTokenException(
+            te::ExpiredTokenException::builder()
+                .message("The security token included in the request is expired")
+                .meta(meta(
+                    "ExpiredTokenException",
+                    "The security token included in the request is expired",
+                ))
+                .build(),
+        );
+        assert!(matches!(
+            classify(Err(service_error(expired, 400))),
+            CallResult::Failed(Failure {
+                kind: FailureKind::Transient,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn call_failures_are_retryable_kinds() {
+        let cases = [
+            (
+                E::ThrottlingException(te::ThrottlingException::builder().build()),
+                400,
+                FailureKind::Throttled,
+            ),
+            (
+                E::DisabledApiException(te::DisabledApiException::builder().build()),
+                400,
+                FailureKind::Disabled,
+            ),
+            (
+                E::InternalServiceErrorException(
+                    te::InternalServiceErrorException::builder().build(),
+                ),
+                500,
+                FailureKind::Transient,
+            ),
+            (
+                E::generic(meta("ServiceUnavailable", "x")),
+                503,
+                FailureKind::Transient,
+            ),
+            (
+                E::generic(meta("AccessDeniedException", "no")),
+                400,
+                FailureKind::Transient,
+            ),
+            (
+                E::generic(meta("TooManyRequestsException", "slow")),
+                429,
+                FailureKind::Throttled,
+            ),
+        ];
+        for (err, status, kind) in cases {
+            let shown = format!("{err:?}");
+            match classify(Err(service_error(err, status))) {
+                CallResult::Failed(f) => assert_eq!(f.kind, kind, "{shown}"),
+                other => panic!("{shown} → {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn success_maps_every_field() {
+        let output = ResolveCustomerOutput::builder()
+            .customer_aws_account_id("123456789012")
+            .product_code("prod-abc")
+            .license_arn("arn:aws:license-manager::123456789012:license/l-1")
+            .metadata(
+                aws_sdk_marketplacemetering::types::Metadata::builder()
+                    .agreement_id("agmt-1")
+                    .build(),
+            )
+            .build();
+        let CallResult::Resolved(c) = classify(Ok(output)) else {
+            panic!()
+        };
+        assert_eq!(c.customer_aws_account_id, "123456789012");
+        assert_eq!(c.product_code, "prod-abc");
+        assert_eq!(c.customer_identifier, None);
+        assert_eq!(c.agreement_id.as_deref(), Some("agmt-1"));
+        assert!(c.license_arn.is_some());
+    }
+
+    #[test]
+    fn success_without_account_is_not_trusted() {
+        let output = ResolveCustomerOutput::builder().product_code("p").build();
+        assert!(matches!(classify(Ok(output)), CallResult::Failed(_)));
+    }
+}

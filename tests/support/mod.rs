@@ -1,0 +1,397 @@
+//! Test support: a LocalStack endpoint (given, or a container), the emulator on a free port, and a
+//! fresh set of queues and a topic per test so tests run in parallel without seeing each other.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use mp_resolver::aws::Clients;
+use mp_resolver::config::{self, Settings, Sources};
+use mp_resolver::emulator::{EmulatorSettings, RunningEmulator};
+use mp_resolver::queue::ReceivedMessage;
+use mp_resolver::worker::Worker;
+use testcontainers_modules::localstack::LocalStack;
+use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
+
+/// The variable that points the tests at a running LocalStack (scripts/test.sh sets it).
+pub const ENDPOINT_VAR: &str = "MPR_TEST_LOCALSTACK_ENDPOINT";
+
+/// How long a test waits for something it expects to happen before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct LocalStackHandle {
+    pub endpoint: String,
+    _container: Option<ContainerAsync<LocalStack>>,
+}
+
+/// A LocalStack to talk to: the one named in the environment, else a container (when Docker is
+/// there), else a failure that says how to get one. Under CI a missing endpoint is a failure.
+pub async fn localstack() -> LocalStackHandle {
+    if let Ok(endpoint) = std::env::var(ENDPOINT_VAR) {
+        if !endpoint.trim().is_empty() {
+            return LocalStackHandle {
+                endpoint: endpoint.trim().trim_end_matches('/').to_owned(),
+                _container: None,
+            };
+        }
+    }
+    let how = format!(
+        "no LocalStack for the tests. Run them with `scripts/test.sh` (it starts LocalStack from a \
+         Python venv), or start one yourself (`scripts/localstack.sh start`) and set \
+         {ENDPOINT_VAR}=http://127.0.0.1:4566, or run with a Docker engine available."
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and {ENDPOINT_VAR} is not set: {how}");
+    }
+    match LocalStack::default()
+        .with_env_var("SERVICES", "sqs,sns")
+        .start()
+        .await
+    {
+        Ok(container) => {
+            let port = container
+                .get_host_port_ipv4(4566)
+                .await
+                .unwrap_or_else(|e| panic!("LocalStack container has no port 4566: {e}"));
+            LocalStackHandle {
+                endpoint: format!("http://127.0.0.1:{port}"),
+                _container: Some(container),
+            }
+        }
+        Err(e) => panic!("{how} (starting a container failed: {e})"),
+    }
+}
+
+fn sdk_config(endpoint: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"),
+        ))
+        .endpoint_url(endpoint)
+        .build()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    Standard,
+    Fifo,
+}
+
+/// Queues, a topic with a subscriber queue, the emulator, and the settings that tie them together.
+pub struct Fixture {
+    pub localstack: LocalStackHandle,
+    pub emulator: RunningEmulator,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub topic_arn: String,
+    pub subscriber_url: String,
+    pub settings: Settings,
+    ls_config: SdkConfig,
+}
+
+impl Fixture {
+    pub async fn new(topic: Topic) -> Self {
+        Self::with_env(topic, &[]).await
+    }
+
+    /// `extra` are MPR_ variables layered over the test defaults, as a deployment would set them.
+    pub async fn with_env(topic: Topic, extra: &[(&str, &str)]) -> Self {
+        let localstack = localstack().await;
+        let ls_config = sdk_config(&localstack.endpoint);
+        let sqs = aws_sdk_sqs::Client::new(&ls_config);
+        let sns = aws_sdk_sns::Client::new(&ls_config);
+        let name = unique("mpr");
+
+        let dlq_url = create_queue(&sqs, &format!("{name}-dlq"), HashMap::new()).await;
+        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+        let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"10"}}"#);
+        let queue_url = create_queue(
+            &sqs,
+            &name,
+            HashMap::from([(QueueAttributeName::RedrivePolicy, redrive)]),
+        )
+        .await;
+
+        let fifo = topic == Topic::Fifo;
+        let suffix = if fifo { ".fifo" } else { "" };
+        let mut topic_req = sns.create_topic().name(format!("{name}-customers{suffix}"));
+        if fifo {
+            topic_req = topic_req.attributes("FifoTopic", "true");
+        }
+        let topic_arn = topic_req
+            .send()
+            .await
+            .expect("create topic")
+            .topic_arn
+            .expect("topic arn");
+        let mut sub_attrs = HashMap::new();
+        if fifo {
+            sub_attrs.insert(QueueAttributeName::FifoQueue, "true".to_owned());
+        }
+        let subscriber_url =
+            create_queue(&sqs, &format!("{name}-subscriber{suffix}"), sub_attrs).await;
+        let subscriber_arn = queue_arn(&sqs, &subscriber_url).await;
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(&subscriber_arn)
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .expect("subscribe");
+
+        let emulator = RunningEmulator::start(EmulatorSettings::default())
+            .await
+            .expect("start the emulator");
+
+        let mut env: Vec<(String, String)> = [
+            ("MPR_QUEUE_URL", queue_url.as_str()),
+            ("MPR_DLQ_URL", dlq_url.as_str()),
+            ("MPR_TOPIC_ARN", topic_arn.as_str()),
+            ("MPR_WORKER__RECEIVE_WAIT_SECS", "1"),
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "30"),
+            ("MPR_WORKER__SHUTDOWN_GRACE_SECS", "10"),
+            ("MPR_RESOLVE__INITIAL_BACKOFF_MS", "5"),
+            ("MPR_RESOLVE__MAX_BACKOFF_MS", "50"),
+            ("MPR_RESOLVE__ATTEMPT_TIMEOUT_MS", "3000"),
+            ("MPR_RESOLVE__BUDGET_SECS", "5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = config::load(&Sources {
+            env,
+            ..Sources::default()
+        })
+        .expect("test settings are valid")
+        .settings;
+
+        Fixture {
+            localstack,
+            emulator,
+            sqs,
+            sns,
+            queue_url,
+            dlq_url,
+            topic_arn,
+            subscriber_url,
+            settings,
+            ls_config,
+        }
+    }
+
+    /// The worker's clients as production builds them, SQS and SNS at LocalStack and
+    /// ResolveCustomer at the emulator.
+    pub fn clients(&self, settings: &Settings) -> Clients {
+        let base = Clients::from_sdk_config(&self.ls_config, settings);
+        let emu_config = self
+            .ls_config
+            .to_builder()
+            .endpoint_url(self.emulator.endpoint())
+            .build();
+        Clients {
+            metering: Clients::from_sdk_config(&emu_config, settings).metering,
+            ..base
+        }
+    }
+
+    pub fn worker(&self) -> Arc<Worker> {
+        self.worker_with(self.settings.clone())
+    }
+
+    pub fn worker_with(&self, settings: Settings) -> Arc<Worker> {
+        Worker::new(self.clients(&settings), settings)
+    }
+
+    /// Sends a body to the token queue; returns its message id.
+    pub async fn send(&self, body: &str) -> String {
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send to the token queue")
+            .message_id
+            .expect("message id")
+    }
+
+    /// Receives the next message from the token queue the way the worker does.
+    pub async fn receive_token_message(&self, worker: &Worker) -> ReceivedMessage {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let mut got = worker
+                .queue()
+                .receive(1, 1, 30)
+                .await
+                .expect("receive from the token queue");
+            if let Some(m) = got.pop() {
+                return m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no message on the token queue"
+            );
+        }
+    }
+
+    /// Messages visible plus in flight on a queue.
+    pub async fn depth(&self, url: &str) -> u64 {
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        attrs.values().map(|v| v.parse::<u64>().unwrap_or(0)).sum()
+    }
+
+    /// Waits until `n` messages have been read from `url` (deleting them), or fails.
+    pub async fn collect(&self, url: &str, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {n} messages on {url}, got {}",
+                out.len()
+            );
+            out.extend(self.read_once(url, 1).await);
+        }
+        out
+    }
+
+    /// Reads what arrives on `url` within `wait_secs` (one long poll), deleting it.
+    pub async fn read_once(&self, url: &str, wait_secs: i32) -> Vec<Received> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_secs)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        let mut out = Vec::new();
+        for m in output.messages.unwrap_or_default() {
+            self.sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+            out.push(Received {
+                body: m.body.unwrap_or_default(),
+                attributes: m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+                    .collect(),
+                group_id: m
+                    .attributes
+                    .unwrap_or_default()
+                    .get(&MessageSystemAttributeName::MessageGroupId)
+                    .cloned(),
+            });
+        }
+        out
+    }
+
+    pub async fn events(&self, n: usize) -> Vec<Received> {
+        self.collect(&self.subscriber_url, n).await
+    }
+
+    pub async fn dead_letters(&self, n: usize) -> Vec<Received> {
+        self.collect(&self.dlq_url, n).await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: String,
+    pub attributes: HashMap<String, String>,
+    pub group_id: Option<String>,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("event body is JSON")
+    }
+    pub fn attr(&self, name: &str) -> &str {
+        self.attributes
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("attribute {name} missing from {:?}", self.attributes))
+    }
+}
+
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    mut attributes: HashMap<QueueAttributeName, String>,
+) -> String {
+    attributes
+        .entry(QueueAttributeName::VisibilityTimeout)
+        .or_insert_with(|| "30".to_owned());
+    sqs.create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create queue {name}: {e:?}"))
+        .queue_url
+        .expect("queue url")
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue arn")
+        .attributes
+        .unwrap_or_default()
+        .remove(&QueueAttributeName::QueueArn)
+        .expect("QueueArn attribute")
+}
+
+/// sha256(token), first 32 hex chars, computed independently of the library.
+pub fn expected_event_id(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))[..32].to_owned()
+}

@@ -1,0 +1,448 @@
+//! The worker against LocalStack (SQS, SNS) and the emulator (ResolveCustomer), through the real
+//! SDK clients and the worker's own code: what a seller would check on the queues and the topic.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mp_resolver::emulator::TestToken;
+use mp_resolver::message::DeadLetterReason;
+use mp_resolver::resolve::FailureKind;
+use mp_resolver::worker::{HandBackCause, Outcome};
+use serde_json::{json, Value};
+use support::{expected_event_id, Fixture, Topic};
+
+const ACCOUNT: &str = "123456789012";
+const PRODUCT: &str = "prod-abc";
+
+fn good_token() -> TestToken {
+    TestToken::new(ACCOUNT, PRODUCT)
+}
+
+fn unix_now() -> i64 {
+    Utc::now().timestamp()
+}
+
+fn body_for(token: &str) -> String {
+    json!({"registrationToken": token}).to_string()
+}
+
+/// Sends one body, lets the worker receive and process it, and returns the outcome.
+async fn process_one(fx: &Fixture, worker: &mp_resolver::worker::Worker, body: &str) -> Outcome {
+    fx.send(body).await;
+    let message = fx.receive_token_message(worker).await;
+    worker.handle(message).await
+}
+
+#[tokio::test]
+async fn good_token_is_published_with_every_field_and_deleted() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+    let token = good_token()
+        .customer("cust-1")
+        .license("arn:aws:license-manager::123456789012:license/l-1")
+        .agreement("agmt-1")
+        .encode();
+    let body = json!({
+        "registrationToken": token,
+        "signupId": "signup-42",
+        "context": {"plan": "gold", "region": "eu"},
+        "submittedAt": "2026-11-23T10:00:00Z",
+        "ignored": true,
+    })
+    .to_string();
+    let sent = Utc::now();
+
+    let outcome = process_one(&fx, &worker, &body).await;
+    assert_eq!(
+        outcome,
+        Outcome::Published {
+            event_id: mp_resolver::message::Fingerprint::of(&token),
+            attempts: 1
+        }
+    );
+
+    let events = fx.events(1).await;
+    let event = events[0].json();
+    assert_eq!(event["eventType"], "marketplace.customer.resolved");
+    assert_eq!(event["schemaVersion"], 1);
+    assert_eq!(event["eventId"], expected_event_id(&token));
+    assert_eq!(event["customerIdentifier"], "cust-1");
+    assert_eq!(event["customerAWSAccountId"], ACCOUNT);
+    assert_eq!(event["productCode"], PRODUCT);
+    assert_eq!(
+        event["licenseArn"],
+        "arn:aws:license-manager::123456789012:license/l-1"
+    );
+    assert_eq!(event["agreementId"], "agmt-1");
+    assert_eq!(event["signupId"], "signup-42");
+    assert_eq!(event["context"], json!({"plan": "gold", "region": "eu"}));
+    assert_eq!(event["submittedAt"], "2026-11-23T10:00:00Z");
+    assert_eq!(event["attempts"], 1);
+    let enqueued: DateTime<Utc> = event["enqueuedAt"].as_str().unwrap().parse().unwrap();
+    let resolved: DateTime<Utc> = event["resolvedAt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (enqueued - sent).num_seconds().abs() < 5,
+        "enqueuedAt {enqueued} vs sent {sent}"
+    );
+    assert!(resolved >= enqueued);
+    assert_eq!(event.as_object().unwrap().len(), 14, "{event}");
+    assert!(
+        !events[0].body.contains(&token),
+        "the raw token is never published"
+    );
+
+    assert_eq!(events[0].attr("eventType"), "marketplace.customer.resolved");
+    assert_eq!(events[0].attr("productCode"), PRODUCT);
+    assert_eq!(events[0].attr("customerAWSAccountId"), ACCOUNT);
+
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        0,
+        "the source message is gone"
+    );
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+}
+
+#[tokio::test]
+async fn new_integrations_without_customer_identifier_publish_null() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+    let token = good_token().encode();
+    process_one(&fx, &worker, &token).await;
+    let event = fx.events(1).await[0].json();
+    assert_eq!(event["customerIdentifier"], Value::Null);
+    assert_eq!(event["licenseArn"], Value::Null);
+    assert_eq!(event["signupId"], Value::Null);
+    assert_eq!(event["context"], json!({}));
+}
+
+#[tokio::test]
+async fn fifo_topic_gets_group_and_dedup_ids() {
+    let fx = Fixture::new(Topic::Fifo).await;
+    let worker = fx.worker();
+    let token = good_token().customer("cust-fifo").encode();
+    let outcome = process_one(&fx, &worker, &body_for(&token)).await;
+    assert!(matches!(outcome, Outcome::Published { .. }), "{outcome:?}");
+
+    let events = fx.events(1).await;
+    let event = events[0].json();
+    assert_eq!(event["eventId"], expected_event_id(&token));
+    assert_eq!(event["customerAWSAccountId"], ACCOUNT);
+    assert_eq!(
+        events[0].group_id.as_deref(),
+        Some(ACCOUNT),
+        "MessageGroupId is the account"
+    );
+    assert_eq!(events[0].attr("productCode"), PRODUCT);
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+
+    // The dedup id is the event id: a second publish of the same token within SNS's dedup window
+    // delivers nothing new.
+    let again = fx.worker();
+    fx.send(&body_for(&token)).await;
+    let message = fx.receive_token_message(&again).await;
+    assert!(matches!(
+        again.handle(message).await,
+        Outcome::Published { .. }
+    ));
+    assert!(
+        fx.read_once(&fx.subscriber_url, 2).await.is_empty(),
+        "deduplicated by eventId"
+    );
+}
+
+#[tokio::test]
+async fn api_verdicts_are_dead_lettered_with_their_reason() {
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[("MPR_PRODUCT_CODES", "prod-allowed,prod-abc")],
+    )
+    .await;
+    let worker = fx.worker();
+    let expired = good_token().expires_at(unix_now() - 60).encode();
+    let wrong_product = TestToken::new(ACCOUNT, "prod-other").encode();
+    let cases = [
+        (
+            body_for("not-a-real-token"),
+            DeadLetterReason::InvalidToken,
+            Some("not-a-real-token"),
+        ),
+        (
+            body_for(&expired),
+            DeadLetterReason::ExpiredToken,
+            Some(expired.as_str()),
+        ),
+        (
+            body_for(&wrong_product),
+            DeadLetterReason::ProductMismatch,
+            Some(wrong_product.as_str()),
+        ),
+    ];
+    for (body, reason, token) in &cases {
+        let outcome = process_one(&fx, &worker, body).await;
+        assert!(
+            matches!(&outcome, Outcome::DeadLettered { reason: r, .. } if r == reason),
+            "{reason:?}: {outcome:?}"
+        );
+        let letters = fx.dead_letters(1).await;
+        let letter = &letters[0];
+        assert_eq!(
+            &letter.body, body,
+            "DLQ body is the original, byte for byte"
+        );
+        assert_eq!(letter.attr("mpr.reason"), reason.as_str());
+        assert_eq!(
+            letter.attr("mpr.eventId"),
+            expected_event_id(token.unwrap())
+        );
+        assert_eq!(letter.attr("mpr.receiveCount"), "1");
+        assert!(!letter.attr("mpr.sourceMessageId").is_empty());
+        assert!(letter.attr("mpr.failedAt").parse::<DateTime<Utc>>().is_ok());
+        assert!(
+            !letter.attr("mpr.detail").contains(token.unwrap()),
+            "detail never has the token"
+        );
+        assert_eq!(
+            fx.depth(&fx.queue_url).await,
+            0,
+            "{reason:?}: source message gone"
+        );
+    }
+    assert!(
+        fx.read_once(&fx.subscriber_url, 1).await.is_empty(),
+        "nothing published"
+    );
+}
+
+/// Every way of breaking the inbound contract, through the running worker loop: each is
+/// dead-lettered as malformed with its body intact, and the worker keeps going.
+#[tokio::test]
+async fn malformed_bodies_are_dead_lettered_and_the_worker_keeps_running() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let good = good_token().encode();
+    let oversize = "t".repeat(8_193);
+    let big_context: serde_json::Map<String, Value> =
+        (0..40).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let bad_bodies: Vec<String> = vec![
+        "[1, 2, 3]".into(),                                      // JSON, not an object
+        "{\"registrationToken\": \"abc\"".into(),                // broken JSON
+        json!({"signupId": "s"}).to_string(),                    // no token
+        json!({"registrationToken": ""}).to_string(),            // empty token
+        json!({"registrationToken": oversize}).to_string(),      // oversize token
+        json!({"registrationToken": "abc\u{1}def"}).to_string(), // control character
+        "tok\ten\twith\ttabs".into(), // plain body, control char (SQS only carries tab, LF, CR)
+        json!({"registrationToken": 12345}).to_string(), // wrong type
+        json!({"registrationToken": good, "context": ["a"]}).to_string(), // wrong context type
+        json!({"registrationToken": good, "context": big_context}).to_string(), // oversize context
+        json!({"registrationToken": good, "signupId": "x".repeat(300)}).to_string(), // long signupId
+        json!({"Type": "Notification", "Message": "{not json"}).to_string(), // broken SNS envelope
+        json!({"Type": "Notification", "Message": {"registrationToken": good}}).to_string(), // envelope Message not a string
+        "   ".into(), // blank
+    ];
+    let mut ids = std::collections::HashMap::new();
+    for body in &bad_bodies {
+        ids.insert(fx.send(body).await, body.clone());
+    }
+    fx.send(&body_for(&good)).await;
+
+    let worker = fx.worker();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+
+    let letters = fx.dead_letters(bad_bodies.len()).await;
+    let events = fx.events(1).await;
+    assert_eq!(events[0].json()["eventId"], expected_event_id(&good));
+    for letter in &letters {
+        let source = letter.attr("mpr.sourceMessageId");
+        let original = ids
+            .get(source)
+            .unwrap_or_else(|| panic!("unknown source {source}"));
+        assert_eq!(&letter.body, original, "DLQ body is byte-identical");
+        assert_eq!(
+            letter.attr("mpr.reason"),
+            "malformed_message",
+            "{original:?}"
+        );
+        assert!(!letter.attr("mpr.detail").is_empty());
+        assert!(!letter.attr("mpr.detail").contains(&good));
+    }
+    assert!(!running.is_finished(), "the worker is still running");
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        0,
+        "every source message is gone"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .expect("the worker stops after its shutdown future completes")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn throttled_and_failing_tokens_resolve_after_retries() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+
+    let throttled = good_token().throttle(3).encode();
+    let outcome = process_one(&fx, &worker, &body_for(&throttled)).await;
+    assert!(
+        matches!(outcome, Outcome::Published { attempts: 4, .. }),
+        "{outcome:?}"
+    );
+    let event = fx.events(1).await[0].json();
+    assert_eq!(event["attempts"], 4);
+    assert_eq!(event["eventId"], expected_event_id(&throttled));
+
+    let failing = good_token().fail(2).encode();
+    let outcome = process_one(&fx, &worker, &body_for(&failing)).await;
+    assert!(
+        matches!(outcome, Outcome::Published { attempts: 3, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(fx.events(1).await[0].json()["attempts"], 3);
+
+    let stats = fx.emulator.stats();
+    assert_eq!(stats.throttled, 3);
+    assert_eq!(stats.internal_errors, 2);
+    assert_eq!(stats.resolved, 2);
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0, "nothing dead-lettered");
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+}
+
+#[tokio::test]
+async fn throttling_beyond_the_attempt_limit_hands_the_message_back() {
+    let fx = Fixture::with_env(Topic::Standard, &[("MPR_RESOLVE__MAX_ATTEMPTS", "3")]).await;
+    let worker = fx.worker();
+    let token = good_token().throttle(5).encode();
+    let id = fx.send(&body_for(&token)).await;
+    let message = fx.receive_token_message(&worker).await;
+    let outcome = worker.handle(message).await;
+    let Outcome::HandedBack { cause, delay } = outcome else {
+        panic!("expected a hand-back, got {outcome:?}")
+    };
+    assert_eq!(cause, HandBackCause::Resolve(FailureKind::Throttled));
+    assert!(delay >= Duration::from_secs(1) && delay <= Duration::from_secs(300));
+    assert_eq!(
+        fx.emulator.stats().calls,
+        3,
+        "exactly max_attempts calls, no SDK retries on top"
+    );
+    assert_eq!(
+        fx.depth(&fx.dlq_url).await,
+        0,
+        "a throttled token is never dead-lettered"
+    );
+
+    // Next delivery: two throttles left, then success.
+    let again = fx.receive_token_message(&worker).await;
+    assert_eq!(again.message_id, id);
+    assert_eq!(again.receive_count, 2);
+    let outcome = worker.handle(again).await;
+    assert!(
+        matches!(outcome, Outcome::Published { attempts: 3, .. }),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_publish_leaves_the_message_on_the_queue() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let mut settings = fx.settings.clone();
+    settings.topic_arn = format!("{}-missing", fx.topic_arn);
+    let worker = fx.worker_with(settings);
+    let token = good_token().encode();
+    let id = fx.send(&body_for(&token)).await;
+    let message = fx.receive_token_message(&worker).await;
+
+    let outcome = worker.handle(message).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::HandedBack {
+                cause: HandBackCause::Publish,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    // Not deleted: it comes back once the hand-back delay passes.
+    let back = fx.receive_token_message(&worker).await;
+    assert_eq!(back.message_id, id);
+    assert_eq!(back.body, body_for(&token));
+    // Not dead-lettered.
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+}
+
+#[tokio::test]
+async fn the_same_token_twice_has_one_event_id_and_one_call_per_process() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let token = good_token().encode();
+    let body = body_for(&token);
+
+    let first = fx.worker();
+    assert!(matches!(
+        process_one(&fx, &first, &body).await,
+        Outcome::Published { .. }
+    ));
+    // Another process (an ECS task next to this one) does not share memory: it publishes again.
+    let second = fx.worker();
+    assert!(matches!(
+        process_one(&fx, &second, &body).await,
+        Outcome::Published { .. }
+    ));
+    let events = fx.events(2).await;
+    for event in &events {
+        assert_eq!(event.json()["eventId"], expected_event_id(&token));
+    }
+    assert_eq!(fx.emulator.stats().calls, 2);
+
+    // A redelivery to a process that already published it: deleted, no call, no event.
+    let outcome = process_one(&fx, &first, &body).await;
+    assert_eq!(
+        outcome,
+        Outcome::AlreadyPublished {
+            event_id: mp_resolver::message::Fingerprint::of(&token)
+        }
+    );
+    assert_eq!(
+        fx.emulator.stats().calls,
+        2,
+        "no second ResolveCustomer call"
+    );
+    assert!(
+        fx.read_once(&fx.subscriber_url, 1).await.is_empty(),
+        "no second event"
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+}
+
+#[tokio::test]
+async fn disabled_api_hands_back_and_never_dead_letters() {
+    let fx = Fixture::new(Topic::Standard).await;
+    fx.emulator.configure(|s| s.disabled = true);
+    let worker = fx.worker();
+    let outcome = process_one(&fx, &worker, &body_for(&good_token().encode())).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::HandedBack {
+                cause: HandBackCause::Resolve(FailureKind::Disabled),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        fx.emulator.stats().calls,
+        1,
+        "a disabled API is not hammered"
+    );
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+    assert_eq!(fx.depth(&fx.queue_url).await, 1, "still on the queue");
+}
