@@ -23,7 +23,12 @@ mpr_abspath() {
 MPR_VENV="$(mpr_abspath "${MPR_VENV:-$MPR_ROOT/.localstack-venv}")"
 MPR_VENV="${MPR_VENV%/}"
 MPR_LOCALSTACK_PORT="${MPR_LOCALSTACK_PORT:-4566}"
-MPR_STATE_DIR="$(mpr_abspath "${MPR_STATE_DIR:-$MPR_ROOT/target/localstack}")"
+# One state directory per port, so LocalStacks on different ports never share a pid file.
+if [[ $MPR_LOCALSTACK_PORT == 4566 ]]; then
+    MPR_STATE_DIR="$(mpr_abspath "${MPR_STATE_DIR:-$MPR_ROOT/target/localstack}")"
+else
+    MPR_STATE_DIR="$(mpr_abspath "${MPR_STATE_DIR:-$MPR_ROOT/target/localstack-$MPR_LOCALSTACK_PORT}")"
+fi
 MPR_STATE_DIR="${MPR_STATE_DIR%/}"
 MPR_LOCALSTACK_TIMEOUT="${MPR_LOCALSTACK_TIMEOUT:-90}"
 

@@ -18,10 +18,6 @@ pub const ENV_PREFIX: &str = "MPR_";
 /// Exit code for bad configuration (sysexits.h EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
 
-/// Seconds an in-process retry may not eat into: room left in the visibility timeout for the
-/// publish or dead-letter send and the delete after the last attempt.
-const VISIBILITY_MARGIN_SECS: u64 = 10;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -32,6 +28,9 @@ pub struct Settings {
     pub product_codes: Vec<String>,
     pub worker: WorkerSettings,
     pub resolve: ResolveSettings,
+    pub rate_limit: RateLimitSettings,
+    pub pause: PauseSettings,
+    pub admin: AdminSettings,
     pub aws: AwsSettings,
     pub log: LogSettings,
 }
@@ -44,6 +43,7 @@ pub struct WorkerSettings {
     pub receive_wait_secs: i32,
     pub visibility_timeout_secs: i32,
     pub shutdown_grace_secs: u64,
+    pub stall_timeout_secs: u64,
     pub dedupe_capacity: usize,
     pub delete_linger_ms: u64,
 }
@@ -58,6 +58,30 @@ pub struct ResolveSettings {
     pub backoff_factor: f32,
     pub budget_secs: u64,
     pub handback_max_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub initial_per_sec: f64,
+    pub min_per_sec: f64,
+    pub max_per_sec: f64,
+    pub decrease_factor: f64,
+    pub cooldown_ms: u64,
+    pub increase_per_sec: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseSettings {
+    pub probe_initial_secs: u64,
+    pub probe_max_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,10 +333,11 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     check_range("worker.max_in_flight", w.max_in_flight, 1, 10_000)?;
     check_range("worker.receive_batch", w.receive_batch, 1, 10)?;
     check_range("worker.receive_wait_secs", w.receive_wait_secs, 0, 20)?;
+    // The heartbeat extends visibility every third of it; below 3 s that leaves no slack.
     check_range(
         "worker.visibility_timeout_secs",
         w.visibility_timeout_secs,
-        1,
+        3,
         43_200,
     )?;
     check_range(
@@ -321,6 +346,7 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
         0,
         3_600,
     )?;
+    check_range("worker.stall_timeout_secs", w.stall_timeout_secs, 1, 86_400)?;
     check_range("worker.dedupe_capacity", w.dedupe_capacity, 1, 10_000_000)?;
     check_range("worker.delete_linger_ms", w.delete_linger_ms, 0, 1_000)?;
 
@@ -348,19 +374,39 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     check_range("resolve.budget_secs", r.budget_secs, 0, 43_200)?;
     check_range("resolve.handback_max_secs", r.handback_max_secs, 1, 43_200)?;
 
-    // The in-process retries must end before the message becomes visible to another consumer.
-    let needed = r.budget_secs + r.attempt_timeout_ms.div_ceil(1000) + VISIBILITY_MARGIN_SECS;
-    if (w.visibility_timeout_secs as u64) < needed {
-        return Err(invalid(
-            "worker.visibility_timeout_secs",
-            format!(
-                "is {} s but must be at least {needed} s: resolve.budget_secs ({}) + one \
-                 attempt (resolve.attempt_timeout_ms {}) + {VISIBILITY_MARGIN_SECS} s to publish \
-                 and delete",
-                w.visibility_timeout_secs, r.budget_secs, r.attempt_timeout_ms
-            ),
-        ));
+    let rl = &s.rate_limit;
+    check_range("rate_limit.min_per_sec", rl.min_per_sec, 0.01, 10_000.0)?;
+    check_range(
+        "rate_limit.initial_per_sec",
+        rl.initial_per_sec,
+        rl.min_per_sec,
+        10_000.0,
+    )?;
+    if rl.max_per_sec != 0.0 {
+        check_range(
+            "rate_limit.max_per_sec",
+            rl.max_per_sec,
+            rl.initial_per_sec,
+            10_000.0,
+        )?;
     }
+    check_range("rate_limit.decrease_factor", rl.decrease_factor, 0.05, 0.99)?;
+    check_range("rate_limit.cooldown_ms", rl.cooldown_ms, 0, 60_000)?;
+    check_range(
+        "rate_limit.increase_per_sec",
+        rl.increase_per_sec,
+        0.0,
+        1_000.0,
+    )?;
+
+    let p = &s.pause;
+    check_range("pause.probe_initial_secs", p.probe_initial_secs, 1, 3_600)?;
+    check_range(
+        "pause.probe_max_secs",
+        p.probe_max_secs,
+        p.probe_initial_secs,
+        86_400,
+    )?;
 
     check_range("aws.max_attempts", s.aws.max_attempts, 1, 10)?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(s.log.level.trim()) {
@@ -496,9 +542,17 @@ mod tests {
             ),
             (
                 "MPR_WORKER__VISIBILITY_TIMEOUT_SECS",
-                "30",
+                "2",
                 "worker.visibility_timeout_secs",
             ),
+            (
+                "MPR_RATE_LIMIT__DECREASE_FACTOR",
+                "1.5",
+                "rate_limit.decrease_factor",
+            ),
+            ("MPR_RATE_LIMIT__MAX_PER_SEC", "5", "rate_limit.max_per_sec"),
+            ("MPR_ADMIN__LISTEN", "not-an-address", "admin.listen"),
+            ("MPR_PAUSE__PROBE_MAX_SECS", "1", "pause.probe_max_secs"),
             (
                 "MPR_RESOLVE__MAX_BACKOFF_MS",
                 "10",

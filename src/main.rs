@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use mp_resolver::aws::Clients;
 use mp_resolver::config::{self, Sources, EXIT_CONFIG};
 use mp_resolver::emulator::{self, EmulatorSettings};
-use mp_resolver::{logging, worker::Worker};
+use mp_resolver::{admin, logging, worker::Worker};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,18 @@ enum Command {
     )]
     Run {
         /// A TOML file layered over the defaults (environment variables still win).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Exit 0 when the local worker's /healthz says healthy (for container health checks; no curl needed).
+    #[command(
+        after_help = "Example (ECS task definition healthCheck):\n  [\"CMD\", \"/usr/local/bin/mp-resolver\", \"healthcheck\"]\n\nThe address is [admin] listen from the configuration (MPR_ADMIN__LISTEN, default 0.0.0.0:9090, asked on 127.0.0.1)."
+    )]
+    Healthcheck {
+        /// Ask this address instead of the configured one, e.g. 127.0.0.1:9090.
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: Option<SocketAddr>,
+        /// The same configuration file `run` was given.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -66,6 +78,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config } => runtime.block_on(run(config)),
+        Command::Healthcheck { addr, config } => runtime.block_on(healthcheck(addr, config)),
         Command::Emulator {
             listen,
             quota,
@@ -110,10 +123,53 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
     for name in &loaded.ignored_env {
         tracing::warn!(variable = %name, "environment variable with the MPR_ prefix matches no configuration key; ignored");
     }
+    let admin = match tokio::net::TcpListener::bind(settings.admin.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "mp-resolver: configuration key `admin.listen` (env MPR_ADMIN__LISTEN): cannot listen on {}: {e}",
+                settings.admin.listen
+            );
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    tracing::info!(admin = %settings.admin.listen, "health and metrics listening");
     let clients = Clients::from_environment(&settings).await;
     let worker = Worker::new(clients, settings);
-    worker.run(shutdown_signal()).await;
-    ExitCode::SUCCESS
+    match admin::run_worker(worker, admin, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn healthcheck(addr: Option<SocketAddr>, config_file: Option<PathBuf>) -> ExitCode {
+    let addr = match addr {
+        Some(addr) => addr,
+        None => match config::load(&Sources::from_process(config_file)) {
+            Ok(loaded) => admin::local_address(loaded.settings.admin.listen),
+            Err(error) => {
+                eprintln!("mp-resolver healthcheck: {error}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        },
+    };
+    match admin::http_get(addr, "/healthz").await {
+        Ok((200, body)) => {
+            println!("healthy: {}", body.trim());
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            println!("unhealthy (HTTP {status}): {}", body.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("unhealthy: no answer from {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve_emulator(listen: SocketAddr, settings: EmulatorSettings) -> ExitCode {

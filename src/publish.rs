@@ -1,9 +1,12 @@
 //! Publishing resolved customers to SNS, with the attributes subscribers filter on.
 
+use std::sync::Arc;
+
 use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::message::CustomerEvent;
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 #[error("SNS Publish failed: {message}")]
@@ -15,11 +18,22 @@ pub struct PublishError {
 pub struct Publisher {
     sns: aws_sdk_sns::Client,
     topic_arn: String,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Publisher {
     pub fn new(sns: aws_sdk_sns::Client, topic_arn: String) -> Self {
-        Publisher { sns, topic_arn }
+        Publisher {
+            sns,
+            topic_arn,
+            telemetry: None,
+        }
+    }
+
+    /// Counts every call in `mpr_aws_calls`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     pub fn is_fifo(&self) -> bool {
@@ -53,7 +67,11 @@ impl Publisher {
                 .message_group_id(&event.customer_aws_account_id)
                 .message_deduplication_id(event.event_id.as_str());
         }
-        let output = request.send().await.map_err(|e| PublishError {
+        let result = request.send().await;
+        if let Some(t) = &self.telemetry {
+            t.metrics.aws_call("sns", "Publish", result.is_ok());
+        }
+        let output = result.map_err(|e| PublishError {
             message: DisplayErrorContext(e).to_string(),
         })?;
         Ok(output.message_id.unwrap_or_default())

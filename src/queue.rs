@@ -7,9 +7,12 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
 };
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::message::{dlq_attr, DeadLetter};
+use crate::telemetry::Telemetry;
 
 /// An SQS call that failed after the SDK's own retries.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,7 @@ pub struct Queue {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     dlq_url: String,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Queue {
@@ -77,7 +81,24 @@ impl Queue {
             sqs,
             queue_url,
             dlq_url,
+            telemetry: None,
         }
+    }
+
+    /// Counts every call in `mpr_aws_calls`.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    fn count<T, E>(&self, operation: &'static str, result: Result<T, E>) -> Result<T, QueueError>
+    where
+        E: std::error::Error,
+    {
+        if let Some(t) = &self.telemetry {
+            t.metrics.aws_call("sqs", operation, result.is_ok());
+        }
+        result.map_err(|e| QueueError::new(operation, e))
     }
 
     pub fn url(&self) -> &str {
@@ -101,8 +122,8 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send()
-            .await
-            .map_err(|e| QueueError::new("ReceiveMessage", e))?;
+            .await;
+        let output = self.count("ReceiveMessage", output)?;
         Ok(output
             .messages
             .unwrap_or_default()
@@ -132,14 +153,15 @@ impl Queue {
         delay: Duration,
     ) -> Result<(), QueueError> {
         let secs = delay.as_secs().min(43_200) as i32;
-        self.sqs
+        let result = self
+            .sqs
             .change_message_visibility()
             .queue_url(&self.queue_url)
             .receipt_handle(receipt_handle)
             .visibility_timeout(secs)
             .send()
-            .await
-            .map_err(|e| QueueError::new("ChangeMessageVisibility", e))?;
+            .await;
+        self.count("ChangeMessageVisibility", result)?;
         Ok(())
     }
 
@@ -166,8 +188,8 @@ impl Queue {
             .queue_url(&self.queue_url)
             .set_entries(Some(request_entries))
             .send()
-            .await
-            .map_err(|e| QueueError::new("DeleteMessageBatch", e))?;
+            .await;
+        let output = self.count("DeleteMessageBatch", output)?;
         let mut results: Vec<Result<(), String>> =
             vec![Err("missing from the batch response".to_owned()); entries.len()];
         for ok in output.successful {
@@ -235,10 +257,8 @@ impl Queue {
                 .message_group_id(group_id.unwrap_or("mp-resolver"))
                 .message_deduplication_id(&letter.source_message_id);
         }
-        request
-            .send()
-            .await
-            .map_err(|e| QueueError::new("SendMessage", e))?;
+        let result = request.send().await;
+        self.count("SendMessage", result)?;
         Ok(())
     }
 }

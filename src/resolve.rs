@@ -2,6 +2,8 @@
 //! of one delivery.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_marketplacemetering::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_marketplacemetering::operation::resolve_customer::{
@@ -10,7 +12,9 @@ use aws_sdk_marketplacemetering::operation::resolve_customer::{
 use backon::Retryable;
 
 use crate::message::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
+use crate::ratelimit::AdaptiveRateLimiter;
 use crate::retry::BackoffPolicy;
+use crate::telemetry::Telemetry;
 
 /// What the API said about one call, reduced to what the worker acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,36 +169,69 @@ pub enum ResolveOutcome {
     Unavailable { failure: Failure, attempts: u32 },
 }
 
-/// Calls ResolveCustomer with backoff. The SDK client it is given must have its own retries
-/// turned off (see `aws::Clients`), so each attempt here is exactly one request.
+/// A token no real registration has: the pause probe sends it, and any answer other than
+/// DisabledApiException (normally InvalidTokenException) shows the API is back.
+pub const PROBE_TOKEN: &str = "mp-resolver-probe-not-a-token";
+
+/// Calls ResolveCustomer with backoff, under the process-wide adaptive rate limit. The SDK client
+/// it is given must have its own retries turned off (see `aws::Clients`), so each attempt here is
+/// exactly one request.
 #[derive(Debug, Clone)]
 pub struct Resolver {
     client: aws_sdk_marketplacemetering::Client,
     policy: BackoffPolicy,
-    attempt_timeout: std::time::Duration,
+    attempt_timeout: Duration,
+    limiter: Arc<AdaptiveRateLimiter>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Resolver {
     pub fn new(
         client: aws_sdk_marketplacemetering::Client,
         policy: BackoffPolicy,
-        attempt_timeout: std::time::Duration,
+        attempt_timeout: Duration,
+        limiter: Arc<AdaptiveRateLimiter>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         Resolver {
             client,
             policy,
             attempt_timeout,
+            limiter,
+            telemetry,
         }
     }
 
+    /// One call, rate-limited, counted, and fed back into the rate limit.
     pub async fn call(&self, token: &RegistrationToken) -> CallResult {
-        classify(
+        self.call_raw(token.expose()).await
+    }
+
+    /// Asks the API whether it is still disabled, with a token that cannot be valid.
+    pub async fn probe(&self) -> CallResult {
+        self.call_raw(PROBE_TOKEN).await
+    }
+
+    async fn call_raw(&self, token: &str) -> CallResult {
+        self.limiter.acquire().await;
+        let started = tokio::time::Instant::now();
+        let result = classify(
             self.client
                 .resolve_customer()
-                .registration_token(token.expose())
+                .registration_token(token)
                 .send()
                 .await,
-        )
+        );
+        self.telemetry
+            .metrics
+            .resolve_attempt(&result, started.elapsed());
+        match &result {
+            CallResult::Failed(f) if f.kind == FailureKind::Throttled => self.limiter.throttled(),
+            CallResult::Failed(_) => {}
+            CallResult::Resolved(_) | CallResult::Rejected { .. } => self.limiter.succeeded(),
+        }
+        self.telemetry.metrics.rate_limit(self.limiter.rate());
+        result
     }
 
     pub async fn resolve(&self, token: &RegistrationToken) -> ResolveOutcome {

@@ -9,19 +9,23 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lru::LruCache;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::aws::Clients;
 use crate::config::Settings;
 use crate::deleter::Deleter;
+use crate::lease::Lease;
 use crate::message::{
     parse_body, CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint, TokenRequest,
 };
+use crate::pause::{ApiPause, PauseChange};
 use crate::publish::Publisher;
 use crate::queue::{now_rfc3339, DeleteEntry, Queue, ReceivedMessage};
-use crate::resolve::{FailureKind, ResolveOutcome, Resolver};
+use crate::ratelimit::{AdaptiveRateLimiter, RatePolicy};
+use crate::resolve::{CallResult, FailureKind, ResolveOutcome, Resolver};
 use crate::retry::{full_jitter, BackoffPolicy};
+use crate::telemetry::Telemetry;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,31 +77,54 @@ pub struct Worker {
     publisher: Publisher,
     resolver: Resolver,
     policy: BackoffPolicy,
+    telemetry: Arc<Telemetry>,
+    pause: Arc<ApiPause>,
     /// Fingerprints this process published recently.
     published: Mutex<LruCache<Fingerprint, ()>>,
     /// Receipt handles of messages being worked on, by message id, for the shutdown hand-back.
     in_flight: Mutex<HashMap<String, String>>,
+    probe: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How long shutdown waits for a receive already in progress to answer.
+const RECEIVE_SETTLE: Duration = Duration::from_millis(500);
+
+/// What the receive loop does next.
+enum Next {
+    Shutdown,
+    Receive(Vec<OwnedSemaphorePermit>),
 }
 
 impl Worker {
     /// Must be called inside a tokio runtime: it starts the delete batcher.
     pub fn new(clients: Clients, settings: Settings) -> Arc<Self> {
+        let telemetry = Arc::new(Telemetry::new(Duration::from_secs(
+            settings.worker.stall_timeout_secs,
+        )));
         let queue = Queue::new(
             clients.sqs,
             settings.queue_url.clone(),
             settings.dlq_url.clone(),
-        );
+        )
+        .with_telemetry(telemetry.clone());
         let deleter = Deleter::spawn(
             queue.clone(),
             Duration::from_millis(settings.worker.delete_linger_ms),
         );
         let policy = BackoffPolicy::from_settings(&settings.resolve);
+        let limiter = Arc::new(AdaptiveRateLimiter::new(RatePolicy::from_settings(
+            &settings.rate_limit,
+        )));
+        telemetry.metrics.rate_limit(limiter.rate());
         let resolver = Resolver::new(
             clients.metering,
             policy.clone(),
             settings.resolve.attempt_timeout(),
+            limiter,
+            telemetry.clone(),
         );
-        let publisher = Publisher::new(clients.sns, settings.topic_arn.clone());
+        let publisher = Publisher::new(clients.sns, settings.topic_arn.clone())
+            .with_telemetry(telemetry.clone());
         let capacity =
             NonZeroUsize::new(settings.worker.dedupe_capacity).unwrap_or(NonZeroUsize::MIN);
         Arc::new(Worker {
@@ -106,14 +133,26 @@ impl Worker {
             publisher,
             resolver,
             policy,
+            telemetry,
+            pause: Arc::new(ApiPause::default()),
             published: Mutex::new(LruCache::new(capacity)),
             in_flight: Mutex::new(HashMap::new()),
+            probe: Mutex::new(None),
             settings,
         })
     }
 
     pub fn queue(&self) -> &Queue {
         &self.queue
+    }
+
+    /// Metrics and health, for the admin endpoint and for tests.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.pause.is_paused()
     }
 
     /// Receives and works until `shutdown` completes, then stops receiving, lets in-flight work
@@ -127,44 +166,49 @@ impl Worker {
         tracing::info!(queue = %self.queue.url(), max_in_flight = w.max_in_flight, "worker started");
 
         loop {
-            // Wait for a free slot first, so the process never holds messages it cannot start.
-            let first = tokio::select! {
-                _ = &mut shutdown => break,
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
+            let permits = match self.next_slots(&slots, &mut shutdown).await {
+                Next::Shutdown => break,
+                Next::Receive(permits) => permits,
             };
-            let mut permits = vec![first];
-            while permits.len() < w.receive_batch as usize {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
             while let Some(done) = tasks.try_join_next() {
                 report_join(done);
             }
-
+            let receive = self.queue.receive(
+                permits.len() as i32,
+                w.receive_wait_secs,
+                w.visibility_timeout_secs,
+            );
+            tokio::pin!(receive);
             let received = tokio::select! {
-                _ = &mut shutdown => break,
-                r = self.queue.receive(permits.len() as i32, w.receive_wait_secs, w.visibility_timeout_secs) => r,
+                r = &mut receive => r,
+                _ = &mut shutdown => {
+                    // Stop at once, but not blindly: a long poll that found messages answers within
+                    // milliseconds, and those go straight back; one still waiting holds none.
+                    if let Ok(Ok(messages)) = tokio::time::timeout(RECEIVE_SETTLE, &mut receive).await {
+                        self.hand_back_now(messages).await;
+                    }
+                    break;
+                }
             };
             let messages = match received {
                 Ok(messages) => {
+                    self.telemetry.health.receive_succeeded();
                     receive_delays = receive_backoff();
                     messages
                 }
                 Err(error) => {
-                    let wait = receive_delays.next().unwrap_or(Duration::from_secs(30));
-                    tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "receive failed");
+                    self.telemetry.health.receive_failed();
+                    let wait =
+                        full_jitter(receive_delays.next().unwrap_or(Duration::from_secs(30)));
+                    tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "receive failed; retrying");
                     tokio::select! {
                         _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(full_jitter(wait)) => continue,
+                        _ = tokio::time::sleep(wait) => continue,
                     }
                 }
             };
-            for (message, permit) in messages.into_iter().zip(permits.drain(..)) {
+            self.telemetry.metrics.received(messages.len());
+            for (message, permit) in messages.into_iter().zip(permits) {
                 self.track(&message);
                 let worker = self.clone();
                 tasks.spawn(async move {
@@ -172,9 +216,13 @@ impl Worker {
                     worker.handle(message).await;
                 });
             }
-            // Unused permits drop here and free their slots.
+            // Permits not matched by a message drop here and free their slots.
         }
 
+        self.telemetry.health.set_stopping();
+        while let Some(done) = tasks.try_join_next() {
+            report_join(done);
+        }
         let grace = Duration::from_secs(w.shutdown_grace_secs);
         tracing::info!(
             in_flight = tasks.len(),
@@ -188,29 +236,102 @@ impl Worker {
         })
         .await;
         if drained.is_err() {
+            tracing::warn!(
+                unfinished = tasks.len(),
+                "grace period over; handing back unfinished messages"
+            );
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
         self.hand_back_unfinished().await;
+        if let Some(probe) = lock(&self.probe).take() {
+            probe.abort();
+        }
         tracing::info!("worker stopped");
     }
 
-    /// Works one message to its outcome and logs it; the step the loop runs per message.
+    /// Waits until receiving makes sense: not paused, and at least one free slot (then takes as
+    /// many free slots as one receive may fill). Waiting by choice is progress, not a stall.
+    async fn next_slots(
+        &self,
+        slots: &Arc<Semaphore>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Next {
+        let tick = Duration::from_secs(self.settings.worker.stall_timeout_secs)
+            .max(Duration::from_secs(2))
+            / 2;
+        loop {
+            if self.pause.is_paused() {
+                tokio::select! {
+                    _ = shutdown.as_mut() => return Next::Shutdown,
+                    _ = self.pause.resumed() => continue,
+                    _ = tokio::time::sleep(tick) => {
+                        self.telemetry.health.idle_by_choice();
+                        continue;
+                    }
+                }
+            }
+            let first = tokio::select! {
+                _ = shutdown.as_mut() => return Next::Shutdown,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return Next::Shutdown,
+                },
+                _ = tokio::time::sleep(tick) => {
+                    self.telemetry.health.idle_by_choice();
+                    continue;
+                }
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.settings.worker.receive_batch as usize {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            return Next::Receive(permits);
+        }
+    }
+
+    /// Works one message to its outcome, keeping its visibility alive meanwhile, and reports it;
+    /// the step the loop runs per message.
     pub async fn handle(&self, message: ReceivedMessage) -> Outcome {
-        let outcome = self.process(&message).await;
+        self.telemetry.metrics.in_flight(1);
+        let lease = Lease::new(message.receipt_handle.clone());
+        let visibility = Duration::from_secs(self.settings.worker.visibility_timeout_secs as u64);
+        let outcome = {
+            let work = self.process(&message, &lease);
+            let heartbeat = lease.heartbeat(
+                &self.queue,
+                visibility,
+                &self.telemetry,
+                &message.message_id,
+            );
+            tokio::pin!(work, heartbeat);
+            tokio::select! {
+                outcome = &mut work => outcome,
+                _ = &mut heartbeat => work.await,
+            }
+        };
         self.untrack(&message.message_id);
+        self.telemetry.metrics.in_flight(-1);
+        self.telemetry.metrics.outcome(outcome.kind());
+        if let Outcome::DeadLettered { reason, .. } = &outcome {
+            self.telemetry.metrics.dead_lettered(*reason);
+        }
         log_outcome(&message, &outcome);
         outcome
     }
 
     /// Decides and carries out what happens to one message (the table in the README).
-    pub async fn process(&self, message: &ReceivedMessage) -> Outcome {
+    pub async fn process(&self, message: &ReceivedMessage, lease: &Lease) -> Outcome {
         let request = match parse_body(&message.body) {
             Ok(request) => request,
             Err(malformed) => {
                 return self
                     .dead_letter(
                         message,
+                        lease,
                         DeadLetterReason::MalformedMessage,
                         malformed.detail,
                         malformed.fingerprint,
@@ -220,11 +341,28 @@ impl Worker {
         };
         let event_id = request.token.fingerprint();
         if self.was_published(&event_id) {
-            self.delete(message).await;
+            self.delete(message, lease).await;
             return Outcome::AlreadyPublished { event_id };
+        }
+        if self.pause.is_paused() {
+            let delay = self.policy.handback_delay(message.receive_count, 0);
+            return self
+                .hand_back(
+                    message,
+                    lease,
+                    HandBackCause::Resolve(FailureKind::Disabled),
+                    delay,
+                )
+                .await;
         }
         match self.resolver.resolve(&request.token).await {
             ResolveOutcome::Resolved { customer, attempts } => {
+                if let Some(sent) = message.sent_at {
+                    let age = chrono::Utc::now().signed_duration_since(sent);
+                    self.telemetry
+                        .metrics
+                        .token_age(age.to_std().unwrap_or_default());
+                }
                 let allowed = &self.settings.product_codes;
                 if !allowed.is_empty() && !allowed.contains(&customer.product_code) {
                     let detail = format!(
@@ -234,32 +372,85 @@ impl Worker {
                     return self
                         .dead_letter(
                             message,
+                            lease,
                             DeadLetterReason::ProductMismatch,
                             detail,
                             Some(event_id),
                         )
                         .await;
                 }
-                self.publish(message, &request, customer, attempts).await
+                self.publish(message, lease, &request, customer, attempts)
+                    .await
             }
             ResolveOutcome::Rejected { reason, detail, .. } => {
-                self.dead_letter(message, reason, detail, Some(event_id))
+                self.dead_letter(message, lease, reason, detail, Some(event_id))
                     .await
             }
             ResolveOutcome::Unavailable { failure, attempts } => {
                 tracing::warn!(event_id = %event_id, message_id = %message.message_id,
                     failure = failure.kind.as_str(), detail = %failure.detail, attempts,
                     "ResolveCustomer unavailable for this delivery");
+                if failure.kind == FailureKind::Disabled {
+                    self.pause_resolving();
+                }
                 let delay = self.policy.handback_delay(message.receive_count, attempts);
-                self.hand_back(message, HandBackCause::Resolve(failure.kind), delay)
+                self.hand_back(message, lease, HandBackCause::Resolve(failure.kind), delay)
                     .await
             }
         }
     }
 
+    /// The API is switched off: stop resolving everywhere, report not ready, and probe with
+    /// backoff until it answers again.
+    fn pause_resolving(&self) {
+        if self.pause.pause() != PauseChange::Started {
+            return;
+        }
+        tracing::error!("ResolveCustomer answered DisabledApiException: pausing all resolving and probing with backoff");
+        self.telemetry.health.set_paused(true);
+        self.telemetry.metrics.paused(true);
+        let resolver = self.resolver.clone();
+        let telemetry = self.telemetry.clone();
+        let settings = self.settings.pause.clone();
+        let pause = self.pause.clone();
+        let probe = tokio::spawn(async move {
+            let mut delays = ExponentialBuilder::default()
+                .with_min_delay(Duration::from_secs(settings.probe_initial_secs))
+                .with_max_delay(Duration::from_secs(settings.probe_max_secs))
+                .without_max_times()
+                .build();
+            loop {
+                let wait = delays
+                    .next()
+                    .unwrap_or(Duration::from_secs(settings.probe_max_secs));
+                tokio::time::sleep(wait).await;
+                match resolver.probe().await {
+                    CallResult::Failed(f)
+                        if matches!(f.kind, FailureKind::Disabled | FailureKind::Transient) =>
+                    {
+                        tracing::warn!(
+                            failure = f.kind.as_str(),
+                            next_probe_in_secs = wait.as_secs(),
+                            "ResolveCustomer still unavailable; staying paused"
+                        );
+                    }
+                    _ => {
+                        tracing::info!("ResolveCustomer answers again: resuming");
+                        telemetry.health.set_paused(false);
+                        telemetry.metrics.paused(false);
+                        pause.resume();
+                        return;
+                    }
+                }
+            }
+        });
+        *lock(&self.probe) = Some(probe);
+    }
+
     async fn publish(
         &self,
         message: &ReceivedMessage,
+        lease: &Lease,
         request: &TokenRequest,
         customer: crate::message::ResolvedCustomer,
         attempts: u32,
@@ -274,7 +465,7 @@ impl Worker {
         match self.publisher.publish(&event).await {
             Ok(_) => {
                 self.remember_published(&event.event_id);
-                self.delete(message).await;
+                self.delete(message, lease).await;
                 Outcome::Published {
                     event_id: event.event_id,
                     attempts,
@@ -284,7 +475,8 @@ impl Worker {
                 tracing::warn!(event_id = %event.event_id, message_id = %message.message_id,
                     %error, "publish failed; handing the message back");
                 let delay = self.policy.handback_delay(message.receive_count, 1);
-                self.hand_back(message, HandBackCause::Publish, delay).await
+                self.hand_back(message, lease, HandBackCause::Publish, delay)
+                    .await
             }
         }
     }
@@ -292,6 +484,7 @@ impl Worker {
     async fn dead_letter(
         &self,
         message: &ReceivedMessage,
+        lease: &Lease,
         reason: DeadLetterReason,
         detail: String,
         event_id: Option<Fingerprint>,
@@ -315,14 +508,14 @@ impl Worker {
             .await
         {
             Ok(()) => {
-                self.delete(message).await;
+                self.delete(message, lease).await;
                 Outcome::DeadLettered { reason, event_id }
             }
             Err(error) => {
                 tracing::warn!(message_id = %message.message_id, %error, reason = reason.as_str(),
                     "dead-letter send failed; handing the message back");
                 let delay = self.policy.handback_delay(message.receive_count, 1);
-                self.hand_back(message, HandBackCause::DeadLetter, delay)
+                self.hand_back(message, lease, HandBackCause::DeadLetter, delay)
                     .await
             }
         }
@@ -331,12 +524,14 @@ impl Worker {
     async fn hand_back(
         &self,
         message: &ReceivedMessage,
+        lease: &Lease,
         cause: HandBackCause,
         delay: Duration,
     ) -> Outcome {
+        let _settled = lease.settle().await;
         if let Err(error) = self
             .queue
-            .change_visibility(&message.receipt_handle, delay)
+            .change_visibility(lease.receipt_handle(), delay)
             .await
         {
             // Not fatal: the message reappears when its current visibility runs out.
@@ -345,14 +540,15 @@ impl Worker {
         Outcome::HandedBack { cause, delay }
     }
 
-    async fn delete(&self, message: &ReceivedMessage) {
+    async fn delete(&self, message: &ReceivedMessage, lease: &Lease) {
+        drop(lease.settle().await);
         // A failed delete is logged by the batcher; the redelivery is caught by the
         // published-fingerprint memory or dead-lettered again by the same rule.
         let _ = self
             .deleter
             .delete(DeleteEntry {
                 message_id: message.message_id.clone(),
-                receipt_handle: message.receipt_handle.clone(),
+                receipt_handle: lease.receipt_handle().to_owned(),
             })
             .await;
     }
@@ -371,6 +567,18 @@ impl Worker {
 
     fn untrack(&self, message_id: &str) {
         lock(&self.in_flight).remove(message_id);
+    }
+
+    async fn hand_back_now(&self, messages: Vec<ReceivedMessage>) {
+        for message in messages {
+            if let Err(error) = self
+                .queue
+                .change_visibility(&message.receipt_handle, Duration::ZERO)
+                .await
+            {
+                tracing::warn!(message_id = %message.message_id, %error, "could not hand back a message received during shutdown");
+            }
+        }
     }
 
     async fn hand_back_unfinished(&self) {

@@ -395,3 +395,104 @@ pub fn expected_event_id(token: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(token.as_bytes()))[..32].to_owned()
 }
+
+impl Fixture {
+    /// Sends many bodies, ten per SendMessageBatch call.
+    pub async fn send_all(&self, bodies: &[String]) {
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .expect("batch entry")
+                })
+                .collect();
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("send batch");
+            assert!(
+                out.failed.is_empty(),
+                "batch send failures: {:?}",
+                out.failed
+            );
+        }
+    }
+
+    /// Visible and in-flight counts of a queue, separately.
+    pub async fn visible_and_in_flight(&self, url: &str) -> (u64, u64) {
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        let get = |name: QueueAttributeName| {
+            attrs
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    /// The environment that makes the real binary use this fixture, as a deployment would set it.
+    pub fn binary_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("MPR_QUEUE_URL", self.queue_url.as_str()),
+            ("MPR_DLQ_URL", self.dlq_url.as_str()),
+            ("MPR_TOPIC_ARN", self.topic_arn.as_str()),
+            ("MPR_WORKER__RECEIVE_WAIT_SECS", "1"),
+            ("MPR_ADMIN__LISTEN", "127.0.0.1:0"),
+            ("MPR_LOG__FORMAT", "json"),
+            ("AWS_ENDPOINT_URL", self.localstack.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.push((
+            "AWS_ENDPOINT_URL_MARKETPLACE_METERING".to_owned(),
+            self.emulator.endpoint(),
+        ));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    }
+}
+
+/// Polls `check` (an async condition) until it holds or PATIENCE runs out.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        // Polling an external system (SQS, HTTP) has no notification to await; back off gently.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,69 @@
+//! A message's hold on its visibility while the worker works on it: a heartbeat that extends it
+//! before it runs out, and a settle step that ends the heartbeat before the message's final
+//! visibility change, so a late heartbeat can never undo a hand-back.
+
+use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::queue::Queue;
+use crate::telemetry::Telemetry;
+
+#[derive(Debug)]
+pub struct Lease {
+    receipt_handle: String,
+    /// `true` once the message is settled (deleted or handed back). The heartbeat holds this lock
+    /// while it extends, and settling takes it, so the two never interleave.
+    settled: Mutex<bool>,
+}
+
+impl Lease {
+    pub fn new(receipt_handle: String) -> Self {
+        Lease {
+            receipt_handle,
+            settled: Mutex::new(false),
+        }
+    }
+
+    pub fn receipt_handle(&self) -> &str {
+        &self.receipt_handle
+    }
+
+    /// Ends the heartbeat. Hold the guard while making the final visibility change.
+    pub async fn settle(&self) -> MutexGuard<'_, bool> {
+        let mut guard = self.settled.lock().await;
+        *guard = true;
+        guard
+    }
+
+    /// Extends the visibility by `visibility` every third of it until the lease is settled.
+    /// Never returns: run it beside the work and drop it when the work is done.
+    pub async fn heartbeat(
+        &self,
+        queue: &Queue,
+        visibility: Duration,
+        telemetry: &Telemetry,
+        message_id: &str,
+    ) {
+        let every = (visibility / 3).max(Duration::from_millis(500));
+        loop {
+            tokio::time::sleep(every).await;
+            let settled = self.settled.lock().await;
+            if *settled {
+                drop(settled);
+                std::future::pending::<()>().await;
+            }
+            match queue
+                .change_visibility(&self.receipt_handle, visibility)
+                .await
+            {
+                Ok(()) => {
+                    telemetry.metrics.heartbeat();
+                    tracing::debug!(%message_id, visibility_secs = visibility.as_secs(), "visibility extended");
+                }
+                // Keep trying: the next beat may get through before the current visibility ends.
+                Err(error) => tracing::warn!(%message_id, %error, "visibility heartbeat failed"),
+            }
+        }
+    }
+}

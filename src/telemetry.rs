@@ -1,0 +1,402 @@
+//! What the worker counts (Prometheus metrics) and what it knows about its own health. Every
+//! count has one method here, named after the event, so the code that acts only says what happened.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+
+use crate::message::DeadLetterReason;
+use crate::resolve::{CallResult, FailureKind};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AwsCallLabel {
+    service: &'static str,
+    operation: &'static str,
+    result: &'static str,
+}
+
+/// The worker's metrics. Cheap to clone handles; registered once in `Telemetry::new`.
+#[derive(Debug)]
+pub struct Metrics {
+    received: Counter,
+    outcomes: Family<OutcomeLabel, Counter>,
+    dead_letters: Family<ReasonLabel, Counter>,
+    resolve_attempts: Family<ResultLabel, Counter>,
+    resolve_seconds: Histogram,
+    throttles: Counter,
+    in_flight: Gauge,
+    token_age_seconds: Histogram,
+    aws_calls: Family<AwsCallLabel, Counter>,
+    heartbeats: Counter,
+    rate_limit: Gauge<f64, AtomicU64>,
+    paused: Gauge,
+}
+
+impl Metrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            received: Counter::default(),
+            outcomes: Family::default(),
+            dead_letters: Family::default(),
+            resolve_attempts: Family::default(),
+            resolve_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            throttles: Counter::default(),
+            in_flight: Gauge::default(),
+            token_age_seconds: Histogram::new([
+                0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+            ]),
+            aws_calls: Family::default(),
+            heartbeats: Counter::default(),
+            rate_limit: Gauge::default(),
+            paused: Gauge::default(),
+        };
+        let r = registry;
+        r.register(
+            "mpr_messages_received",
+            "Messages received from the token queue",
+            m.received.clone(),
+        );
+        r.register(
+            "mpr_outcomes",
+            "Messages by final outcome of a delivery",
+            m.outcomes.clone(),
+        );
+        r.register(
+            "mpr_dead_letters",
+            "Messages dead-lettered, by reason",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "mpr_resolve_attempts",
+            "ResolveCustomer calls, by result",
+            m.resolve_attempts.clone(),
+        );
+        r.register(
+            "mpr_resolve_duration_seconds",
+            "ResolveCustomer call latency",
+            m.resolve_seconds.clone(),
+        );
+        r.register(
+            "mpr_resolve_throttles",
+            "ResolveCustomer calls throttled",
+            m.throttles.clone(),
+        );
+        r.register(
+            "mpr_in_flight",
+            "Messages being worked on",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "mpr_token_age_seconds",
+            "Time from enqueue (SentTimestamp) to resolution",
+            m.token_age_seconds.clone(),
+        );
+        r.register(
+            "mpr_aws_calls",
+            "SQS and SNS calls, by operation and result",
+            m.aws_calls.clone(),
+        );
+        r.register(
+            "mpr_visibility_extensions",
+            "Visibility heartbeats sent for slow messages",
+            m.heartbeats.clone(),
+        );
+        r.register(
+            "mpr_resolve_rate_limit",
+            "Current adaptive ResolveCustomer rate limit, calls per second",
+            m.rate_limit.clone(),
+        );
+        r.register(
+            "mpr_paused",
+            "1 while resolving is paused because the API answered DisabledApiException",
+            m.paused.clone(),
+        );
+        m
+    }
+
+    pub fn received(&self, n: usize) {
+        self.received.inc_by(n as u64);
+    }
+
+    pub fn outcome(&self, outcome: &'static str) {
+        self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn dead_lettered(&self, reason: DeadLetterReason) {
+        self.dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn resolve_attempt(&self, result: &CallResult, took: Duration) {
+        let label = match result {
+            CallResult::Resolved(_) => "resolved",
+            CallResult::Rejected {
+                reason: DeadLetterReason::ExpiredToken,
+                ..
+            } => "expired",
+            CallResult::Rejected { .. } => "invalid",
+            CallResult::Failed(f) => f.kind.as_str(),
+        };
+        if matches!(result, CallResult::Failed(f) if f.kind == FailureKind::Throttled) {
+            self.throttles.inc();
+        }
+        self.resolve_attempts
+            .get_or_create(&ResultLabel { result: label })
+            .inc();
+        self.resolve_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn token_age(&self, age: Duration) {
+        self.token_age_seconds.observe(age.as_secs_f64());
+    }
+
+    pub fn in_flight(&self, delta: i64) {
+        self.in_flight.inc_by(delta);
+    }
+
+    pub fn aws_call(&self, service: &'static str, operation: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.aws_calls
+            .get_or_create(&AwsCallLabel {
+                service,
+                operation,
+                result,
+            })
+            .inc();
+    }
+
+    pub fn heartbeat(&self) {
+        self.heartbeats.inc();
+    }
+
+    pub fn rate_limit(&self, per_sec: f64) {
+        self.rate_limit.set(per_sec);
+    }
+
+    pub fn paused(&self, paused: bool) {
+        self.paused.set(i64::from(paused));
+    }
+}
+
+/// What `/healthz` and `/readyz` report.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    stall_timeout: Duration,
+    /// When the receive loop last completed a receive (empty or not), if ever.
+    last_progress: Mutex<Option<Instant>>,
+    queue_reachable: AtomicBool,
+    paused: AtomicBool,
+    stopping: AtomicBool,
+}
+
+/// The answer of `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Healthy,
+    /// No successful receive for longer than the stall timeout.
+    Stalled {
+        since_secs: u64,
+    },
+}
+
+/// The answer of `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    QueueUnreachable,
+    Paused,
+    Stopping,
+}
+
+impl Readiness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Ready => "ready",
+            Readiness::QueueUnreachable => "queue not reachable (yet)",
+            Readiness::Paused => "paused: ResolveCustomer answered DisabledApiException",
+            Readiness::Stopping => "stopping",
+        }
+    }
+}
+
+impl Health {
+    pub fn new(stall_timeout: Duration) -> Self {
+        Health {
+            started: Instant::now(),
+            stall_timeout,
+            last_progress: Mutex::new(None),
+            queue_reachable: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn receive_succeeded(&self) {
+        *lock(&self.last_progress) = Some(Instant::now());
+        self.queue_reachable.store(true, Ordering::Relaxed);
+    }
+
+    pub fn receive_failed(&self) {
+        self.queue_reachable.store(false, Ordering::Relaxed);
+    }
+
+    /// Progress also counts while the loop deliberately does not receive (paused, all slots
+    /// busy): those are not stalls.
+    pub fn idle_by_choice(&self) {
+        *lock(&self.last_progress) = Some(Instant::now());
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn liveness(&self) -> Liveness {
+        let last = lock(&self.last_progress).unwrap_or(self.started);
+        let since = Instant::now().saturating_duration_since(last);
+        if since > self.stall_timeout {
+            Liveness::Stalled {
+                since_secs: since.as_secs(),
+            }
+        } else {
+            Liveness::Healthy
+        }
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        if self.stopping.load(Ordering::Relaxed) {
+            Readiness::Stopping
+        } else if self.paused.load(Ordering::Relaxed) {
+            Readiness::Paused
+        } else if !self.queue_reachable.load(Ordering::Relaxed) {
+            Readiness::QueueUnreachable
+        } else {
+            Readiness::Ready
+        }
+    }
+}
+
+/// Metrics, their registry, and health: one per process, shared by the worker and the admin
+/// endpoint.
+#[derive(Debug)]
+pub struct Telemetry {
+    registry: Registry,
+    pub metrics: Metrics,
+    pub health: Health,
+}
+
+impl Telemetry {
+    pub fn new(stall_timeout: Duration) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        Telemetry {
+            registry,
+            metrics,
+            health: Health::new(stall_timeout),
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format (which Prometheus scrapes).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn liveness_turns_stalled_after_the_timeout_without_progress() {
+        let health = Health::new(Duration::from_secs(60));
+        assert_eq!(
+            health.liveness(),
+            Liveness::Healthy,
+            "a fresh process gets its grace"
+        );
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(matches!(
+            health.liveness(),
+            Liveness::Stalled { since_secs: 61 }
+        ));
+        health.receive_succeeded();
+        assert_eq!(health.liveness(), Liveness::Healthy);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(health.liveness(), Liveness::Healthy);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(health.liveness(), Liveness::Stalled { .. }));
+    }
+
+    #[test]
+    fn readiness_needs_a_reachable_queue_and_no_pause() {
+        let health = Health::new(Duration::from_secs(60));
+        assert_eq!(health.readiness(), Readiness::QueueUnreachable);
+        health.receive_succeeded();
+        assert_eq!(health.readiness(), Readiness::Ready);
+        health.set_paused(true);
+        assert_eq!(health.readiness(), Readiness::Paused);
+        health.set_paused(false);
+        health.receive_failed();
+        assert_eq!(health.readiness(), Readiness::QueueUnreachable);
+        health.set_stopping();
+        assert_eq!(health.readiness(), Readiness::Stopping);
+    }
+
+    #[test]
+    fn metrics_render_with_their_names_and_labels() {
+        let t = Telemetry::new(Duration::from_secs(60));
+        t.metrics.received(3);
+        t.metrics.outcome("published");
+        t.metrics.dead_lettered(DeadLetterReason::InvalidToken);
+        t.metrics.aws_call("sqs", "ReceiveMessage", true);
+        let text = t.render();
+        for needle in [
+            "mpr_messages_received_total 3",
+            "mpr_outcomes_total{outcome=\"published\"} 1",
+            "mpr_dead_letters_total{reason=\"invalid_token\"} 1",
+            "mpr_aws_calls_total{service=\"sqs\",operation=\"ReceiveMessage\",result=\"ok\"} 1",
+            "mpr_in_flight 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Production behaviour against LocalStack and the emulator: the visibility heartbeat, the adaptive
+//! rate limit, the pause on a disabled API, graceful shutdown of the real binary on a real signal,
+//! health and metrics, and the stall guard. Each test fails without the behaviour it names.
+
+mod support;
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mp_resolver::admin;
+use mp_resolver::emulator::TestToken;
+use mp_resolver::worker::Worker;
+use serde_json::json;
+use support::{eventually, expected_event_id, Fixture, Topic};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+fn token(i: usize) -> String {
+    TestToken::new("123456789012", "prod-abc")
+        .customer(format!("cust-{i}"))
+        .encode()
+}
+
+fn body(token: &str) -> String {
+    json!({ "registrationToken": token }).to_string()
+}
+
+/// The worker running with its admin listener, as `mp-resolver run` runs it.
+struct Running {
+    admin: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn start(worker: Arc<Worker>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin = listener.local_addr().expect("admin address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(admin::run_worker(worker, listener, async {
+            let _ = stopped.await;
+        }));
+        Running {
+            admin,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        admin::http_get(self.admin, path)
+            .await
+            .expect("admin answers")
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("worker stops")
+            .expect("worker task")
+            .expect("admin listener");
+    }
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn heartbeat_keeps_a_slow_message_invisible_until_it_is_done() {
+    // The API answers after 6 s, the worker holds messages for 4 s at a time: without the
+    // heartbeat the message would reappear and be received (and resolved) a second time.
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "4"),
+            ("MPR_WORKER__MAX_IN_FLIGHT", "4"),
+            ("MPR_RESOLVE__ATTEMPT_TIMEOUT_MS", "10000"),
+            ("MPR_RESOLVE__BUDGET_SECS", "15"),
+        ],
+    )
+    .await;
+    fx.emulator.configure(|s| s.latency_ms = 6_000);
+    let t = token(1);
+    fx.send(&body(&t)).await;
+    let worker = fx.worker();
+    let running = Running::start(worker.clone()).await;
+
+    let events = fx.events(1).await;
+    assert_eq!(events[0].json()["eventId"], expected_event_id(&t));
+    let (_, text) = running.get("/metrics").await;
+    running.stop().await;
+
+    assert_eq!(fx.emulator.stats().calls, 1, "resolved once");
+    assert_eq!(
+        metric(&text, "mpr_messages_received_total"),
+        1.0,
+        "no second receive"
+    );
+    assert!(
+        metric(&text, "mpr_visibility_extensions_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        fx.read_once(&fx.subscriber_url, 1).await.is_empty(),
+        "one event"
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+}
+
+#[tokio::test]
+async fn adaptive_rate_limit_keeps_throttling_low_under_a_quota() {
+    const TOKENS: usize = 400;
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[
+            ("MPR_WORKER__MAX_IN_FLIGHT", "128"),
+            ("MPR_RESOLVE__BUDGET_SECS", "60"),
+            ("MPR_RESOLVE__MAX_ATTEMPTS", "30"),
+            ("MPR_RESOLVE__HANDBACK_MAX_SECS", "2"),
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "30"),
+        ],
+    )
+    .await;
+    fx.emulator.configure(|s| s.quota = Some(20.0));
+    let tokens: Vec<String> = (0..TOKENS).map(token).collect();
+    fx.send_all(&tokens.iter().map(|t| body(t)).collect::<Vec<_>>())
+        .await;
+
+    let started = Instant::now();
+    let running = Running::start(fx.worker()).await;
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < TOKENS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {TOKENS} resolved",
+            seen.len()
+        );
+        for event in fx.read_once(&fx.subscriber_url, 1).await {
+            seen.insert(
+                event.json()["eventId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    let (_, text) = running.get("/metrics").await;
+    running.stop().await;
+
+    let expected: HashSet<String> = tokens.iter().map(|t| expected_event_id(t)).collect();
+    assert_eq!(seen, expected, "every token resolved");
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0, "none dead-lettered");
+    let stats = fx.emulator.stats();
+    let ratio = stats.throttled as f64 / stats.calls as f64;
+    eprintln!(
+        "rate limit: {TOKENS} tokens in {:.1} s = {:.1} tokens/s against a quota of 20/s; \
+         {} calls, {} throttled ({:.1}%); final limit {:.1}/s",
+        elapsed.as_secs_f64(),
+        TOKENS as f64 / elapsed.as_secs_f64(),
+        stats.calls,
+        stats.throttled,
+        ratio * 100.0,
+        metric(&text, "mpr_resolve_rate_limit")
+    );
+    assert!(
+        ratio < 0.25,
+        "throttled {} of {} calls",
+        stats.throttled,
+        stats.calls
+    );
+}
+
+#[tokio::test]
+async fn disabled_api_pauses_everything_until_it_answers_again() {
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[
+            ("MPR_PAUSE__PROBE_INITIAL_SECS", "1"),
+            ("MPR_PAUSE__PROBE_MAX_SECS", "1"),
+            ("MPR_RESOLVE__HANDBACK_MAX_SECS", "1"),
+        ],
+    )
+    .await;
+    fx.emulator.configure(|s| s.disabled = true);
+    let tokens: Vec<String> = (0..5).map(token).collect();
+    fx.send_all(&tokens.iter().map(|t| body(t)).collect::<Vec<_>>())
+        .await;
+    let worker = fx.worker();
+    let running = Running::start(worker.clone()).await;
+
+    eventually("the worker pauses", || async { worker.is_paused() }).await;
+    let (status, ready) = running.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.contains("paused"), "{ready}");
+    let (status, _) = running.get("/healthz").await;
+    assert_eq!(
+        status, 200,
+        "paused is not stalled: the orchestrator must not kill it"
+    );
+    // Probes keep going while paused; tokens are not dead-lettered.
+    let calls_when_paused = fx.emulator.stats().calls;
+    eventually("a probe", || async {
+        fx.emulator.stats().calls > calls_when_paused
+    })
+    .await;
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+    assert!(fx.emulator.stats().resolved == 0);
+
+    fx.emulator.configure(|s| s.disabled = false);
+    let events = fx.events(tokens.len()).await;
+    let seen: HashSet<String> = events
+        .iter()
+        .map(|e| e.json()["eventId"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(seen.len(), tokens.len());
+    eventually("ready again", || async {
+        running.get("/readyz").await.0 == 200
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0, "nothing dead-lettered");
+    // Paused means not receiving: the messages were not churned through the redrive count.
+    assert!(
+        fx.emulator.stats().disabled < 10,
+        "{:?}",
+        fx.emulator.stats()
+    );
+}
+
+/// Starts the real binary, waits until it has messages in flight, signals it, and checks the
+/// accounting: every token published or back on the queue, visible, nothing stranded.
+async fn signal_mid_run(signal: &str, latency_ms: u64, grace_secs: u64) {
+    const TOKENS: usize = 20;
+    let fx = Fixture::new(Topic::Standard).await;
+    fx.emulator.configure(|s| s.latency_ms = latency_ms);
+    let tokens: Vec<String> = (0..TOKENS).map(token).collect();
+    fx.send_all(&tokens.iter().map(|t| body(t)).collect::<Vec<_>>())
+        .await;
+    let grace = grace_secs.to_string();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(fx.binary_env(&[
+            ("MPR_WORKER__SHUTDOWN_GRACE_SECS", grace.as_str()),
+            ("MPR_WORKER__MAX_IN_FLIGHT", "8"),
+        ]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mp-resolver run");
+    let pid = child.id().expect("pid").to_string();
+
+    eventually("messages in flight", || async {
+        fx.visible_and_in_flight(&fx.queue_url).await.1 >= 4
+    })
+    .await;
+    let signalled = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(grace_secs + 10), child.wait())
+        .await
+        .expect("the worker exits after the signal")
+        .expect("wait");
+    let took = signalled.elapsed();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut stderr).await;
+    }
+    assert!(exit.success(), "exit {exit:?}\n{stderr}");
+    assert!(
+        took < Duration::from_secs(grace_secs + 3),
+        "exited {took:?} after the signal, grace {grace_secs} s"
+    );
+    for t in &tokens {
+        assert!(
+            !stderr.contains(t.as_str()),
+            "a raw token in the worker's output"
+        );
+    }
+
+    let (visible, in_flight) = fx.visible_and_in_flight(&fx.queue_url).await;
+    assert_eq!(
+        in_flight, 0,
+        "nothing stranded invisible after exit\n{stderr}"
+    );
+    let mut published = HashSet::new();
+    loop {
+        let events = fx.read_once(&fx.subscriber_url, 1).await;
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            published.insert(e.json()["eventId"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(
+        published.len() as u64 + visible,
+        TOKENS as u64,
+        "published {} + back on the queue {visible} = every token",
+        published.len()
+    );
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_work_and_exits_zero() {
+    // Calls take 1 s and the grace is 10 s: everything in flight finishes and is published.
+    signal_mid_run("-TERM", 1_000, 10).await;
+}
+
+#[tokio::test]
+async fn sigint_past_the_grace_hands_unfinished_messages_back_at_once() {
+    // Calls take 4 s and the grace is 1 s: in-flight messages are handed back with visibility 0.
+    signal_mid_run("-INT", 4_000, 1).await;
+}
+
+#[tokio::test]
+async fn metrics_health_and_healthcheck_report_what_happened() {
+    let fx = Fixture::new(Topic::Standard).await;
+    fx.send_all(&[
+        body(&token(1)),
+        body(
+            &TestToken::new("123456789012", "prod-abc")
+                .throttle(1)
+                .encode(),
+        ),
+        body("not-a-token"),
+        "[1]".to_owned(),
+    ])
+    .await;
+    let running = Running::start(fx.worker()).await;
+    fx.events(2).await;
+    fx.dead_letters(2).await;
+    eventually("outcomes counted", || async {
+        let (_, text) = running.get("/metrics").await;
+        metric(&text, "mpr_outcomes_total{outcome=\"dead_lettered\"}") == 2.0
+            && metric(&text, "mpr_outcomes_total{outcome=\"published\"}") == 2.0
+    })
+    .await;
+    let (status, text) = running.get("/metrics").await;
+    assert_eq!(status, 200);
+    for (series, value) in [
+        ("mpr_messages_received_total", 4.0),
+        ("mpr_dead_letters_total{reason=\"invalid_token\"}", 1.0),
+        ("mpr_dead_letters_total{reason=\"malformed_message\"}", 1.0),
+        ("mpr_resolve_attempts_total{result=\"resolved\"}", 2.0),
+        ("mpr_resolve_attempts_total{result=\"throttled\"}", 1.0),
+        ("mpr_resolve_attempts_total{result=\"invalid\"}", 1.0),
+        ("mpr_resolve_throttles_total", 1.0),
+        ("mpr_resolve_duration_seconds_count", 4.0),
+        ("mpr_token_age_seconds_count", 2.0),
+        ("mpr_in_flight", 0.0),
+        (
+            "mpr_aws_calls_total{service=\"sns\",operation=\"Publish\",result=\"ok\"}",
+            2.0,
+        ),
+        (
+            "mpr_aws_calls_total{service=\"sqs\",operation=\"SendMessage\",result=\"ok\"}",
+            2.0,
+        ),
+    ] {
+        assert_eq!(metric(&text, series), value, "{series}\n{text}");
+    }
+    assert!(
+        metric(
+            &text,
+            "mpr_aws_calls_total{service=\"sqs\",operation=\"ReceiveMessage\",result=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "mpr_aws_calls_total{service=\"sqs\",operation=\"DeleteMessageBatch\",result=\"ok\"}"
+        ) >= 1.0
+    );
+    assert_eq!(running.get("/healthz").await.0, 200);
+    assert_eq!(running.get("/readyz").await.0, 200);
+
+    // The admin listener runs on this test's runtime: wait for the child without blocking it.
+    let healthcheck = |addr: String| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
+            .args(["healthcheck", "--addr", &addr])
+            .output()
+            .await
+            .expect("run healthcheck")
+    };
+    let ok = healthcheck(running.admin.to_string()).await;
+    assert!(ok.status.success(), "{ok:?}");
+    let addr = running.admin.to_string();
+    running.stop().await;
+    let down = healthcheck(addr).await;
+    assert_eq!(down.status.code(), Some(1), "nothing listening: unhealthy");
+}
+
+#[tokio::test]
+async fn a_receive_loop_that_keeps_failing_turns_unhealthy() {
+    let fx = Fixture::with_env(Topic::Standard, &[("MPR_WORKER__STALL_TIMEOUT_SECS", "2")]).await;
+    let mut settings = fx.settings.clone();
+    settings.queue_url = format!("{}-deleted", fx.queue_url);
+    let running = Running::start(fx.worker_with(settings)).await;
+
+    eventually("healthz turns unhealthy", || async {
+        running.get("/healthz").await.0 == 503
+    })
+    .await;
+    let (_, ready) = running.get("/readyz").await;
+    assert!(ready.contains("queue not reachable"), "{ready}");
+    let (_, text) = running.get("/metrics").await;
+    assert!(
+        metric(
+            &text,
+            "mpr_aws_calls_total{service=\"sqs\",operation=\"ReceiveMessage\",result=\"error\"}"
+        ) >= 2.0,
+        "it keeps retrying\n{text}"
+    );
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
+        .args(["healthcheck", "--addr", &running.admin.to_string()])
+        .output()
+        .await
+        .expect("run healthcheck");
+    assert_eq!(check.status.code(), Some(1));
+    running.stop().await;
+}
