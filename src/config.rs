@@ -28,6 +28,7 @@ pub struct Settings {
     pub product_codes: Vec<String>,
     pub worker: WorkerSettings,
     pub resolve: ResolveSettings,
+    pub publish: PublishSettings,
     pub rate_limit: RateLimitSettings,
     pub pause: PauseSettings,
     pub admin: AdminSettings,
@@ -58,6 +59,13 @@ pub struct ResolveSettings {
     pub backoff_factor: f32,
     pub budget_secs: u64,
     pub handback_max_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSettings {
+    pub max_batch: usize,
+    pub linger_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,6 +381,9 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     check_range("resolve.backoff_factor", r.backoff_factor, 1.0, 10.0)?;
     check_range("resolve.budget_secs", r.budget_secs, 0, 43_200)?;
     check_range("resolve.handback_max_secs", r.handback_max_secs, 1, 43_200)?;
+
+    check_range("publish.max_batch", s.publish.max_batch, 1, 10)?;
+    check_range("publish.linger_ms", s.publish.linger_ms, 0, 1_000)?;
 
     let rl = &s.rate_limit;
     check_range("rate_limit.min_per_sec", rl.min_per_sec, 0.01, 10_000.0)?;

@@ -5,8 +5,8 @@
 
 pub mod admin;
 pub mod aws;
+pub mod batch;
 pub mod config;
-pub mod deleter;
 pub mod emulator;
 pub mod lease;
 pub mod logging;

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use aws_sdk_sns::error::DisplayErrorContext;
-use aws_sdk_sns::types::MessageAttributeValue;
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+
+use crate::batch::BatchSink;
 
 use crate::message::CustomerEvent;
 use crate::telemetry::Telemetry;
@@ -40,40 +42,114 @@ impl Publisher {
         self.topic_arn.ends_with(".fifo")
     }
 
-    /// Publishes one event; returns the SNS message id.
-    pub async fn publish(&self, event: &CustomerEvent) -> Result<String, PublishError> {
-        let attribute = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| PublishError {
+    /// Publishes up to ten events in one `PublishBatch`; per-event results in the order given
+    /// (each the SNS message id, or why that entry failed).
+    pub async fn publish_batch(
+        &self,
+        events: &[CustomerEvent],
+    ) -> Result<Vec<Result<String, String>>, PublishError> {
+        let entries = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let mut entry = PublishBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message(event.to_json());
+                for (name, value) in attributes(event) {
+                    entry = entry.message_attributes(name, string_attribute(value)?);
+                }
+                if self.is_fifo() {
+                    entry = entry
+                        .message_group_id(&event.customer_aws_account_id)
+                        .message_deduplication_id(event.event_id.as_str());
+                }
+                entry.build().map_err(|e| PublishError {
                     message: e.to_string(),
                 })
-        };
-        let mut request = self
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = self
             .sns
-            .publish()
+            .publish_batch()
             .topic_arn(&self.topic_arn)
-            .message(event.to_json())
-            .message_attributes("eventType", attribute(event.event_type)?)
-            .message_attributes("productCode", attribute(&event.product_code)?)
-            .message_attributes(
-                "customerAWSAccountId",
-                attribute(&event.customer_aws_account_id)?,
-            );
-        if self.is_fifo() {
-            request = request
-                .message_group_id(&event.customer_aws_account_id)
-                .message_deduplication_id(event.event_id.as_str());
-        }
-        let result = request.send().await;
+            .set_publish_batch_request_entries(Some(entries))
+            .send()
+            .await;
         if let Some(t) = &self.telemetry {
-            t.metrics.aws_call("sns", "Publish", result.is_ok());
+            t.metrics.aws_call("sns", "PublishBatch", result.is_ok());
         }
         let output = result.map_err(|e| PublishError {
             message: DisplayErrorContext(e).to_string(),
         })?;
-        Ok(output.message_id.unwrap_or_default())
+        let mut results: Vec<Result<String, String>> =
+            vec![Err("missing from the batch response".to_owned()); events.len()];
+        for ok in output.successful.unwrap_or_default() {
+            if let Some(slot) = ok
+                .id
+                .as_deref()
+                .and_then(|id| id.parse::<usize>().ok())
+                .and_then(|i| results.get_mut(i))
+            {
+                *slot = Ok(ok.message_id.unwrap_or_default());
+            }
+        }
+        for failed in output.failed.unwrap_or_default() {
+            if let Some(slot) = failed
+                .id
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
+                *slot = Err(format!(
+                    "{}: {}",
+                    failed.code,
+                    failed.message.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// The attributes subscribers filter on.
+fn attributes(event: &CustomerEvent) -> [(&'static str, &str); 3] {
+    [
+        ("eventType", event.event_type),
+        ("productCode", &event.product_code),
+        ("customerAWSAccountId", &event.customer_aws_account_id),
+    ]
+}
+
+fn string_attribute(value: &str) -> Result<MessageAttributeValue, PublishError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| PublishError {
+            message: e.to_string(),
+        })
+}
+
+/// SNS caps a whole `PublishBatch` request's payload at 256 KiB.
+pub const MAX_BATCH_BYTES: usize = 262_144;
+
+/// Events go out through `PublishBatch`.
+#[derive(Debug, Clone)]
+pub struct PublishSink(pub Publisher);
+
+impl BatchSink for PublishSink {
+    type Item = CustomerEvent;
+    type Output = String;
+
+    fn weight(&self, event: &CustomerEvent) -> usize {
+        // The message plus its attributes' names, types and values, with room to spare.
+        event.to_json().len() + 256
+    }
+
+    async fn send(&self, events: &[CustomerEvent]) -> Result<Vec<Result<String, String>>, String> {
+        self.0
+            .publish_batch(events)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::batch::BatchSink;
 use crate::message::{dlq_attr, DeadLetter};
 use crate::telemetry::Telemetry;
 
@@ -260,6 +261,19 @@ impl Queue {
         let result = request.send().await;
         self.count("SendMessage", result)?;
         Ok(())
+    }
+}
+
+/// Deletes go out through `DeleteMessageBatch`.
+#[derive(Debug, Clone)]
+pub struct DeleteSink(pub Queue);
+
+impl BatchSink for DeleteSink {
+    type Item = DeleteEntry;
+    type Output = ();
+
+    async fn send(&self, items: &[DeleteEntry]) -> Result<Vec<Result<(), String>>, String> {
+        self.0.delete_batch(items).await.map_err(|e| e.to_string())
     }
 }
 

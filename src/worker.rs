@@ -13,15 +13,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::aws::Clients;
+use crate::batch::{BatchLimits, Batcher};
 use crate::config::Settings;
-use crate::deleter::Deleter;
 use crate::lease::Lease;
 use crate::message::{
     parse_body, CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint, TokenRequest,
 };
 use crate::pause::{ApiPause, PauseChange};
-use crate::publish::Publisher;
-use crate::queue::{now_rfc3339, DeleteEntry, Queue, ReceivedMessage};
+use crate::publish::{PublishSink, Publisher, MAX_BATCH_BYTES};
+use crate::queue::{now_rfc3339, DeleteEntry, DeleteSink, Queue, ReceivedMessage};
 use crate::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use crate::resolve::{CallResult, FailureKind, ResolveOutcome, Resolver};
 use crate::retry::{full_jitter, BackoffPolicy};
@@ -73,8 +73,8 @@ impl Outcome {
 pub struct Worker {
     settings: Settings,
     queue: Queue,
-    deleter: Deleter,
-    publisher: Publisher,
+    deletes: Batcher<DeleteSink>,
+    publishes: Batcher<PublishSink>,
     resolver: Resolver,
     policy: BackoffPolicy,
     telemetry: Arc<Telemetry>,
@@ -107,9 +107,13 @@ impl Worker {
             settings.dlq_url.clone(),
         )
         .with_telemetry(telemetry.clone());
-        let deleter = Deleter::spawn(
-            queue.clone(),
-            Duration::from_millis(settings.worker.delete_linger_ms),
+        let deletes = Batcher::spawn(
+            DeleteSink(queue.clone()),
+            BatchLimits {
+                max_items: 10,
+                max_weight: usize::MAX,
+                linger: Duration::from_millis(settings.worker.delete_linger_ms),
+            },
         );
         let policy = BackoffPolicy::from_settings(&settings.resolve);
         let limiter = Arc::new(AdaptiveRateLimiter::new(RatePolicy::from_settings(
@@ -123,14 +127,23 @@ impl Worker {
             limiter,
             telemetry.clone(),
         );
-        let publisher = Publisher::new(clients.sns, settings.topic_arn.clone())
-            .with_telemetry(telemetry.clone());
+        let publishes = Batcher::spawn(
+            PublishSink(
+                Publisher::new(clients.sns, settings.topic_arn.clone())
+                    .with_telemetry(telemetry.clone()),
+            ),
+            BatchLimits {
+                max_items: settings.publish.max_batch,
+                max_weight: MAX_BATCH_BYTES,
+                linger: Duration::from_millis(settings.publish.linger_ms),
+            },
+        );
         let capacity =
             NonZeroUsize::new(settings.worker.dedupe_capacity).unwrap_or(NonZeroUsize::MIN);
         Arc::new(Worker {
             queue,
-            deleter,
-            publisher,
+            deletes,
+            publishes,
             resolver,
             policy,
             telemetry,
@@ -462,17 +475,15 @@ impl Worker {
             now_rfc3339(),
             attempts,
         );
-        match self.publisher.publish(&event).await {
+        let event_id = event.event_id.clone();
+        match self.publishes.submit(event).await {
             Ok(_) => {
-                self.remember_published(&event.event_id);
+                self.remember_published(&event_id);
                 self.delete(message, lease).await;
-                Outcome::Published {
-                    event_id: event.event_id,
-                    attempts,
-                }
+                Outcome::Published { event_id, attempts }
             }
             Err(error) => {
-                tracing::warn!(event_id = %event.event_id, message_id = %message.message_id,
+                tracing::warn!(event_id = %event_id, message_id = %message.message_id,
                     %error, "publish failed; handing the message back");
                 let delay = self.policy.handback_delay(message.receive_count, 1);
                 self.hand_back(message, lease, HandBackCause::Publish, delay)
@@ -542,15 +553,19 @@ impl Worker {
 
     async fn delete(&self, message: &ReceivedMessage, lease: &Lease) {
         drop(lease.settle().await);
-        // A failed delete is logged by the batcher; the redelivery is caught by the
-        // published-fingerprint memory or dead-lettered again by the same rule.
-        let _ = self
-            .deleter
-            .delete(DeleteEntry {
+        let deleted = self
+            .deletes
+            .submit(DeleteEntry {
                 message_id: message.message_id.clone(),
                 receipt_handle: lease.receipt_handle().to_owned(),
             })
             .await;
+        if let Err(problem) = deleted {
+            // Not lost: the redelivery is caught by the published-fingerprint memory, or
+            // dead-lettered again by the same rule.
+            tracing::warn!(message_id = %message.message_id, %problem,
+                "delete failed; the message will come back and be recognized");
+        }
     }
 
     fn was_published(&self, event_id: &Fingerprint) -> bool {

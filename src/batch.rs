@@ -1,0 +1,216 @@
+//! Gathers single requests from all in-flight messages into batch calls (SQS `DeleteMessageBatch`,
+//! SNS `PublishBatch`) and answers each caller for its own entry, since a batch can partly fail.
+//!
+//! A batch goes out when it is full (by count or by payload size) or when its first entry has
+//! waited `linger`: batching cuts requests per token by up to ten at the cost of that much latency.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Where batches go.
+pub trait BatchSink: Send + Sync + 'static {
+    type Item: Send + 'static;
+    type Output: Send + 'static;
+
+    /// Payload size an item adds to its batch, for services that cap the batch's bytes.
+    fn weight(&self, _item: &Self::Item) -> usize {
+        0
+    }
+
+    /// Sends one batch. The outer error fails every entry; the inner results are per entry, in
+    /// the order given.
+    fn send(
+        &self,
+        items: &[Self::Item],
+    ) -> impl Future<Output = Result<Vec<Result<Self::Output, String>>, String>> + Send;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_items: usize,
+    pub max_weight: usize,
+    pub linger: Duration,
+}
+
+type Request<S> = (
+    <S as BatchSink>::Item,
+    oneshot::Sender<Result<<S as BatchSink>::Output, String>>,
+);
+
+pub struct Batcher<S: BatchSink> {
+    tx: mpsc::Sender<Request<S>>,
+}
+
+impl<S: BatchSink> Clone for Batcher<S> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<S: BatchSink> std::fmt::Debug for Batcher<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+impl<S: BatchSink> Batcher<S> {
+    /// Starts the batching task. It ends once every `Batcher` clone is dropped and the last batch
+    /// is answered.
+    pub fn spawn(sink: S, limits: BatchLimits) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run(sink, limits, rx));
+        Batcher { tx }
+    }
+
+    /// Submits one item; resolves when its batch has been answered.
+    pub async fn submit(&self, item: S::Item) -> Result<S::Output, String> {
+        let (done, result) = oneshot::channel();
+        self.tx
+            .send((item, done))
+            .await
+            .map_err(|_| "batcher stopped".to_owned())?;
+        result
+            .await
+            .unwrap_or_else(|_| Err("batcher stopped".to_owned()))
+    }
+}
+
+async fn run<S: BatchSink>(sink: S, limits: BatchLimits, mut rx: mpsc::Receiver<Request<S>>) {
+    let mut carried: Option<Request<S>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(request) => request,
+            None => match rx.recv().await {
+                Some(request) => request,
+                None => return,
+            },
+        };
+        let mut weight = sink.weight(&first.0);
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + limits.linger;
+        while batch.len() < limits.max_items {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(next)) => {
+                    let w = sink.weight(&next.0);
+                    if weight + w > limits.max_weight {
+                        carried = Some(next);
+                        break;
+                    }
+                    weight += w;
+                    batch.push(next);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let (items, replies): (Vec<S::Item>, Vec<_>) = batch.into_iter().unzip();
+        match sink.send(&items).await {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for reply in replies {
+                    let result = results
+                        .next()
+                        .unwrap_or_else(|| Err("missing from the batch response".to_owned()));
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Records batch sizes; fails items equal to 13.
+    struct Recorder(Arc<Mutex<Vec<usize>>>);
+
+    impl BatchSink for Recorder {
+        type Item = usize;
+        type Output = usize;
+        fn weight(&self, item: &usize) -> usize {
+            *item
+        }
+        async fn send(&self, items: &[usize]) -> Result<Vec<Result<usize, String>>, String> {
+            self.0.lock().unwrap().push(items.len());
+            Ok(items
+                .iter()
+                .map(|&i| {
+                    if i == 13 {
+                        Err("unlucky".into())
+                    } else {
+                        Ok(i * 2)
+                    }
+                })
+                .collect())
+        }
+    }
+
+    fn limits() -> BatchLimits {
+        BatchLimits {
+            max_items: 10,
+            max_weight: 1_000,
+            linger: Duration::from_millis(20),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_batches_go_at_once_and_each_caller_gets_its_own_answer() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let b = Batcher::spawn(Recorder(sizes.clone()), limits());
+        let calls: Vec<_> = (1..=25)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(i).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for c in calls {
+            results.push(c.await.unwrap());
+        }
+        assert_eq!(results[0], Ok(2));
+        assert_eq!(
+            results[12],
+            Err("unlucky".into()),
+            "a partial failure reaches only its caller"
+        );
+        assert_eq!(results[24], Ok(50));
+        assert_eq!(*sizes.lock().unwrap(), vec![10, 10, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn weight_caps_a_batch() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let b = Batcher::spawn(Recorder(sizes.clone()), limits());
+        let calls: Vec<_> = [600, 300, 300, 50]
+            .into_iter()
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(i).await })
+            })
+            .collect();
+        for c in calls {
+            assert!(c.await.unwrap().is_ok());
+        }
+        // 600 + 300 fits in 1000; the next 300 starts a new batch.
+        assert_eq!(*sizes.lock().unwrap(), vec![2, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_item_waits_only_the_linger() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let b = Batcher::spawn(Recorder(sizes.clone()), limits());
+        let started = tokio::time::Instant::now();
+        assert_eq!(b.submit(4).await, Ok(8));
+        assert_eq!(started.elapsed(), Duration::from_millis(20));
+    }
+}
