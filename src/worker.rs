@@ -37,6 +37,8 @@ pub enum Outcome {
     },
     /// Published earlier by this process; deleted without calling the API again.
     AlreadyPublished { event_id: Fingerprint },
+    /// Dead-lettered earlier by this process (its delete was lost); deleted without a second letter.
+    AlreadyDeadLettered { reason: DeadLetterReason },
     /// Retired to the dead-letter queue with its reason; the message is deleted.
     DeadLettered {
         reason: DeadLetterReason,
@@ -64,6 +66,7 @@ impl Outcome {
         match self {
             Outcome::Published { .. } => "published",
             Outcome::AlreadyPublished { .. } => "already_published",
+            Outcome::AlreadyDeadLettered { .. } => "already_dead_lettered",
             Outcome::DeadLettered { .. } => "dead_lettered",
             Outcome::HandedBack { .. } => "handed_back",
         }
@@ -81,6 +84,8 @@ pub struct Worker {
     pause: Arc<ApiPause>,
     /// Fingerprints this process published recently.
     published: Mutex<LruCache<Fingerprint, ()>>,
+    /// Source message ids this process dead-lettered recently, with the reason.
+    dead_lettered: Mutex<LruCache<String, DeadLetterReason>>,
     /// Receipt handles of messages being worked on, by message id, for the shutdown hand-back.
     in_flight: Mutex<HashMap<String, String>>,
     probe: Mutex<Option<JoinHandle<()>>>,
@@ -149,6 +154,7 @@ impl Worker {
             telemetry,
             pause: Arc::new(ApiPause::default()),
             published: Mutex::new(LruCache::new(capacity)),
+            dead_lettered: Mutex::new(LruCache::new(capacity)),
             in_flight: Mutex::new(HashMap::new()),
             probe: Mutex::new(None),
             settings,
@@ -338,6 +344,13 @@ impl Worker {
 
     /// Decides and carries out what happens to one message (the table in the README).
     pub async fn process(&self, message: &ReceivedMessage, lease: &Lease) -> Outcome {
+        // A message whose dead-letter went out but whose delete was lost comes back with the same
+        // message id: settle it without a second letter.
+        let already = lock(&self.dead_lettered).get(&message.message_id).copied();
+        if let Some(reason) = already {
+            self.delete(message, lease).await;
+            return Outcome::AlreadyDeadLettered { reason };
+        }
         let request = match parse_body(&message.body) {
             Ok(request) => request,
             Err(malformed) => {
@@ -519,6 +532,7 @@ impl Worker {
             .await
         {
             Ok(()) => {
+                lock(&self.dead_lettered).put(message.message_id.clone(), reason);
                 self.delete(message, lease).await;
                 Outcome::DeadLettered { reason, event_id }
             }
@@ -641,6 +655,9 @@ fn log_outcome(message: &ReceivedMessage, outcome: &Outcome) {
     match outcome {
         Outcome::Published { event_id, attempts } => {
             tracing::info!(%message_id, %event_id, attempts, outcome = outcome.kind(), "customer published")
+        }
+        Outcome::AlreadyDeadLettered { reason } => {
+            tracing::info!(%message_id, reason = reason.as_str(), outcome = outcome.kind(), "already dead-lettered; deleted")
         }
         Outcome::AlreadyPublished { event_id } => {
             tracing::info!(%message_id, %event_id, outcome = outcome.kind(), "already published; deleted")

@@ -446,3 +446,34 @@ async fn disabled_api_hands_back_and_never_dead_letters() {
     assert_eq!(fx.depth(&fx.dlq_url).await, 0);
     assert_eq!(fx.depth(&fx.queue_url).await, 1, "still on the queue");
 }
+
+#[tokio::test]
+async fn a_redelivered_dead_letter_is_not_sent_twice() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+    fx.send(&body_for("not-a-real-token")).await;
+    let message = fx.receive_token_message(&worker).await;
+    let outcome = worker.handle(message.clone()).await;
+    assert!(matches!(
+        outcome,
+        Outcome::DeadLettered {
+            reason: DeadLetterReason::InvalidToken,
+            ..
+        }
+    ));
+    // The same delivery again, as if its delete had been lost: no call, no second letter.
+    let calls = fx.emulator.stats().calls;
+    let again = worker.handle(message).await;
+    assert_eq!(
+        again,
+        Outcome::AlreadyDeadLettered {
+            reason: DeadLetterReason::InvalidToken
+        }
+    );
+    assert_eq!(fx.emulator.stats().calls, calls);
+    assert_eq!(fx.dead_letters(1).await.len(), 1);
+    assert!(
+        fx.read_once(&fx.dlq_url, 1).await.is_empty(),
+        "exactly one dead-letter"
+    );
+}

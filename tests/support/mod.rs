@@ -2,6 +2,10 @@
 //! fresh set of queues and a topic per test so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
+pub mod faults;
+pub mod ledger;
+pub mod process;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

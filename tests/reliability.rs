@@ -1,0 +1,485 @@
+//! Reliability evidence: network faults, dependency errors, crashes, two workers, hostile input and
+//! load, each against the real `mp-resolver run` binary, LocalStack and the emulator, and each
+//! ending in the same accounting: every token published at least once (same eventId on every
+//! duplicate) or dead-lettered exactly once with the right reason; none lost, none stuck. The
+//! worker's whole output is checked for raw tokens.
+//!
+//! CI runs short versions. `scripts/reliability.sh` runs the full sizes (MPR_RELIABILITY_FULL=1);
+//! the figures are in RELIABILITY.md.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::faults::FaultProxy;
+use support::ledger::{Ledger, Report};
+use support::process::WorkerProcess;
+use support::{eventually, Fixture, Topic};
+
+/// Sizes and durations: short in CI, full from scripts/reliability.sh.
+struct Scale {
+    tokens: usize,
+    cut: Duration,
+    load_tokens: usize,
+}
+
+fn scale() -> Scale {
+    if std::env::var("MPR_RELIABILITY_FULL").is_ok_and(|v| v == "1") {
+        Scale {
+            tokens: 2_000,
+            cut: Duration::from_secs(10),
+            load_tokens: 20_000,
+        }
+    } else {
+        Scale {
+            tokens: 200,
+            cut: Duration::from_secs(3),
+            load_tokens: 1_000,
+        }
+    }
+}
+
+const SETTLE: Duration = Duration::from_secs(240);
+
+/// The three dependencies, each behind its own fault proxy.
+struct Proxies {
+    sqs: FaultProxy,
+    sns: FaultProxy,
+    metering: FaultProxy,
+}
+
+impl Proxies {
+    async fn start(fx: &Fixture) -> Self {
+        Proxies {
+            sqs: FaultProxy::start(&fx.localstack.endpoint).await,
+            sns: FaultProxy::start(&fx.localstack.endpoint).await,
+            metering: FaultProxy::start(&fx.emulator.endpoint()).await,
+        }
+    }
+
+    fn all(&self) -> [&FaultProxy; 3] {
+        [&self.sqs, &self.sns, &self.metering]
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL_SQS".into(), self.sqs.endpoint.clone()),
+            ("AWS_ENDPOINT_URL_SNS".into(), self.sns.endpoint.clone()),
+            (
+                "AWS_ENDPOINT_URL_MARKETPLACE_METERING".into(),
+                self.metering.endpoint.clone(),
+            ),
+        ]
+    }
+}
+
+/// Settings every scenario's worker runs with: debug logs (the most output to leak a token into)
+/// and a short visibility timeout so messages of a killed worker come back quickly.
+fn worker_env(fx: &Fixture, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut base: Vec<(&str, &str)> = vec![
+        ("MPR_LOG__LEVEL", "debug"),
+        ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "6"),
+        ("MPR_WORKER__SHUTDOWN_GRACE_SECS", "10"),
+        ("MPR_RESOLVE__HANDBACK_MAX_SECS", "5"),
+        ("MPR_RESOLVE__INITIAL_BACKOFF_MS", "20"),
+        ("MPR_RESOLVE__MAX_BACKOFF_MS", "500"),
+        ("MPR_RATE_LIMIT__INITIAL_PER_SEC", "200"),
+    ];
+    base.extend_from_slice(extra);
+    fx.binary_env(&base)
+}
+
+fn with(mut env: Vec<(String, String)>, more: Vec<(String, String)>) -> Vec<(String, String)> {
+    env.extend(more);
+    env
+}
+
+/// No raw token in anything the worker wrote.
+fn assert_no_token_leaks(scenario: &str, outputs: &[String], tokens: &[String]) {
+    let total: usize = outputs.iter().map(String::len).sum();
+    assert!(total > 0, "{scenario}: captured no worker output");
+    for output in outputs {
+        assert!(
+            !output.contains("panicked"),
+            "{scenario}: the worker panicked\n{output}"
+        );
+        for token in tokens.iter().filter(|t| t.len() >= 8) {
+            assert!(
+                !output.contains(token.as_str()),
+                "{scenario}: a raw token appears in the worker's output"
+            );
+        }
+    }
+    eprintln!("{scenario}: {total} bytes of worker output, no raw token in them");
+}
+
+async fn stop(mut worker: WorkerProcess) -> String {
+    worker.signal("-TERM");
+    let status = worker.wait(Duration::from_secs(30)).await;
+    assert!(
+        status.success(),
+        "worker exit {status:?}\n{}",
+        worker.output()
+    );
+    worker.output()
+}
+
+/// Waits until the emulator has answered `calls` ResolveCustomer calls: the run is under way.
+async fn wait_for_calls(fx: &Fixture, calls: u64) {
+    eventually("progress", || async { fx.emulator.stats().calls >= calls }).await;
+}
+
+#[tokio::test]
+async fn network_cut_mid_run_loses_nothing() {
+    let s = scale();
+    let fx = Fixture::new(Topic::Standard).await;
+    let proxies = Proxies::start(&fx).await;
+    let ledger = Ledger::mixed(s.tokens, "cut");
+    fx.send_all(&ledger.bodies()).await;
+    let worker = WorkerProcess::spawn(with(worker_env(&fx, &[]), proxies.env()));
+
+    wait_for_calls(&fx, (s.tokens / 4) as u64).await;
+    for p in proxies.all() {
+        p.cut();
+    }
+    tokio::time::sleep(s.cut).await; // the outage itself: a duration, not a condition
+    for p in proxies.all() {
+        p.restore();
+    }
+    let report = ledger.settle(&fx, SETTLE).await;
+    let output = stop(worker).await;
+    report.assert_holds("network cut");
+    assert_no_token_leaks("network cut", &[output], &ledger.tokens);
+}
+
+#[tokio::test]
+async fn latency_and_connection_resets_lose_nothing() {
+    let s = scale();
+    let fx = Fixture::new(Topic::Standard).await;
+    let proxies = Proxies::start(&fx).await;
+    for p in proxies.all() {
+        p.set_latency(Duration::from_millis(50));
+    }
+    let ledger = Ledger::mixed(s.tokens, "resets");
+    fx.send_all(&ledger.bodies()).await;
+    let worker = WorkerProcess::spawn(with(worker_env(&fx, &[]), proxies.env()));
+
+    for step in 1..=4u64 {
+        wait_for_calls(&fx, step * (s.tokens as u64) / 6).await;
+        for p in proxies.all() {
+            p.reset_connections();
+        }
+    }
+    let report = ledger.settle(&fx, SETTLE).await;
+    let output = stop(worker).await;
+    report.assert_holds("latency and resets");
+    assert_no_token_leaks("latency and resets", &[output], &ledger.tokens);
+}
+
+#[tokio::test]
+async fn api_errors_a_low_quota_and_an_sns_outage_lose_nothing() {
+    let s = scale();
+    let fx = Fixture::new(Topic::Standard).await;
+    fx.emulator.configure(|e| {
+        e.error_rate = 0.05;
+        e.quota = Some(40.0);
+    });
+    let proxies = Proxies::start(&fx).await;
+    let ledger = Ledger::mixed(s.tokens, "deps");
+    fx.send_all(&ledger.bodies()).await;
+    let worker = WorkerProcess::spawn(with(
+        worker_env(&fx, &[("MPR_RATE_LIMIT__INITIAL_PER_SEC", "100")]),
+        proxies.env(),
+    ));
+
+    wait_for_calls(&fx, (s.tokens / 3) as u64).await;
+    proxies.sns.cut();
+    tokio::time::sleep(s.cut).await; // SNS down for a while
+    proxies.sns.restore();
+    let report = ledger.settle(&fx, SETTLE).await;
+    let output = stop(worker).await;
+    report.assert_holds("dependency errors");
+    let stats = fx.emulator.stats();
+    eprintln!("dependency errors: emulator {stats:?}");
+    assert!(
+        stats.internal_errors > 0 && stats.throttled > 0,
+        "the faults happened: {stats:?}"
+    );
+    assert_no_token_leaks("dependency errors", &[output], &ledger.tokens);
+}
+
+async fn crash_and_restart(signal: &str) -> Report {
+    let s = scale();
+    let fx = Fixture::new(Topic::Standard).await;
+    fx.emulator.configure(|e| e.latency_ms = 20);
+    let ledger = Ledger::good(s.tokens, signal.trim_start_matches('-'));
+    fx.send_all(&ledger.bodies()).await;
+    let env = worker_env(&fx, &[]);
+    let mut first = WorkerProcess::spawn(env.clone());
+    wait_for_calls(&fx, (s.tokens / 3) as u64).await;
+    first.signal(signal);
+    let status = first.wait(Duration::from_secs(30)).await;
+    if signal == "-TERM" {
+        assert!(status.success(), "{status:?}");
+    }
+    let second = WorkerProcess::spawn(env);
+    let report = ledger.settle(&fx, SETTLE).await;
+    let outputs = [first.output(), stop(second).await];
+    assert_no_token_leaks(signal, &outputs, &ledger.tokens);
+    report
+}
+
+#[tokio::test]
+async fn sigkill_mid_run_then_restart_loses_nothing() {
+    let report = crash_and_restart("-KILL").await;
+    report.assert_holds("SIGKILL and restart");
+}
+
+#[tokio::test]
+async fn sigterm_mid_run_then_restart_has_no_duplicates() {
+    let report = crash_and_restart("-TERM").await;
+    report.assert_holds("SIGTERM and restart");
+    assert_eq!(
+        report.duplicates, 0,
+        "a graceful stop publishes nothing twice"
+    );
+}
+
+#[tokio::test]
+async fn two_workers_on_one_queue_share_the_work() {
+    let s = scale();
+    let fx = Fixture::new(Topic::Standard).await;
+    fx.emulator.configure(|e| e.latency_ms = 20);
+    let ledger = Ledger::mixed(s.tokens, "pair");
+    fx.send_all(&ledger.bodies()).await;
+    let env = worker_env(&fx, &[("MPR_WORKER__MAX_IN_FLIGHT", "16")]);
+    let a = WorkerProcess::spawn(env.clone());
+    let b = WorkerProcess::spawn(env);
+    let report = ledger.settle(&fx, SETTLE).await;
+    let outputs = [stop(a).await, stop(b).await];
+    report.assert_holds("two workers");
+    let shares: Vec<usize> = outputs
+        .iter()
+        .map(|o| o.matches("\"outcome\":\"published\"").count())
+        .collect();
+    eprintln!("two workers: published {shares:?}");
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "both workers did work: {shares:?}"
+    );
+    assert_no_token_leaks("two workers", &outputs, &ledger.tokens);
+}
+
+/// At least fifty ways to break the inbound contract.
+fn hostile_bodies() -> Vec<String> {
+    let good = "emu1.eyJhY2NvdW50IjoiMTIzNDU2Nzg5MDEyIiwicHJvZHVjdCI6InByb2QtYWJjIn0";
+    let big = 255 * 1024;
+    let mut bodies: Vec<String> = vec![
+        // Not an object, or not JSON although it starts like it.
+        "[]".into(),
+        "[1,2,3]".into(),
+        "\"a string\"".into(),
+        "{".into(),
+        "{\"registrationToken\":".into(),
+        "{\"registrationToken\": \"abc\",}".into(),
+        "{'registrationToken': 'single quotes'}".into(),
+        "{\"registrationToken\": \"a\"} trailing".into(),
+        "[".repeat(10_000),
+        format!("{}{}", "{\"a\":".repeat(5_000), "}".repeat(5_000)),
+        // Missing, empty or badly typed token.
+        "{}".into(),
+        json!({"signupId": "s"}).to_string(),
+        json!({"registrationToken": null}).to_string(),
+        json!({"registrationToken": ""}).to_string(),
+        json!({"registrationToken": 42}).to_string(),
+        json!({"registrationToken": true}).to_string(),
+        json!({"registrationToken": ["a"]}).to_string(),
+        json!({"registrationToken": {"t": "a"}}).to_string(),
+        json!({"x-amzn-marketplace-token": 7}).to_string(),
+        json!({"registrationToken": good, "x-amzn-marketplace-token": "other"}).to_string(),
+        // Out of bounds.
+        json!({"registrationToken": "t".repeat(8_193)}).to_string(),
+        json!({"registrationToken": "t".repeat(big)}).to_string(),
+        "t".repeat(8_193),
+        json!({"registrationToken": good, "signupId": "s".repeat(257)}).to_string(),
+        json!({"registrationToken": good, "context": {"k": "v".repeat(1_025)}}).to_string(),
+        json!({"registrationToken": good, "context": {"k".repeat(1_025): "v"}}).to_string(),
+        json!({"registrationToken": good, "context": (0..33).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<String, Value>>()}).to_string(),
+        json!({"registrationToken": good, "context": {"k": "v".repeat(big)}}).to_string(),
+        // Wrong types elsewhere.
+        json!({"registrationToken": good, "signupId": 1}).to_string(),
+        json!({"registrationToken": good, "signupId": ["s"]}).to_string(),
+        json!({"registrationToken": good, "context": "k=v"}).to_string(),
+        json!({"registrationToken": good, "context": [["k", "v"]]}).to_string(),
+        json!({"registrationToken": good, "context": {"k": 1}}).to_string(),
+        json!({"registrationToken": good, "context": {"k": null}}).to_string(),
+        json!({"registrationToken": good, "context": {"k": {"nested": "v"}}}).to_string(),
+        json!({"registrationToken": good, "submittedAt": 1_700_000_000}).to_string(),
+        // Control characters, unicode tricks and escapes inside the token.
+        json!({"registrationToken": "tok\u{0}en"}).to_string(),
+        json!({"registrationToken": "tok\nen"}).to_string(),
+        json!({"registrationToken": "tok\u{7f}en"}).to_string(),
+        json!({"registrationToken": "tok\u{200b}en"}).to_string(),
+        json!({"registrationToken": "tok\u{202e}en"}).to_string(),
+        json!({"registrationToken": "ｔｏｋｅｎ"}).to_string(),
+        json!({"registrationToken": "tоken-with-cyrillic-o"}).to_string(),
+        json!({"registrationToken": "token\u{fffd}"}).to_string(),
+        json!({"registrationToken": "😀😀😀"}).to_string(),
+        "{\"registrationToken\": \"\\ud800\"}".into(),
+        "{\"registrationToken\": \"\\u0000abc\"}".into(),
+        "{\"registrationToken\": \"abc\\u00e9\"}".into(),
+        // Plain bodies that are not printable ASCII.
+        "tok\ten".into(),
+        "line one\nline two".into(),
+        "ümlaut-token".into(),
+        "\u{feff}bom-token".into(),
+        "x".repeat(big),
+        // Broken SNS envelopes.
+        json!({"Type": "Notification"}).to_string(),
+        json!({"Type": "Notification", "Message": null}).to_string(),
+        json!({"Type": "Notification", "Message": 5}).to_string(),
+        json!({"Type": "Notification", "Message": {"registrationToken": good}}).to_string(),
+        json!({"Type": "Notification", "Message": "not json"}).to_string(),
+        json!({"Type": "Notification", "Message": "[1]"}).to_string(),
+        json!({"Type": "Notification", "Message": "{}"}).to_string(),
+        json!({"Type": "Notification", "Message": json!({"registrationToken": ""}).to_string()}).to_string(),
+    ];
+    // Whitespace-only bodies are refused by SQS itself; a body of spaces and a token-less newline
+    // are the closest it carries.
+    bodies.push(" ".repeat(100));
+    bodies
+}
+
+#[tokio::test]
+async fn hostile_input_is_dead_lettered_as_malformed_and_the_worker_stays_healthy() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let bodies = hostile_bodies();
+    assert!(bodies.len() >= 50, "{} bodies", bodies.len());
+    let mut by_id = HashMap::new();
+    for body in &bodies {
+        by_id.insert(fx.send(body).await, body.clone());
+    }
+    // Tokens at the bound are well-formed: the API, not the parser, refuses them.
+    let at_bound = "t".repeat(8_192);
+    fx.send(&json!({"registrationToken": at_bound}).to_string())
+        .await;
+    fx.send(&at_bound).await;
+
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let admin_addr = admin.local_addr().expect("address").to_string();
+    drop(admin);
+    let worker = WorkerProcess::spawn(worker_env(
+        &fx,
+        &[("MPR_ADMIN__LISTEN", admin_addr.as_str())],
+    ));
+
+    let letters = fx.dead_letters(bodies.len() + 2).await;
+    let mut malformed = 0;
+    let mut invalid = 0;
+    for letter in &letters {
+        let reason = letter.attr("mpr.reason");
+        match by_id.get(letter.attr("mpr.sourceMessageId")) {
+            Some(original) => {
+                assert_eq!(
+                    reason,
+                    "malformed_message",
+                    "{:?}",
+                    original.chars().take(80).collect::<String>()
+                );
+                assert_eq!(&letter.body, original, "the DLQ body is byte-identical");
+                malformed += 1;
+            }
+            None => {
+                assert_eq!(
+                    reason, "invalid_token",
+                    "a token at the bound reaches the API"
+                );
+                invalid += 1;
+            }
+        }
+    }
+    assert_eq!((malformed, invalid), (bodies.len(), 2));
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+
+    let health = tokio::process::Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
+        .args(["healthcheck", "--addr", &admin_addr])
+        .output()
+        .await
+        .expect("healthcheck");
+    assert!(
+        health.status.success(),
+        "the worker is healthy after: {health:?}"
+    );
+    let output = stop(worker).await;
+    assert!(!output.contains("panicked"));
+    eprintln!(
+        "hostile input: {} bodies dead-lettered as malformed, 2 at-bound tokens as invalid",
+        bodies.len()
+    );
+}
+
+/// Peak RSS of a worker working through `n` queued tokens.
+async fn load_run(n: usize) -> (Report, u64, Duration) {
+    let fx = Fixture::new(Topic::Standard).await;
+    let ledger = Ledger::mixed(n, &format!("load{n}"));
+    fx.send_all(&ledger.bodies()).await;
+    let started = Instant::now();
+    let worker = WorkerProcess::spawn(worker_env(
+        &fx,
+        &[
+            ("MPR_LOG__LEVEL", "info"),
+            ("MPR_RATE_LIMIT__INITIAL_PER_SEC", "5000"),
+            ("MPR_RATE_LIMIT__MIN_PER_SEC", "1000"),
+        ],
+    ));
+    let report = ledger.settle(&fx, Duration::from_secs(900)).await;
+    let took = started.elapsed();
+    let peak = worker.peak_rss_kib().unwrap_or(0);
+    let output = stop(worker).await;
+    assert_no_token_leaks("load", &[output], &ledger.tokens);
+    (report, peak, took)
+}
+
+#[tokio::test]
+async fn load_memory_is_bounded_by_in_flight_not_by_backlog() {
+    let s = scale();
+    let small = s.load_tokens / 10;
+    let (small_report, small_peak, small_took) = load_run(small).await;
+    small_report.assert_holds("load (small backlog)");
+    let (report, peak, took) = load_run(s.load_tokens).await;
+    report.assert_holds("load");
+    eprintln!(
+        "load: {} tokens in {:.1} s ({:.0}/s), peak RSS {} KiB; {} tokens in {:.1} s, peak RSS {} KiB",
+        small,
+        small_took.as_secs_f64(),
+        small as f64 / small_took.as_secs_f64(),
+        small_peak,
+        s.load_tokens,
+        took.as_secs_f64(),
+        peak,
+    );
+    // Ten times the backlog must not mean more memory: the worker holds at most max_in_flight
+    // messages whatever the queue depth (a few MiB of allocator noise allowed).
+    assert!(
+        peak <= small_peak + small_peak / 2 + 8 * 1024,
+        "peak RSS {peak} KiB with {} queued vs {small_peak} KiB with {small}",
+        s.load_tokens
+    );
+}
+
+#[test]
+fn the_ledger_counts_a_lost_token() {
+    // The accounting itself must be able to fail.
+    let mut report = Report {
+        enqueued: 2,
+        published: 1,
+        lost: 1,
+        ..Report::default()
+    };
+    assert!(std::panic::catch_unwind(|| report.assert_holds("self-check")).is_err());
+    report.lost = 0;
+    report.dead_lettered = 1;
+    report.assert_holds("self-check");
+}
