@@ -126,6 +126,31 @@ async fn run<S: BatchSink>(sink: S, limits: BatchLimits, mut rx: mpsc::Receiver<
     }
 }
 
+/// Maps a batch API's answer back to its entries, which were sent with their index as id: every
+/// entry is either among the successes (with its output) or the failures (with code and message);
+/// one in neither is reported as missing.
+pub fn entry_results<T>(
+    entries: usize,
+    successes: impl IntoIterator<Item = (String, T)>,
+    failures: impl IntoIterator<Item = (String, String, Option<String>)>,
+) -> Vec<Result<T, String>> {
+    let mut results: Vec<Result<T, String>> = (0..entries)
+        .map(|_| Err("missing from the batch response".to_owned()))
+        .collect();
+    let slot = |id: &str| id.parse::<usize>().ok().filter(|i| *i < entries);
+    for (id, output) in successes {
+        if let Some(i) = slot(&id) {
+            results[i] = Ok(output);
+        }
+    }
+    for (id, code, message) in failures {
+        if let Some(i) = slot(&id) {
+            results[i] = Err(format!("{code}: {}", message.unwrap_or_default()));
+        }
+    }
+    results
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +228,29 @@ mod tests {
         }
         // 600 + 300 fits in 1000; the next 300 starts a new batch.
         assert_eq!(*sizes.lock().unwrap(), vec![2, 2]);
+    }
+
+    #[test]
+    fn entry_results_match_ids_to_entries() {
+        let r = entry_results(
+            3,
+            [
+                ("2".to_owned(), "m2"),
+                ("0".to_owned(), "m0"),
+                ("9".to_owned(), "stray"),
+            ],
+            [(
+                "1".to_owned(),
+                "Throttled".to_owned(),
+                Some("slow down".to_owned()),
+            )],
+        );
+        assert_eq!(
+            r,
+            vec![Ok("m0"), Err("Throttled: slow down".to_owned()), Ok("m2")]
+        );
+        let r: Vec<Result<(), String>> = entry_results(1, [], []);
+        assert_eq!(r, vec![Err("missing from the batch response".to_owned())]);
     }
 
     #[tokio::test(start_paused = true)]

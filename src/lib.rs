@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod lease;
 pub mod logging;
 pub mod message;
+pub mod ops;
 pub mod pause;
 pub mod publish;
 pub mod queue;

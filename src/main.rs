@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use mp_resolver::aws::Clients;
 use mp_resolver::config::{self, Sources, EXIT_CONFIG};
 use mp_resolver::emulator::{self, EmulatorSettings};
-use mp_resolver::{admin, logging, worker::Worker};
+use mp_resolver::{admin, logging, ops, worker::Worker};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Preflight: configuration, queues, redrive policy, visibility timeout, topic and ResolveCustomer permission, each with its fix.
+    Check(ops::cli::CheckArgs),
+    /// Put registration tokens on the token queue (for trials and smoke tests).
+    Enqueue(ops::cli::EnqueueArgs),
+    /// List dead-letters grouped by reason (`dlq list`), or move them back to the token queue (`dlq redrive`).
+    Dlq(ops::cli::DlqArgs),
     /// Serve a local stand-in for the Marketplace Metering ResolveCustomer API.
     #[command(
         after_help = "Example:\n  mp-resolver emulator --listen 127.0.0.1:4599 --quota 20\n  AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://127.0.0.1:4599 mp-resolver run ..."
@@ -79,6 +85,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Healthcheck { addr, config } => runtime.block_on(healthcheck(addr, config)),
+        Command::Check(args) => runtime.block_on(ops::cli::check(args)),
+        Command::Enqueue(args) => runtime.block_on(ops::cli::enqueue(args)),
+        Command::Dlq(args) => runtime.block_on(ops::cli::dlq(args)),
         Command::Emulator {
             listen,
             quota,
@@ -108,13 +117,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(config_file: Option<PathBuf>) -> ExitCode {
-    let loaded = match config::load(&Sources::from_process(config_file)) {
+    let sources = Sources::from_process(config_file);
+    let loaded = match config::load(&sources) {
         Ok(loaded) => loaded,
         Err(error) => {
-            eprintln!("mp-resolver: {error}");
-            eprintln!(
-                "See config/default.toml and the README's Configuration section for every key."
-            );
+            eprint!("{}", ops::load::explain(&error, &sources, &ops::load::RUN));
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
-use crate::batch::BatchSink;
+use crate::batch::{entry_results, BatchSink};
 
 use crate::message::CustomerEvent;
 use crate::telemetry::Telemetry;
@@ -81,33 +81,19 @@ impl Publisher {
         let output = result.map_err(|e| PublishError {
             message: DisplayErrorContext(e).to_string(),
         })?;
-        let mut results: Vec<Result<String, String>> =
-            vec![Err("missing from the batch response".to_owned()); events.len()];
-        for ok in output.successful.unwrap_or_default() {
-            if let Some(slot) = ok
-                .id
-                .as_deref()
-                .and_then(|id| id.parse::<usize>().ok())
-                .and_then(|i| results.get_mut(i))
-            {
-                *slot = Ok(ok.message_id.unwrap_or_default());
-            }
-        }
-        for failed in output.failed.unwrap_or_default() {
-            if let Some(slot) = failed
-                .id
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| results.get_mut(i))
-            {
-                *slot = Err(format!(
-                    "{}: {}",
-                    failed.code,
-                    failed.message.unwrap_or_default()
-                ));
-            }
-        }
-        Ok(results)
+        Ok(entry_results(
+            events.len(),
+            output
+                .successful
+                .unwrap_or_default()
+                .into_iter()
+                .map(|ok| (ok.id.unwrap_or_default(), ok.message_id.unwrap_or_default())),
+            output
+                .failed
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| (f.id, f.code, f.message)),
+        ))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::batch::BatchSink;
+use crate::batch::{entry_results, BatchSink};
 use crate::message::{dlq_attr, DeadLetter};
 use crate::telemetry::Telemetry;
 
@@ -191,28 +191,11 @@ impl Queue {
             .send()
             .await;
         let output = self.count("DeleteMessageBatch", output)?;
-        let mut results: Vec<Result<(), String>> =
-            vec![Err("missing from the batch response".to_owned()); entries.len()];
-        for ok in output.successful {
-            if let Some(slot) = ok.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
-                *slot = Ok(());
-            }
-        }
-        for failed in output.failed {
-            if let Some(slot) = failed
-                .id
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| results.get_mut(i))
-            {
-                *slot = Err(format!(
-                    "{}: {}",
-                    failed.code,
-                    failed.message.unwrap_or_default()
-                ));
-            }
-        }
-        Ok(results)
+        Ok(entry_results(
+            entries.len(),
+            output.successful.into_iter().map(|ok| (ok.id, ())),
+            output.failed.into_iter().map(|f| (f.id, f.code, f.message)),
+        ))
     }
 
     /// Sends the original body, unchanged, to the dead-letter queue with the reason attached.

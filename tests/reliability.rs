@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use support::faults::FaultProxy;
 use support::ledger::{Ledger, Report};
 use support::process::WorkerProcess;
-use support::{eventually, Fixture, Topic};
+use support::{eventually_within, Fixture, Topic};
 
 /// Sizes and durations: short in CI, full from scripts/reliability.sh.
 struct Scale {
@@ -75,6 +75,9 @@ impl Proxies {
     }
 }
 
+// Scenarios run on a multi-threaded runtime: the task that drains the worker's standard error must
+// keep up even while the test is busy, or the worker would block writing its logs.
+
 /// Settings every scenario's worker runs with: debug logs (the most output to leak a token into)
 /// and a short visibility timeout so messages of a killed worker come back quickly.
 fn worker_env(fx: &Fixture, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -128,10 +131,13 @@ async fn stop(mut worker: WorkerProcess) -> String {
 
 /// Waits until the emulator has answered `calls` ResolveCustomer calls: the run is under way.
 async fn wait_for_calls(fx: &Fixture, calls: u64) {
-    eventually("progress", || async { fx.emulator.stats().calls >= calls }).await;
+    eventually_within("progress", SETTLE, || async {
+        fx.emulator.stats().calls >= calls
+    })
+    .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_cut_mid_run_loses_nothing() {
     let s = scale();
     let fx = Fixture::new(Topic::Standard).await;
@@ -154,7 +160,7 @@ async fn network_cut_mid_run_loses_nothing() {
     assert_no_token_leaks("network cut", &[output], &ledger.tokens);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_and_connection_resets_lose_nothing() {
     let s = scale();
     let fx = Fixture::new(Topic::Standard).await;
@@ -178,7 +184,7 @@ async fn latency_and_connection_resets_lose_nothing() {
     assert_no_token_leaks("latency and resets", &[output], &ledger.tokens);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_a_low_quota_and_an_sns_outage_lose_nothing() {
     let s = scale();
     let fx = Fixture::new(Topic::Standard).await;
@@ -231,13 +237,13 @@ async fn crash_and_restart(signal: &str) -> Report {
     report
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_then_restart_loses_nothing() {
     let report = crash_and_restart("-KILL").await;
     report.assert_holds("SIGKILL and restart");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_then_restart_has_no_duplicates() {
     let report = crash_and_restart("-TERM").await;
     report.assert_holds("SIGTERM and restart");
@@ -247,7 +253,7 @@ async fn sigterm_mid_run_then_restart_has_no_duplicates() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_on_one_queue_share_the_work() {
     let s = scale();
     let fx = Fixture::new(Topic::Standard).await;
@@ -352,7 +358,7 @@ fn hostile_bodies() -> Vec<String> {
     bodies
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_dead_lettered_as_malformed_and_the_worker_stays_healthy() {
     let fx = Fixture::new(Topic::Standard).await;
     let bodies = hostile_bodies();
@@ -442,7 +448,7 @@ async fn load_run(n: usize) -> (Report, u64, Duration) {
     (report, peak, took)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_memory_is_bounded_by_in_flight_not_by_backlog() {
     let s = scale();
     let small = s.load_tokens / 10;

@@ -263,8 +263,14 @@ impl Fixture {
         }
     }
 
-    /// Messages visible plus in flight on a queue.
+    /// Messages visible, in flight and delayed on a queue, all together.
     pub async fn depth(&self, url: &str) -> u64 {
+        let (visible, in_flight, delayed) = self.counts(url).await;
+        visible + in_flight + delayed
+    }
+
+    /// Visible, in-flight and delayed counts of a queue.
+    pub async fn counts(&self, url: &str) -> (u64, u64, u64) {
         let attrs = self
             .sqs
             .get_queue_attributes()
@@ -277,7 +283,17 @@ impl Fixture {
             .expect("queue attributes")
             .attributes
             .unwrap_or_default();
-        attrs.values().map(|v| v.parse::<u64>().unwrap_or(0)).sum()
+        let get = |name: QueueAttributeName| {
+            attrs
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        )
     }
 
     /// Waits until `n` messages have been read from `url` (deleting them), or fails.
@@ -433,27 +449,8 @@ impl Fixture {
 
     /// Visible and in-flight counts of a queue, separately.
     pub async fn visible_and_in_flight(&self, url: &str) -> (u64, u64) {
-        let attrs = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .expect("queue attributes")
-            .attributes
-            .unwrap_or_default();
-        let get = |name: QueueAttributeName| {
-            attrs
-                .get(&name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (
-            get(QueueAttributeName::ApproximateNumberOfMessages),
-            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        )
+        let (visible, in_flight, _) = self.counts(url).await;
+        (visible, in_flight)
     }
 
     /// The environment that makes the real binary use this fixture, as a deployment would set it.
@@ -483,12 +480,21 @@ impl Fixture {
 }
 
 /// Polls `check` (an async condition) until it holds or PATIENCE runs out.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    eventually_within(what, PATIENCE, check).await
+}
+
+/// Polls `check` until it holds or `limit` runs out.
+pub async fn eventually_within<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     let mut pause = Duration::from_millis(20);
     while !check().await {
         assert!(
@@ -498,5 +504,41 @@ where
         // Polling an external system (SQS, HTTP) has no notification to await; back off gently.
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+// Helpers for the operator tools' tests (tests/ops.rs).
+impl Fixture {
+    /// A fresh queue beside the fixture's, FIFO or standard, with `attributes`; returns its URL.
+    pub async fn extra_queue(
+        &self,
+        fifo: bool,
+        mut attributes: HashMap<QueueAttributeName, String>,
+    ) -> String {
+        let mut name = unique("mpr-extra");
+        if fifo {
+            name.push_str(".fifo");
+            attributes.insert(QueueAttributeName::FifoQueue, "true".to_owned());
+        }
+        create_queue(&self.sqs, &name, attributes).await
+    }
+
+    /// The ARN of a queue.
+    pub async fn arn_of(&self, url: &str) -> String {
+        queue_arn(&self.sqs, url).await
+    }
+
+    /// The production client set, with ResolveCustomer sent to `metering_endpoint` instead of
+    /// the fixture's emulator.
+    pub fn clients_with_metering(&self, settings: &Settings, metering_endpoint: &str) -> Clients {
+        let config = self
+            .ls_config
+            .to_builder()
+            .endpoint_url(metering_endpoint)
+            .build();
+        Clients {
+            metering: Clients::from_sdk_config(&config, settings).metering,
+            ..self.clients(settings)
+        }
     }
 }

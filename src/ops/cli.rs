@@ -1,0 +1,423 @@
+//! The operator subcommands' arguments, and the step from arguments to library call to output and
+//! exit code. `src/main.rs` only routes to these.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::check;
+use super::dlq;
+use super::enqueue::{self, Extras};
+use super::load::{self, Needs, Required};
+use super::output::{self, ErrorBody, ErrorDocument, Format};
+use super::redrive::{self, RedriveOptions};
+use super::sqs::CallError;
+use super::{EXIT_DATA, EXIT_FAILURE};
+use crate::aws::Clients;
+use crate::config::{ConfigError, Loaded, Sources, EXIT_CONFIG};
+
+const CHECK_HELP: &str = "\
+Examples:
+  mp-resolver check
+  mp-resolver check --config prod.toml --json | jq '.checks[] | select(.outcome != \"pass\")'
+
+Checks: configuration, aws_region, queue, dlq, queue_types, redrive_policy, visibility_timeout,
+queue_visibility_timeout, dlq_retention, topic, topic_fifo, resolve_customer (a call with a
+deliberately invalid token must answer InvalidTokenException). docs/operations.md explains each.
+
+Exit status: 0 when no check failed (warnings allowed), 1 when one did, 78 when the configuration
+is missing or invalid.";
+
+const ENQUEUE_HELP: &str = "\
+Examples:
+  mp-resolver enqueue \"$TOKEN\"
+  mp-resolver enqueue --signup-id signup-42 --context plan=gold --context source=trial \"$TOKEN\"
+  cut -f2 tokens.tsv | mp-resolver enqueue --queue-url https://sqs.us-east-1.amazonaws.com/123456789012/mpr-tokens --json
+
+Only the token queue is needed: MPR_QUEUE_URL, queue_url in --config, or --queue-url. Tokens given
+as arguments show up in `ps` and shell history; prefer standard input for real ones. Every token is
+checked with the worker's own parser first: if any would be dead-lettered as malformed, nothing is
+sent (exit 65). Output names each token by its fingerprint (the eventId), never the token.";
+
+const DLQ_HELP: &str = "\
+Examples:
+  mp-resolver dlq                      (same as `dlq list`)
+  mp-resolver dlq list --max 100 --json | jq '.groups[] | {reason, count}'
+  mp-resolver dlq redrive --reason expired_token --max 10";
+
+const LIST_HELP: &str = "\
+Examples:
+  mp-resolver dlq list
+  mp-resolver dlq list --dlq-url https://sqs.us-east-1.amazonaws.com/123456789012/mpr-tokens-dlq --json
+
+Nothing is consumed: messages are received with a 60 s visibility timeout and handed back with
+visibility 0 once listed. Groups are the mpr.reason attribute; dead-letters without one were moved
+by the token queue's redrive policy (maxReceiveCount) and are grouped as `redrive_policy`. Ages
+are from the message's SentTimestamp on the dead-letter queue.";
+
+const REDRIVE_HELP: &str = "\
+Examples:
+  mp-resolver dlq redrive --reason expired_token --max 10
+  mp-resolver dlq redrive                  (everything, copied one by one)
+  mp-resolver dlq redrive --move-task      (everything, by SQS's own message move task)
+
+Reasons: invalid_token, expired_token, malformed_message, product_mismatch, redrive_policy.
+Each copy is sent to the token queue, body unchanged and without the mpr.* attributes, before its
+original is deleted from the dead-letter queue; messages not taken are handed back at once.
+--move-task is faster for a large backlog, but SQS carries the mpr.* attributes along.";
+
+#[derive(Debug, Args)]
+#[command(after_help = CHECK_HELP)]
+pub struct CheckArgs {
+    /// A TOML file layered over the defaults, as for `run` (environment variables still win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = ENQUEUE_HELP)]
+pub struct EnqueueArgs {
+    /// A TOML file layered over the defaults (environment variables still win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The token queue, instead of MPR_QUEUE_URL / queue_url.
+    #[arg(long, value_name = "URL")]
+    pub queue_url: Option<String>,
+    /// `signupId` sent with every token.
+    #[arg(long, value_name = "ID")]
+    pub signup_id: Option<String>,
+    /// A `context` entry sent with every token; repeat for more.
+    #[arg(long = "context", value_name = "KEY=VALUE", value_parser = enqueue::parse_context_pair)]
+    pub context: Vec<(String, String)>,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    /// Registration tokens. None, or `-`, reads standard input, one token per line.
+    #[arg(value_name = "TOKEN")]
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = DLQ_HELP, args_conflicts_with_subcommands = true)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub command: Option<DlqCommand>,
+    /// Without a subcommand, `dlq` lists.
+    #[command(flatten)]
+    pub list: DlqListArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-letters grouped by reason, with counts, ages and fingerprints, without consuming them.
+    List(DlqListArgs),
+    /// Move dead-letters back to the token queue, body unchanged.
+    Redrive(DlqRedriveArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = LIST_HELP)]
+pub struct DlqListArgs {
+    /// A TOML file layered over the defaults (environment variables still win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The dead-letter queue, instead of MPR_DLQ_URL / dlq_url.
+    #[arg(long, value_name = "URL")]
+    pub dlq_url: Option<String>,
+    /// Look at no more than this many messages (they are all held invisible while listing).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max: u64,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = REDRIVE_HELP)]
+pub struct DlqRedriveArgs {
+    /// A TOML file layered over the defaults (environment variables still win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The dead-letter queue, instead of MPR_DLQ_URL / dlq_url.
+    #[arg(long, value_name = "URL")]
+    pub dlq_url: Option<String>,
+    /// Where to move them, instead of MPR_QUEUE_URL / queue_url.
+    #[arg(long, value_name = "URL")]
+    pub queue_url: Option<String>,
+    /// Only dead-letters with this reason.
+    #[arg(long, value_name = "REASON", value_parser = dlq::parse_reason)]
+    pub reason: Option<String>,
+    /// Move at most this many.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max: Option<u64>,
+    /// Let SQS move the whole queue (StartMessageMoveTask); falls back to copying if refused.
+    #[arg(long, conflicts_with_all = ["reason", "max"])]
+    pub move_task: bool,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn check(args: CheckArgs) -> ExitCode {
+    let format = Format::from_json_flag(args.json);
+    let needs = Needs {
+        command: "check",
+        keys: &Required::ALL,
+        flags: false,
+        example: "mp-resolver check",
+    };
+    let sources = Sources::from_process(args.config);
+    let loaded = match load::load_for(&sources, &needs) {
+        Ok(loaded) => loaded,
+        Err(error) => return config_failure(&error, &sources, &needs, format),
+    };
+    let clients = Clients::from_environment(&loaded.settings).await;
+    let report = check::run_checks(&clients, &loaded.settings)
+        .await
+        .prepend(check::configuration(&loaded.ignored_env));
+    output::print(&report, format);
+    exit(report.ok)
+}
+
+pub async fn enqueue(args: EnqueueArgs) -> ExitCode {
+    let format = Format::from_json_flag(args.json);
+    let needs = Needs {
+        command: "enqueue",
+        keys: &[Required::QueueUrl],
+        flags: true,
+        example: "mp-resolver enqueue \"$TOKEN\"",
+    };
+    let Some(loaded) = load_with_flags(
+        args.config,
+        &[(Required::QueueUrl, args.queue_url)],
+        &needs,
+        format,
+    ) else {
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let tokens = match read_tokens(args.tokens) {
+        Ok(tokens) => tokens,
+        Err(message) => return input_failure(message, format),
+    };
+    let extras = Extras {
+        signup_id: args.signup_id,
+        context: args.context.into_iter().collect::<BTreeMap<_, _>>(),
+    };
+    let prepared = match enqueue::prepare(&tokens, &extras) {
+        Ok(prepared) => prepared,
+        Err(rejected) => {
+            eprint!("{}", output::render(&rejected, Format::Human));
+            if format == Format::Json {
+                output::print(
+                    &ErrorDocument {
+                        ok: false,
+                        error: ErrorBody {
+                            kind: "input",
+                            message: rejected.to_string(),
+                            missing: Vec::new(),
+                            details: serde_json::to_value(&rejected).ok(),
+                        },
+                    },
+                    Format::Json,
+                );
+            }
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    let clients = Clients::from_environment(&loaded.settings).await;
+    let report = enqueue::enqueue(&clients.sqs, &loaded.settings.queue_url, &prepared).await;
+    output::print(&report, format);
+    exit(report.ok)
+}
+
+pub async fn dlq(args: DlqArgs) -> ExitCode {
+    match args.command {
+        None => dlq_list(args.list).await,
+        Some(DlqCommand::List(list)) => dlq_list(list).await,
+        Some(DlqCommand::Redrive(redrive)) => dlq_redrive(redrive).await,
+    }
+}
+
+async fn dlq_list(args: DlqListArgs) -> ExitCode {
+    let format = Format::from_json_flag(args.json);
+    let needs = Needs {
+        command: "dlq list",
+        keys: &[Required::DlqUrl],
+        flags: true,
+        example: "mp-resolver dlq list",
+    };
+    let Some(loaded) = load_with_flags(
+        args.config,
+        &[(Required::DlqUrl, args.dlq_url)],
+        &needs,
+        format,
+    ) else {
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let clients = Clients::from_environment(&loaded.settings).await;
+    let max = usize::try_from(args.max).unwrap_or(usize::MAX);
+    match dlq::list(&clients.sqs, &loaded.settings.dlq_url, max).await {
+        Ok(report) => {
+            output::print(&report, format);
+            exit(report.ok)
+        }
+        Err(error) => aws_failure(&error, format),
+    }
+}
+
+async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
+    let format = Format::from_json_flag(args.json);
+    let needs = Needs {
+        command: "dlq redrive",
+        keys: &[Required::QueueUrl, Required::DlqUrl],
+        flags: true,
+        example: "mp-resolver dlq redrive --reason expired_token",
+    };
+    let Some(loaded) = load_with_flags(
+        args.config,
+        &[
+            (Required::QueueUrl, args.queue_url),
+            (Required::DlqUrl, args.dlq_url),
+        ],
+        &needs,
+        format,
+    ) else {
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let clients = Clients::from_environment(&loaded.settings).await;
+    let options = RedriveOptions {
+        reason: args.reason,
+        max: args.max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        move_task: args.move_task,
+    };
+    let s = &loaded.settings;
+    match redrive::redrive(&clients.sqs, &s.dlq_url, &s.queue_url, &options).await {
+        Ok(report) => {
+            output::print(&report, format);
+            exit(report.ok)
+        }
+        Err(error) => aws_failure(&error, format),
+    }
+}
+
+/// Loads the configuration with the command's URL flags on top; on failure prints the explanation
+/// and returns `None` (the caller exits with EX_CONFIG).
+fn load_with_flags(
+    config_file: Option<PathBuf>,
+    flags: &[(Required, Option<String>)],
+    needs: &Needs,
+    format: Format,
+) -> Option<Loaded> {
+    let mut sources = Sources::from_process(config_file);
+    load::apply_overrides(&mut sources, flags);
+    match load::load_for(&sources, needs) {
+        Ok(loaded) => Some(loaded),
+        Err(error) => {
+            config_failure(&error, &sources, needs, format);
+            None
+        }
+    }
+}
+
+/// Tokens from the arguments; none, or `-`, means standard input, one per line.
+fn read_tokens(args: Vec<String>) -> Result<Vec<String>, String> {
+    if !args.is_empty() && !args.iter().any(|a| a == "-") {
+        return Ok(args);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Reading tokens from standard input, one per line; end with Ctrl-D.");
+    }
+    let mut from_stdin = Vec::new();
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| format!("cannot read standard input: {e}"))?;
+        if !line.trim().is_empty() {
+            from_stdin.push(line);
+        }
+    }
+    let mut tokens = Vec::new();
+    for arg in args.into_iter().filter(|a| a != "-") {
+        tokens.push(arg);
+    }
+    tokens.extend(from_stdin);
+    Ok(tokens)
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+fn config_failure(
+    error: &ConfigError,
+    sources: &Sources,
+    needs: &Needs,
+    format: Format,
+) -> ExitCode {
+    eprint!("{}", load::explain(error, sources, needs));
+    if format == Format::Json {
+        let missing = load::missing(sources, needs);
+        output::print(
+            &ErrorDocument {
+                ok: false,
+                error: ErrorBody {
+                    kind: "configuration",
+                    message: error.to_string(),
+                    missing: missing.iter().map(|k| k.env()).collect(),
+                    details: None,
+                },
+            },
+            Format::Json,
+        );
+    }
+    ExitCode::from(EXIT_CONFIG as u8)
+}
+
+fn aws_failure(error: &CallError, format: Format) -> ExitCode {
+    let message = error.to_string();
+    eprintln!("mp-resolver: {message}");
+    eprintln!("Run `mp-resolver check` to see what is wrong and how to fix it.");
+    if format == Format::Json {
+        output::print(
+            &ErrorDocument {
+                ok: false,
+                error: ErrorBody {
+                    kind: "aws",
+                    message,
+                    missing: Vec::new(),
+                    details: None,
+                },
+            },
+            Format::Json,
+        );
+    }
+    ExitCode::from(EXIT_FAILURE)
+}
+
+fn input_failure(message: String, format: Format) -> ExitCode {
+    eprintln!("mp-resolver enqueue: {message}");
+    if format == Format::Json {
+        output::print(
+            &ErrorDocument {
+                ok: false,
+                error: ErrorBody {
+                    kind: "input",
+                    message,
+                    missing: Vec::new(),
+                    details: None,
+                },
+            },
+            Format::Json,
+        );
+    }
+    ExitCode::from(EXIT_DATA)
+}

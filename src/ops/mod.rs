@@ -1,0 +1,23 @@
+//! Operator tools: `check` (preflight), `enqueue` (put tokens on the queue) and `dlq` (list and
+//! redrive dead-letters), plus the configuration loading and first-run explanation they share.
+//!
+//! Each tool is a library function that takes the AWS clients and plain options and returns a
+//! report struct, so the tests drive exactly what the command line prints. `cli` turns command-line
+//! arguments into those calls and the reports into human or JSON output and an exit code.
+//!
+//! Operator guide: `docs/operations.md`.
+
+pub mod aws_error;
+pub mod check;
+pub mod cli;
+pub mod dlq;
+pub mod enqueue;
+pub mod load;
+pub mod output;
+pub mod redrive;
+pub mod sqs;
+
+/// Exit code when a check fails or part of a batch operation failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code when the input itself is wrong (a malformed token for `enqueue`), sysexits.h EX_DATAERR.
+pub const EXIT_DATA: u8 = 65;
