@@ -11,7 +11,8 @@
 #           port; 3: not running
 #
 # Settings: see scripts/lib.sh (MPR_VENV, MPR_LOCALSTACK_PORT, MPR_STATE_DIR, MPR_PYTHON,
-# MPR_LOCALSTACK_TIMEOUT).
+# MPR_LOCALSTACK_TIMEOUT), and MPR_LOCALSTACK_SERVICES (LocalStack's SERVICES, default sqs,sns;
+# scripts/deploy-check.sh adds cloudformation,iam,sts).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -212,7 +213,7 @@ launch() {
         # default, localhost.localstack.cloud, needs public DNS to resolve.
         export GATEWAY_SERVER=hypercorn \
             GATEWAY_LISTEN="127.0.0.1:$MPR_LOCALSTACK_PORT" \
-            SERVICES=sqs,sns \
+            SERVICES="${MPR_LOCALSTACK_SERVICES:-sqs,sns}" \
             SQS_ENDPOINT_STRATEGY=path \
             OVERRIDE_IN_DOCKER=0 \
             DOCKER_BRIDGE_IP=127.0.0.1 \

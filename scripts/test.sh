@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the test suite: `cargo test --all-targets`, with a LocalStack (SQS + SNS) for the
+# Run the test suite: `cargo test --all-targets` (or the targets named in the arguments), with a LocalStack (SQS + SNS) for the
 # integration tests. Extra arguments go to cargo, e.g. `scripts/test.sh --lib` or
 # `scripts/test.sh -- --nocapture`.
 #
@@ -43,8 +43,17 @@ else
     export MPR_TEST_LOCALSTACK_ENDPOINT="$MPR_LS_ENDPOINT"
 fi
 
+# All targets unless the arguments pick some (--lib, --test NAME, ...).
+targets=(--all-targets)
+for arg in "$@"; do
+    case "$arg" in
+        --) break ;;
+        --lib | --bins | --bin | --bin=* | --tests | --test | --test=* | --examples | --example | --example=* | --doc | --benches | --bench | --bench=*) targets=() ;;
+    esac
+done
+
 rc=0
-cargo test --all-targets "$@" || rc=$?
+cargo test "${targets[@]}" "$@" || rc=$?
 if ((rc != 0)) && ((started)); then
     mpr_info "Tests failed; LocalStack log: $MPR_LS_LOG"
 fi

