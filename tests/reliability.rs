@@ -23,6 +23,8 @@ struct Scale {
     tokens: usize,
     cut: Duration,
     load_tokens: usize,
+    /// How long a scenario may take to settle before what is missing counts as lost.
+    settle: Duration,
 }
 
 fn scale() -> Scale {
@@ -31,17 +33,17 @@ fn scale() -> Scale {
             tokens: 2_000,
             cut: Duration::from_secs(10),
             load_tokens: 20_000,
+            settle: Duration::from_secs(1_200),
         }
     } else {
         Scale {
             tokens: 200,
             cut: Duration::from_secs(3),
             load_tokens: 1_000,
+            settle: Duration::from_secs(240),
         }
     }
 }
-
-const SETTLE: Duration = Duration::from_secs(240);
 
 /// The three dependencies, each behind its own fault proxy.
 struct Proxies {
@@ -131,7 +133,7 @@ async fn stop(mut worker: WorkerProcess) -> String {
 
 /// Waits until the emulator has answered `calls` ResolveCustomer calls: the run is under way.
 async fn wait_for_calls(fx: &Fixture, calls: u64) {
-    eventually_within("progress", SETTLE, || async {
+    eventually_within("progress", scale().settle, || async {
         fx.emulator.stats().calls >= calls
     })
     .await;
@@ -154,7 +156,7 @@ async fn network_cut_mid_run_loses_nothing() {
     for p in proxies.all() {
         p.restore();
     }
-    let report = ledger.settle(&fx, SETTLE).await;
+    let report = ledger.settle(&fx, s.settle).await;
     let output = stop(worker).await;
     report.assert_holds("network cut");
     assert_no_token_leaks("network cut", &[output], &ledger.tokens);
@@ -178,7 +180,7 @@ async fn latency_and_connection_resets_lose_nothing() {
             p.reset_connections();
         }
     }
-    let report = ledger.settle(&fx, SETTLE).await;
+    let report = ledger.settle(&fx, s.settle).await;
     let output = stop(worker).await;
     report.assert_holds("latency and resets");
     assert_no_token_leaks("latency and resets", &[output], &ledger.tokens);
@@ -204,7 +206,7 @@ async fn api_errors_a_low_quota_and_an_sns_outage_lose_nothing() {
     proxies.sns.cut();
     tokio::time::sleep(s.cut).await; // SNS down for a while
     proxies.sns.restore();
-    let report = ledger.settle(&fx, SETTLE).await;
+    let report = ledger.settle(&fx, s.settle).await;
     let output = stop(worker).await;
     report.assert_holds("dependency errors");
     let stats = fx.emulator.stats();
@@ -231,7 +233,7 @@ async fn crash_and_restart(signal: &str) -> Report {
         assert!(status.success(), "{status:?}");
     }
     let second = WorkerProcess::spawn(env);
-    let report = ledger.settle(&fx, SETTLE).await;
+    let report = ledger.settle(&fx, s.settle).await;
     let outputs = [first.output(), stop(second).await];
     assert_no_token_leaks(signal, &outputs, &ledger.tokens);
     report
@@ -263,7 +265,7 @@ async fn two_workers_on_one_queue_share_the_work() {
     let env = worker_env(&fx, &[("MPR_WORKER__MAX_IN_FLIGHT", "16")]);
     let a = WorkerProcess::spawn(env.clone());
     let b = WorkerProcess::spawn(env);
-    let report = ledger.settle(&fx, SETTLE).await;
+    let report = ledger.settle(&fx, s.settle).await;
     let outputs = [stop(a).await, stop(b).await];
     report.assert_holds("two workers");
     let shares: Vec<usize> = outputs
@@ -440,7 +442,7 @@ async fn load_run(n: usize) -> (Report, u64, Duration) {
             ("MPR_RATE_LIMIT__MIN_PER_SEC", "1000"),
         ],
     ));
-    let report = ledger.settle(&fx, Duration::from_secs(900)).await;
+    let report = ledger.settle(&fx, scale().settle).await;
     let took = started.elapsed();
     let peak = worker.peak_rss_kib().unwrap_or(0);
     let output = stop(worker).await;
