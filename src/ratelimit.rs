@@ -1,11 +1,14 @@
 //! One adaptive rate limit for ResolveCustomer per process, shared by every in-flight message, so
 //! that concurrency never turns into a throttling storm.
 //!
-//! AIMD: each throttle cuts the rate by a factor (at most once per cool-down, since the throttles
-//! of calls already sent all arrive together), each success adds a little, so the rate settles
-//! just under the quota the API grants this seller and follows it when it changes. Calls are
-//! spaced evenly at the current rate through a fair (FIFO) lock, so a rate change applies to the
-//! very next call rather than to a queue of pre-assigned slots.
+//! AIMD with a slow start, as TCP does it: until the API first throttles, every answered call adds
+//! one call per second (the rate doubles each second it is used in full), so an unthrottled API is
+//! not held back by a cautious starting rate; from the first throttle on, each throttle cuts the
+//! rate by a factor (at most once per cool-down, since the throttles of calls already sent all
+//! arrive together) and each answered call adds a little, so the rate settles just under the quota
+//! the API grants this seller and follows it when it changes. Calls are spaced evenly at the
+//! current rate through a fair (FIFO) lock, so a rate change applies to the very next call rather
+//! than to a queue of pre-assigned slots.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -47,6 +50,8 @@ struct State {
     /// Earliest time the next call may go.
     next: Instant,
     last_decrease: Option<Instant>,
+    /// Slow start: no throttle seen yet.
+    probing: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +71,7 @@ impl AdaptiveRateLimiter {
                 rate,
                 next: Instant::now(),
                 last_decrease: None,
+                probing: true,
             }),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -98,6 +104,14 @@ impl AdaptiveRateLimiter {
     /// The API throttled a call: slow down (once per cool-down).
     pub fn throttled(&self) {
         let mut s = self.lock();
+        // Slow start doubles each second, so by the first throttle it may be up to twice the
+        // quota: that first cut halves it, whatever the configured factor.
+        let factor = if s.probing {
+            self.policy.decrease.min(0.5)
+        } else {
+            self.policy.decrease
+        };
+        s.probing = false;
         let now = Instant::now();
         if s.last_decrease
             .is_some_and(|t| now.duration_since(t) < self.policy.cooldown)
@@ -105,18 +119,24 @@ impl AdaptiveRateLimiter {
             return;
         }
         let old_interval = interval(s.rate);
-        s.rate = clamp(s.rate * self.policy.decrease, &self.policy);
+        s.rate = clamp(s.rate * factor, &self.policy);
         s.last_decrease = Some(now);
         // Push the next slot out to the new spacing so the cut takes effect immediately.
         let pushed = s.next.max(now) + interval(s.rate).saturating_sub(old_interval);
         s.next = pushed;
     }
 
-    /// A call got an answer that was not a throttle: speed up a little.
+    /// A call got an answer that was not a throttle: speed up (fast until the first throttle,
+    /// a little after it).
     pub fn succeeded(&self) {
         let mut s = self.lock();
-        // `increase` per second at the current rate means `increase / rate` per call.
-        s.rate = clamp(s.rate + self.policy.increase / s.rate, &self.policy);
+        let step = if s.probing {
+            1.0
+        } else {
+            // `increase` per second at the current rate means `increase / rate` per call.
+            self.policy.increase / s.rate
+        };
+        s.rate = clamp(s.rate + step, &self.policy);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -197,16 +217,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn successes_raise_the_rate_slowly_up_to_the_ceiling() {
+    async fn slow_start_doubles_until_the_first_throttle() {
+        let limiter = AdaptiveRateLimiter::new(policy());
+        // One second of answered calls at 10/s doubles the rate...
+        for _ in 0..10 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.rate(), 20.0);
+        for _ in 0..20 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.rate(), 40.0);
+        // ...until the API pushes back.
+        limiter.throttled();
+        assert_eq!(limiter.rate(), 20.0);
+        for _ in 0..20 {
+            limiter.succeeded();
+        }
+        assert!((limiter.rate() - 21.0).abs() < 0.05, "{}", limiter.rate());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_throttle_successes_raise_the_rate_slowly_up_to_the_ceiling() {
         let limiter = AdaptiveRateLimiter::new(RatePolicy {
             max: Some(12.0),
             ..policy()
         });
-        // One second of successes at 10/s adds about one call per second.
-        for _ in 0..10 {
+        limiter.throttled(); // 5/s, slow start over
+                             // One second of successes at 5/s adds about one call per second.
+        for _ in 0..5 {
             limiter.succeeded();
         }
-        assert!((limiter.rate() - 11.0).abs() < 0.05, "{}", limiter.rate());
+        assert!((limiter.rate() - 6.0).abs() < 0.1, "{}", limiter.rate());
         for _ in 0..1_000 {
             limiter.succeeded();
         }
