@@ -3,20 +3,10 @@
 //!
 //! The binary (`src/main.rs`) only wires; everything it runs lives here so the tests drive the same code.
 
-pub mod admin;
 pub mod aws;
-pub mod batch;
 pub mod config;
+pub mod contract;
 pub mod emulator;
-pub mod lease;
-pub mod logging;
-pub mod message;
+pub mod observe;
 pub mod ops;
-pub mod pause;
-pub mod publish;
-pub mod queue;
-pub mod ratelimit;
-pub mod resolve;
-pub mod retry;
-pub mod telemetry;
 pub mod worker;

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use mp_resolver::aws::Clients;
 use mp_resolver::config::{self, Sources, EXIT_CONFIG};
 use mp_resolver::emulator::{self, EmulatorSettings};
-use mp_resolver::{admin, logging, ops, worker::Worker};
+use mp_resolver::observe::{admin, logging};
+use mp_resolver::{ops, worker::Worker};
 
 #[derive(Parser)]
 #[command(

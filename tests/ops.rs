@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use mp_resolver::message::{dlq_attr, parse_body, DeadLetter, DeadLetterReason, Fingerprint};
+use mp_resolver::aws::sqs::Queue;
+use mp_resolver::contract::{dlq_attr, parse_body, DeadLetter, DeadLetterReason, Fingerprint};
 use mp_resolver::ops::check::{run_checks, Check, CheckReport, Outcome};
 use mp_resolver::ops::dlq::{self, REDRIVE_POLICY};
 use mp_resolver::ops::enqueue::{self, Extras};
 use mp_resolver::ops::redrive::{self, Method, RedriveOptions, Stage};
-use mp_resolver::queue::Queue;
 use serde_json::{json, Value};
 use support::{Fixture, Received, Topic};
 use tokio::io::AsyncWriteExt;
@@ -391,7 +391,7 @@ async fn seed_dead_letters(fx: &Fixture) -> HashMap<&'static str, Vec<String>> {
                     event_id: Some(Fingerprint::of(&token)),
                     source_message_id: format!("source-{i}"),
                     receive_count: 1,
-                    failed_at: mp_resolver::queue::now_rfc3339(),
+                    failed_at: mp_resolver::aws::sqs::now_rfc3339(),
                 },
                 None,
             )

@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mp_resolver::admin;
 use mp_resolver::emulator::TestToken;
+use mp_resolver::observe::admin;
 use mp_resolver::worker::Worker;
 use serde_json::json;
 use support::{eventually, expected_event_id, Fixture, Topic};

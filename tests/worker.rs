@@ -6,9 +6,9 @@ mod support;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mp_resolver::aws::metering::FailureKind;
+use mp_resolver::contract::DeadLetterReason;
 use mp_resolver::emulator::TestToken;
-use mp_resolver::message::DeadLetterReason;
-use mp_resolver::resolve::FailureKind;
 use mp_resolver::worker::{HandBackCause, Outcome};
 use serde_json::{json, Value};
 use support::{expected_event_id, Fixture, Topic};
@@ -58,7 +58,7 @@ async fn good_token_is_published_with_every_field_and_deleted() {
     assert_eq!(
         outcome,
         Outcome::Published {
-            event_id: mp_resolver::message::Fingerprint::of(&token),
+            event_id: mp_resolver::contract::Fingerprint::of(&token),
             attempts: 1
         }
     );
@@ -407,7 +407,7 @@ async fn the_same_token_twice_has_one_event_id_and_one_call_per_process() {
     assert_eq!(
         outcome,
         Outcome::AlreadyPublished {
-            event_id: mp_resolver::message::Fingerprint::of(&token)
+            event_id: mp_resolver::contract::Fingerprint::of(&token)
         }
     );
     assert_eq!(

@@ -1,6 +1,6 @@
 //! Invariants of `parse_body` shared by both fuzz targets.
 
-use mp_resolver::message::{
+use mp_resolver::contract::{
     parse_body, Malformed, RegistrationToken, TokenRequest, MAX_CONTEXT_ENTRIES,
     MAX_CONTEXT_VALUE_CHARS, MAX_SIGNUP_ID_CHARS, MAX_TOKEN_BYTES,
 };

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mp_resolver::message::{
+use mp_resolver::contract::{
     Fingerprint, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_VALUE_CHARS, MAX_SIGNUP_ID_CHARS, MAX_TOKEN_BYTES,
 };
 use serde_json::{Map, Value};

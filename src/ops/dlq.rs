@@ -11,8 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::output::{age, Render};
-use super::sqs::{self, CallError, EntryFailure};
-use crate::message::{dlq_attr, parse_body, DeadLetterReason};
+use crate::aws::sqs_ops::{self, CallError, EntryFailure};
+use crate::contract::{dlq_attr, parse_body, DeadLetterReason};
 
 /// The group of dead-letters without `mpr.reason`: moved by the token queue's redrive policy
 /// (`maxReceiveCount` exceeded), not retired by the worker.
@@ -74,27 +74,27 @@ impl std::fmt::Debug for DeadLetterView {
 
 impl DeadLetterView {
     fn from_message(m: Message) -> Option<Self> {
-        let reason = sqs::message_attribute(&m, dlq_attr::REASON)
+        let reason = sqs_ops::message_attribute(&m, dlq_attr::REASON)
             .unwrap_or(REDRIVE_POLICY)
             .to_owned();
         let body = m.body.clone().unwrap_or_default();
         // The fingerprint is the eventId a subscriber saw or would see; a message the redrive
         // policy moved has no attribute, so it comes from the body, exactly as the worker makes it.
-        let event_id = sqs::message_attribute(&m, dlq_attr::EVENT_ID)
+        let event_id = sqs_ops::message_attribute(&m, dlq_attr::EVENT_ID)
             .map(str::to_owned)
             .or_else(|| match parse_body(&body) {
                 Ok(request) => Some(request.token.fingerprint().to_string()),
                 Err(malformed) => malformed.fingerprint.map(|f| f.to_string()),
             });
-        let sent_at = sqs::system_attribute(&m, MessageSystemAttributeName::SentTimestamp)
+        let sent_at = sqs_ops::system_attribute(&m, MessageSystemAttributeName::SentTimestamp)
             .and_then(|ms| ms.parse::<i64>().ok())
             .and_then(DateTime::from_timestamp_millis);
         Some(DeadLetterView {
-            detail: sqs::message_attribute(&m, dlq_attr::DETAIL).map(str::to_owned),
-            failed_at: sqs::message_attribute(&m, dlq_attr::FAILED_AT).map(str::to_owned),
-            group_id: sqs::system_attribute(&m, MessageSystemAttributeName::MessageGroupId)
+            detail: sqs_ops::message_attribute(&m, dlq_attr::DETAIL).map(str::to_owned),
+            failed_at: sqs_ops::message_attribute(&m, dlq_attr::FAILED_AT).map(str::to_owned),
+            group_id: sqs_ops::system_attribute(&m, MessageSystemAttributeName::MessageGroupId)
                 .map(str::to_owned),
-            receive_count: sqs::message_attribute(&m, dlq_attr::RECEIVE_COUNT)
+            receive_count: sqs_ops::message_attribute(&m, dlq_attr::RECEIVE_COUNT)
                 .and_then(|c| c.parse().ok()),
             sent_at,
             reason,
@@ -145,7 +145,7 @@ impl<'a> Scan<'a> {
     /// The next messages not seen before; empty when the queue has nothing new to give.
     pub(super) async fn next_batch(&mut self) -> Result<Vec<DeadLetterView>, CallError> {
         let received =
-            sqs::receive(self.sqs, self.url, SCAN_WAIT_SECS, SCAN_VISIBILITY_SECS).await?;
+            sqs_ops::receive(self.sqs, self.url, SCAN_WAIT_SECS, SCAN_VISIBILITY_SECS).await?;
         let mut fresh = Vec::new();
         for view in received
             .into_iter()
@@ -170,7 +170,7 @@ impl<'a> Scan<'a> {
     /// Makes every held message visible again at once.
     pub(super) async fn hand_back(self) -> Vec<HandBackFailure> {
         let (ids, handles): (Vec<String>, Vec<String>) = self.held.into_iter().unzip();
-        let results = sqs::change_visibility(self.sqs, self.url, &handles, 0).await;
+        let results = sqs_ops::change_visibility(self.sqs, self.url, &handles, 0).await;
         ids.into_iter()
             .zip(results)
             .filter_map(|(message_id, r)| {
@@ -307,7 +307,7 @@ pub async fn list(
     max: usize,
 ) -> Result<ListReport, CallError> {
     // Also the existence check: a missing queue fails here, before anything is received.
-    let attributes = sqs::queue_attributes(sqs_client, dlq_url).await?;
+    let attributes = sqs_ops::queue_attributes(sqs_client, dlq_url).await?;
     let count = |name| {
         attributes
             .get(&name)
@@ -402,7 +402,7 @@ fn group(views: Vec<DeadLetterView>, now: DateTime<Utc>) -> Vec<Group> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Fingerprint;
+    use crate::contract::Fingerprint;
 
     #[test]
     fn reasons_are_validated() {

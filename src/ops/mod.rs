@@ -7,7 +7,6 @@
 //!
 //! Operator guide: `docs/operations.md`.
 
-pub mod aws_error;
 pub mod check;
 pub mod cli;
 pub mod dlq;
@@ -15,7 +14,6 @@ pub mod enqueue;
 pub mod load;
 pub mod output;
 pub mod redrive;
-pub mod sqs;
 
 /// Exit code when a check fails or part of a batch operation failed.
 pub const EXIT_FAILURE: u8 = 1;

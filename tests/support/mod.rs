@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use mp_resolver::aws::sqs::ReceivedMessage;
 use mp_resolver::aws::Clients;
 use mp_resolver::config::{self, Settings, Sources};
 use mp_resolver::emulator::{EmulatorSettings, RunningEmulator};
-use mp_resolver::queue::ReceivedMessage;
 use mp_resolver::worker::Worker;
 use testcontainers_modules::localstack::LocalStack;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;

@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
-use super::aws_error::{describe, AwsFailure};
+use crate::aws::error::{describe, AwsFailure};
 
 /// Most entries SQS accepts in one batch call.
 pub const BATCH: usize = 10;
@@ -88,7 +88,7 @@ pub async fn queue_arn(sqs: &Client, url: &str) -> Result<String, CallError> {
                 "GetQueueAttributes",
                 url,
                 AwsFailure {
-                    problem: super::aws_error::Problem::Other,
+                    problem: crate::aws::error::Problem::Other,
                     code: None,
                     detail: "the answer has no QueueArn".into(),
                 },

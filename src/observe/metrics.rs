@@ -13,8 +13,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::message::DeadLetterReason;
-use crate::resolve::{CallResult, FailureKind};
+use crate::aws::metering::{CallResult, FailureKind};
+use crate::contract::DeadLetterReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::queue::Queue;
-use crate::telemetry::Telemetry;
+use crate::aws::sqs::Queue;
+use crate::observe::metrics::Telemetry;
 
 #[derive(Debug)]
 pub struct Lease {

@@ -12,7 +12,7 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The documented defaults; compiled in so the binary and the document cannot disagree.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Prefix of the environment variables that set configuration keys.
 pub const ENV_PREFIX: &str = "MPR_";
 /// Exit code for bad configuration (sysexits.h EX_CONFIG).

@@ -11,10 +11,10 @@ use aws_sdk_marketplacemetering::operation::resolve_customer::{
 };
 use backon::Retryable;
 
-use crate::message::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
-use crate::ratelimit::AdaptiveRateLimiter;
-use crate::retry::BackoffPolicy;
-use crate::telemetry::Telemetry;
+use crate::contract::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
+use crate::observe::metrics::Telemetry;
+use crate::worker::ratelimit::AdaptiveRateLimiter;
+use crate::worker::retry::BackoffPolicy;
 
 /// What the API said about one call, reduced to what the worker acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]

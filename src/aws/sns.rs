@@ -5,10 +5,10 @@ use std::sync::Arc;
 use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
-use crate::batch::{entry_results, BatchSink};
+use crate::worker::batch::{entry_results, BatchSink};
 
-use crate::message::CustomerEvent;
-use crate::telemetry::Telemetry;
+use crate::contract::CustomerEvent;
+use crate::observe::metrics::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 #[error("SNS Publish failed: {message}")]

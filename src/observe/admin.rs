@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::telemetry::{Liveness, Readiness, Telemetry};
+use crate::observe::metrics::{Liveness, Readiness, Telemetry};
 use crate::worker::Worker;
 
 pub fn router(telemetry: Arc<Telemetry>) -> Router {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::batch::{entry_results, BatchSink};
-use crate::message::{dlq_attr, DeadLetter};
-use crate::telemetry::Telemetry;
+use crate::contract::{dlq_attr, DeadLetter};
+use crate::observe::metrics::Telemetry;
+use crate::worker::batch::{entry_results, BatchSink};
 
 /// An SQS call that failed after the SDK's own retries.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,12 @@
 //! The loop: receive with bounded concurrency, turn each message into an outcome, act on it as the
 //! contract says, and on shutdown stop receiving, drain, and hand back what is left.
 
+pub mod batch;
+pub mod lease;
+pub mod pause;
+pub mod ratelimit;
+pub mod retry;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -12,20 +18,20 @@ use lru::LruCache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::aws::metering::{CallResult, FailureKind, ResolveOutcome, Resolver};
+use crate::aws::sns::{PublishSink, Publisher, MAX_BATCH_BYTES};
+use crate::aws::sqs::{now_rfc3339, DeleteEntry, DeleteSink, Queue, ReceivedMessage};
 use crate::aws::Clients;
-use crate::batch::{BatchLimits, Batcher};
 use crate::config::Settings;
-use crate::lease::Lease;
-use crate::message::{
+use crate::contract::{
     parse_body, CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint, TokenRequest,
 };
-use crate::pause::{ApiPause, PauseChange};
-use crate::publish::{PublishSink, Publisher, MAX_BATCH_BYTES};
-use crate::queue::{now_rfc3339, DeleteEntry, DeleteSink, Queue, ReceivedMessage};
-use crate::ratelimit::{AdaptiveRateLimiter, RatePolicy};
-use crate::resolve::{CallResult, FailureKind, ResolveOutcome, Resolver};
-use crate::retry::{full_jitter, BackoffPolicy};
-use crate::telemetry::Telemetry;
+use crate::observe::metrics::Telemetry;
+use crate::worker::batch::{BatchLimits, Batcher};
+use crate::worker::lease::Lease;
+use crate::worker::pause::{ApiPause, PauseChange};
+use crate::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
+use crate::worker::retry::{full_jitter, BackoffPolicy};
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -478,7 +484,7 @@ impl Worker {
         message: &ReceivedMessage,
         lease: &Lease,
         request: &TokenRequest,
-        customer: crate::message::ResolvedCustomer,
+        customer: crate::contract::ResolvedCustomer,
         attempts: u32,
     ) -> Outcome {
         let event = CustomerEvent::new(

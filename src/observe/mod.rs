@@ -1,0 +1,5 @@
+//! What the process tells about itself: metrics, health, logs and the admin listener.
+
+pub mod admin;
+pub mod logging;
+pub mod metrics;
