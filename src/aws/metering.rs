@@ -1,20 +1,12 @@
 //! ResolveCustomer: one call, the classification of what came back, and the in-process retries
 //! of one delivery.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
 use aws_sdk_marketplacemetering::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_marketplacemetering::operation::resolve_customer::{
     ResolveCustomerError, ResolveCustomerOutput,
 };
-use backon::Retryable;
 
-use crate::contract::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
-use crate::observe::metrics::Telemetry;
-use crate::worker::ratelimit::AdaptiveRateLimiter;
-use crate::worker::retry::BackoffPolicy;
+use crate::contract::{DeadLetterReason, ResolvedCustomer};
 
 /// What the API said about one call, reduced to what the worker acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +122,25 @@ pub fn classify(
     }
 }
 
+impl CallResult {
+    /// The `result` label of `mpr_resolve_attempts_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallResult::Resolved(_) => "resolved",
+            CallResult::Rejected {
+                reason: DeadLetterReason::ExpiredToken,
+                ..
+            } => "expired",
+            CallResult::Rejected { .. } => "invalid",
+            CallResult::Failed(f) => f.kind.as_str(),
+        }
+    }
+
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, CallResult::Failed(f) if f.kind == FailureKind::Throttled)
+    }
+}
+
 fn transient(detail: impl Into<String>) -> CallResult {
     CallResult::Failed(Failure {
         kind: FailureKind::Transient,
@@ -153,127 +164,24 @@ fn resolved(output: ResolveCustomerOutput) -> CallResult {
     })
 }
 
-/// How one delivery's resolution ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResolveOutcome {
-    Resolved {
-        customer: ResolvedCustomer,
-        attempts: u32,
-    },
-    Rejected {
-        reason: DeadLetterReason,
-        detail: String,
-        attempts: u32,
-    },
-    /// Retries (or the budget) ran out, or the API is disabled: hand the message back.
-    Unavailable { failure: Failure, attempts: u32 },
-}
-
-/// A token no real registration has: the pause probe sends it, and any answer other than
-/// DisabledApiException (normally InvalidTokenException) shows the API is back.
+/// A token no real registration has: the pause probe and `check` send it, and any answer other
+/// than DisabledApiException (normally InvalidTokenException) shows the API answers this caller.
+/// Printable ASCII, so it passes the API's own input validation.
 pub const PROBE_TOKEN: &str = "mp-resolver-probe-not-a-token";
 
-/// Calls ResolveCustomer with backoff, under the process-wide adaptive rate limit. The SDK client
-/// it is given must have its own retries turned off (see `aws::Clients`), so each attempt here is
-/// exactly one request.
-#[derive(Debug, Clone)]
-pub struct Resolver {
-    client: aws_sdk_marketplacemetering::Client,
-    policy: BackoffPolicy,
-    attempt_timeout: Duration,
-    limiter: Arc<AdaptiveRateLimiter>,
-    telemetry: Arc<Telemetry>,
-}
-
-impl Resolver {
-    pub fn new(
-        client: aws_sdk_marketplacemetering::Client,
-        policy: BackoffPolicy,
-        attempt_timeout: Duration,
-        limiter: Arc<AdaptiveRateLimiter>,
-        telemetry: Arc<Telemetry>,
-    ) -> Self {
-        Resolver {
-            client,
-            policy,
-            attempt_timeout,
-            limiter,
-            telemetry,
-        }
-    }
-
-    /// One call, rate-limited, counted, and fed back into the rate limit.
-    pub async fn call(&self, token: &RegistrationToken) -> CallResult {
-        self.call_raw(token.expose()).await
-    }
-
-    /// Asks the API whether it is still disabled, with a token that cannot be valid.
-    pub async fn probe(&self) -> CallResult {
-        self.call_raw(PROBE_TOKEN).await
-    }
-
-    async fn call_raw(&self, token: &str) -> CallResult {
-        self.limiter.acquire().await;
-        let started = tokio::time::Instant::now();
-        let result = classify(
-            self.client
-                .resolve_customer()
-                .registration_token(token)
-                .send()
-                .await,
-        );
-        self.telemetry
-            .metrics
-            .resolve_attempt(&result, started.elapsed());
-        match &result {
-            CallResult::Failed(f) if f.kind == FailureKind::Throttled => self.limiter.throttled(),
-            CallResult::Failed(_) => {}
-            CallResult::Resolved(_) | CallResult::Rejected { .. } => self.limiter.succeeded(),
-        }
-        self.telemetry.metrics.rate_limit(self.limiter.rate());
-        result
-    }
-
-    pub async fn resolve(&self, token: &RegistrationToken) -> ResolveOutcome {
-        let attempts = AtomicU32::new(0);
-        let fingerprint = token.fingerprint();
-        let one_attempt = || async {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            match self.call(token).await {
-                CallResult::Resolved(c) => Ok(Ok(c)),
-                CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
-                CallResult::Failed(failure) => Err(failure),
-            }
-        };
-        let retrying = one_attempt
-            .retry(self.policy.in_process())
-            .when(|f: &Failure| f.kind != FailureKind::Disabled)
-            .notify(|f: &Failure, wait| {
-                tracing::debug!(event_id = %fingerprint, failure = f.kind.as_str(),
-                    detail = %f.detail, wait_ms = wait.as_millis() as u64, "retrying ResolveCustomer");
-            });
-        // The whole retry loop, attempts included, fits in budget + one attempt, which is what the
-        // configuration checks against the visibility timeout.
-        let deadline = self.policy.budget + self.attempt_timeout;
-        let result = tokio::time::timeout(deadline, retrying).await;
-        let attempts = attempts.load(Ordering::Relaxed);
-        match result {
-            Ok(Ok(Ok(customer))) => ResolveOutcome::Resolved { customer, attempts },
-            Ok(Ok(Err((reason, detail)))) => ResolveOutcome::Rejected {
-                reason,
-                detail,
-                attempts,
-            },
-            Ok(Err(failure)) => ResolveOutcome::Unavailable { failure, attempts },
-            Err(_) => ResolveOutcome::Unavailable {
-                failure: Failure {
-                    kind: FailureKind::Transient,
-                    detail: format!("retry budget of {deadline:?} spent"),
-                },
-                attempts,
-            },
-        }
-    }
+/// One ResolveCustomer request, classified. The client must have the SDK's retries off (see
+/// `aws::Clients`): the worker's backoff is the only retry layer for this call.
+pub async fn resolve_customer(
+    client: &aws_sdk_marketplacemetering::Client,
+    token: &str,
+) -> CallResult {
+    classify(
+        client
+            .resolve_customer()
+            .registration_token(token)
+            .send()
+            .await,
+    )
 }
 
 #[cfg(test)]

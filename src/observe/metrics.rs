@@ -13,9 +13,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::aws::metering::{CallResult, FailureKind};
-use crate::contract::DeadLetterReason;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
@@ -29,6 +26,12 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AwsOperationLabel {
+    service: &'static str,
+    operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +53,7 @@ pub struct Metrics {
     in_flight: Gauge,
     token_age_seconds: Histogram,
     aws_calls: Family<AwsCallLabel, Counter>,
+    batch_entry_failures: Family<AwsOperationLabel, Counter>,
     heartbeats: Counter,
     rate_limit: Gauge<f64, AtomicU64>,
     paused: Gauge,
@@ -71,6 +75,7 @@ impl Metrics {
                 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
             ]),
             aws_calls: Family::default(),
+            batch_entry_failures: Family::default(),
             heartbeats: Counter::default(),
             rate_limit: Gauge::default(),
             paused: Gauge::default(),
@@ -122,6 +127,11 @@ impl Metrics {
             m.aws_calls.clone(),
         );
         r.register(
+            "mpr_aws_batch_entry_failures",
+            "Entries of SQS and SNS batch calls that failed on their own, by operation",
+            m.batch_entry_failures.clone(),
+        );
+        r.register(
             "mpr_visibility_extensions",
             "Visibility heartbeats sent for slow messages",
             m.heartbeats.clone(),
@@ -147,31 +157,28 @@ impl Metrics {
         self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    pub fn dead_lettered(&self, reason: DeadLetterReason) {
+    pub fn dead_lettered(&self, reason: &'static str) {
         self.dead_letters
-            .get_or_create(&ReasonLabel {
-                reason: reason.as_str(),
-            })
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 
-    pub fn resolve_attempt(&self, result: &CallResult, took: Duration) {
-        let label = match result {
-            CallResult::Resolved(_) => "resolved",
-            CallResult::Rejected {
-                reason: DeadLetterReason::ExpiredToken,
-                ..
-            } => "expired",
-            CallResult::Rejected { .. } => "invalid",
-            CallResult::Failed(f) => f.kind.as_str(),
-        };
-        if matches!(result, CallResult::Failed(f) if f.kind == FailureKind::Throttled) {
+    /// One ResolveCustomer call: `result` is its label, `throttled` whether it was a throttle.
+    pub fn resolve_attempt(&self, result: &'static str, throttled: bool, took: Duration) {
+        if throttled {
             self.throttles.inc();
         }
         self.resolve_attempts
-            .get_or_create(&ResultLabel { result: label })
+            .get_or_create(&ResultLabel { result })
             .inc();
         self.resolve_seconds.observe(took.as_secs_f64());
+    }
+
+    /// One entry of a batch call that failed on its own while the call succeeded.
+    pub fn batch_entry_failed(&self, service: &'static str, operation: &'static str) {
+        self.batch_entry_failures
+            .get_or_create(&AwsOperationLabel { service, operation })
+            .inc();
     }
 
     pub fn token_age(&self, age: Duration) {
@@ -386,7 +393,7 @@ mod tests {
         let t = Telemetry::new(Duration::from_secs(60));
         t.metrics.received(3);
         t.metrics.outcome("published");
-        t.metrics.dead_lettered(DeadLetterReason::InvalidToken);
+        t.metrics.dead_lettered("invalid_token");
         t.metrics.aws_call("sqs", "ReceiveMessage", true);
         let text = t.render();
         for needle in [

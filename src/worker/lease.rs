@@ -8,6 +8,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::aws::sqs::Queue;
 use crate::observe::metrics::Telemetry;
+use crate::worker::events::Heartbeat;
 
 #[derive(Debug)]
 pub struct Lease {
@@ -38,13 +39,7 @@ impl Lease {
 
     /// Extends the visibility by `visibility` every third of it until the lease is settled.
     /// Never returns: run it beside the work and drop it when the work is done.
-    pub async fn heartbeat(
-        &self,
-        queue: &Queue,
-        visibility: Duration,
-        telemetry: &Telemetry,
-        message_id: &str,
-    ) {
+    pub async fn heartbeat(&self, queue: &Queue, visibility: Duration, telemetry: &Telemetry) {
         let every = (visibility / 3).max(Duration::from_millis(500));
         loop {
             tokio::time::sleep(every).await;
@@ -53,17 +48,14 @@ impl Lease {
                 drop(settled);
                 std::future::pending::<()>().await;
             }
-            match queue
+            let result = queue
                 .change_visibility(&self.receipt_handle, visibility)
-                .await
-            {
-                Ok(()) => {
-                    telemetry.metrics.heartbeat();
-                    tracing::debug!(%message_id, visibility_secs = visibility.as_secs(), "visibility extended");
-                }
-                // Keep trying: the next beat may get through before the current visibility ends.
-                Err(error) => tracing::warn!(%message_id, %error, "visibility heartbeat failed"),
+                .await;
+            Heartbeat {
+                visibility,
+                error: result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
             }
+            .emit(telemetry);
         }
     }
 }

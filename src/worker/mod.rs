@@ -1,10 +1,14 @@
 //! The loop: receive with bounded concurrency, turn each message into an outcome, act on it as the
 //! contract says, and on shutdown stop receiving, drain, and hand back what is left.
 
+mod act;
 pub mod batch;
+pub mod decide;
+pub mod events;
 pub mod lease;
 pub mod pause;
 pub mod ratelimit;
+pub mod resolve;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -15,23 +19,28 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lru::LruCache;
+use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
 
-use crate::aws::metering::{CallResult, FailureKind, ResolveOutcome, Resolver};
+use crate::aws::metering::{CallResult, FailureKind};
 use crate::aws::sns::{PublishSink, Publisher, MAX_BATCH_BYTES};
-use crate::aws::sqs::{now_rfc3339, DeleteEntry, DeleteSink, Queue, ReceivedMessage};
+use crate::aws::sqs::{DeleteSink, Queue, ReceivedMessage};
 use crate::aws::Clients;
 use crate::config::Settings;
-use crate::contract::{
-    parse_body, CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint, TokenRequest,
-};
+use crate::contract::{parse_body, DeadLetterReason, Fingerprint};
 use crate::observe::metrics::Telemetry;
 use crate::worker::batch::{BatchLimits, Batcher};
+use crate::worker::decide::{decide, Action, Delivery, Handled, Rules};
+use crate::worker::events::{Finished, PauseChanged, Received, Started, TokenResolved};
 use crate::worker::lease::Lease;
 use crate::worker::pause::{ApiPause, PauseChange};
 use crate::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
+use crate::worker::resolve::{ResolveOutcome, Resolver};
 use crate::worker::retry::{full_jitter, BackoffPolicy};
+
+pub use crate::worker::decide::HandBackCause;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,16 +64,6 @@ pub enum Outcome {
         cause: HandBackCause,
         delay: Duration,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandBackCause {
-    /// ResolveCustomer kept failing (throttled, transient, disabled) within this delivery.
-    Resolve(FailureKind),
-    /// The SNS publish failed.
-    Publish,
-    /// The dead-letter send failed.
-    DeadLetter,
 }
 
 impl Outcome {
@@ -232,7 +231,10 @@ impl Worker {
                     }
                 }
             };
-            self.telemetry.metrics.received(messages.len());
+            Received {
+                count: messages.len(),
+            }
+            .emit(&self.telemetry);
             for (message, permit) in messages.into_iter().zip(permits) {
                 self.track(&message);
                 let worker = self.clone();
@@ -319,115 +321,124 @@ impl Worker {
     }
 
     /// Works one message to its outcome, keeping its visibility alive meanwhile, and reports it;
-    /// the step the loop runs per message.
+    /// the step the loop runs per message. Everything it logs carries the message's span.
     pub async fn handle(&self, message: ReceivedMessage) -> Outcome {
-        self.telemetry.metrics.in_flight(1);
-        let lease = Lease::new(message.receipt_handle.clone());
-        let visibility = Duration::from_secs(self.settings.worker.visibility_timeout_secs as u64);
-        let outcome = {
-            let work = self.process(&message, &lease);
-            let heartbeat = lease.heartbeat(
-                &self.queue,
-                visibility,
-                &self.telemetry,
-                &message.message_id,
-            );
-            tokio::pin!(work, heartbeat);
-            tokio::select! {
-                outcome = &mut work => outcome,
-                _ = &mut heartbeat => work.await,
-            }
-        };
-        self.untrack(&message.message_id);
-        self.telemetry.metrics.in_flight(-1);
-        self.telemetry.metrics.outcome(outcome.kind());
-        if let Outcome::DeadLettered { reason, .. } = &outcome {
-            self.telemetry.metrics.dead_lettered(*reason);
+        let span = tracing::info_span!(
+            "message",
+            message_id = %message.message_id,
+            event_id = tracing::field::Empty
+        );
+        async {
+            Started.emit(&self.telemetry);
+            let lease = Lease::new(message.receipt_handle.clone());
+            let visibility =
+                Duration::from_secs(self.settings.worker.visibility_timeout_secs as u64);
+            let outcome = {
+                let work = self.process(&message, &lease);
+                let heartbeat = lease.heartbeat(&self.queue, visibility, &self.telemetry);
+                tokio::pin!(work, heartbeat);
+                tokio::select! {
+                    outcome = &mut work => outcome,
+                    _ = &mut heartbeat => work.await,
+                }
+            };
+            self.untrack(&message.message_id);
+            Finished { outcome: &outcome }.emit(&self.telemetry);
+            outcome
         }
-        log_outcome(&message, &outcome);
-        outcome
+        .instrument(span)
+        .await
     }
 
-    /// Decides and carries out what happens to one message (the table in the README).
+    /// Gathers the facts about one message step by step and carries out what `decide` says, until
+    /// an action settles the message (the README's table, in `worker::decide`).
     pub async fn process(&self, message: &ReceivedMessage, lease: &Lease) -> Outcome {
+        let mut delivery = Delivery::new(
+            message.receive_count,
+            parse_body(&message.body),
+            rand::rng().random_range(0.0..=1.0),
+        );
+        if let Some(event_id) = delivery.event_id() {
+            tracing::Span::current().record("event_id", tracing::field::display(&event_id));
+        }
         // A message whose dead-letter went out but whose delete was lost comes back with the same
-        // message id: settle it without a second letter.
-        let already = lock(&self.dead_lettered).get(&message.message_id).copied();
-        if let Some(reason) = already {
-            self.delete(message, lease).await;
-            return Outcome::AlreadyDeadLettered { reason };
+        // message id: it is settled without a second letter.
+        delivery.already_dead_lettered =
+            lock(&self.dead_lettered).get(&message.message_id).copied();
+        if let Some(event_id) = delivery.event_id() {
+            delivery.already_published = self.was_published(&event_id);
         }
-        let request = match parse_body(&message.body) {
-            Ok(request) => request,
-            Err(malformed) => {
-                return self
-                    .dead_letter(
-                        message,
-                        lease,
-                        DeadLetterReason::MalformedMessage,
-                        malformed.detail,
-                        malformed.fingerprint,
-                    )
-                    .await
-            }
-        };
-        let event_id = request.token.fingerprint();
-        if self.was_published(&event_id) {
-            self.delete(message, lease).await;
-            return Outcome::AlreadyPublished { event_id };
-        }
-        if self.pause.is_paused() {
-            let delay = self.policy.handback_delay(message.receive_count, 0);
-            return self
-                .hand_back(
-                    message,
-                    lease,
-                    HandBackCause::Resolve(FailureKind::Disabled),
+        loop {
+            delivery.paused = self.pause.is_paused();
+            let rules = Rules {
+                product_codes: &self.settings.product_codes,
+                policy: &self.policy,
+            };
+            match decide(&delivery, rules) {
+                Action::Resolve => {
+                    let Ok(request) = &delivery.request else {
+                        unreachable!("decide resolves only parsed requests")
+                    };
+                    let outcome = self.resolver.resolve(&request.token).await;
+                    if let (ResolveOutcome::Resolved { .. }, Some(sent)) =
+                        (&outcome, message.sent_at)
+                    {
+                        let age = chrono::Utc::now().signed_duration_since(sent);
+                        TokenResolved {
+                            age: age.to_std().unwrap_or_default(),
+                        }
+                        .emit(&self.telemetry);
+                    }
+                    delivery.resolved = Some(outcome);
+                }
+                Action::Publish { customer, attempts } => {
+                    let Ok(request) = &delivery.request else {
+                        unreachable!("decide publishes only parsed requests")
+                    };
+                    match self.publish(message, request, customer, attempts).await {
+                        Ok(event_id) => {
+                            self.remember_published(&event_id);
+                            self.delete(message, lease).await;
+                            return Outcome::Published { event_id, attempts };
+                        }
+                        Err(()) => delivery.publish_failed = true,
+                    }
+                }
+                Action::DeadLetter {
+                    reason,
+                    detail,
+                    event_id,
+                } => {
+                    match self
+                        .dead_letter(message, reason, detail, event_id.clone())
+                        .await
+                    {
+                        Ok(()) => {
+                            lock(&self.dead_lettered).put(message.message_id.clone(), reason);
+                            self.delete(message, lease).await;
+                            return Outcome::DeadLettered { reason, event_id };
+                        }
+                        Err(()) => delivery.dead_letter_failed = true,
+                    }
+                }
+                Action::HandBack {
+                    cause,
                     delay,
-                )
-                .await;
-        }
-        match self.resolver.resolve(&request.token).await {
-            ResolveOutcome::Resolved { customer, attempts } => {
-                if let Some(sent) = message.sent_at {
-                    let age = chrono::Utc::now().signed_duration_since(sent);
-                    self.telemetry
-                        .metrics
-                        .token_age(age.to_std().unwrap_or_default());
+                    pause_resolving,
+                } => {
+                    if pause_resolving {
+                        self.pause_resolving();
+                    }
+                    self.hand_back(lease, delay).await;
+                    return Outcome::HandedBack { cause, delay };
                 }
-                let allowed = &self.settings.product_codes;
-                if !allowed.is_empty() && !allowed.contains(&customer.product_code) {
-                    let detail = format!(
-                        "product code {} is not in the allow-list (product_codes)",
-                        customer.product_code
-                    );
-                    return self
-                        .dead_letter(
-                            message,
-                            lease,
-                            DeadLetterReason::ProductMismatch,
-                            detail,
-                            Some(event_id),
-                        )
-                        .await;
+                Action::Delete(handled) => {
+                    self.delete(message, lease).await;
+                    return match handled {
+                        Handled::Published(event_id) => Outcome::AlreadyPublished { event_id },
+                        Handled::DeadLettered(reason) => Outcome::AlreadyDeadLettered { reason },
+                    };
                 }
-                self.publish(message, lease, &request, customer, attempts)
-                    .await
-            }
-            ResolveOutcome::Rejected { reason, detail, .. } => {
-                self.dead_letter(message, lease, reason, detail, Some(event_id))
-                    .await
-            }
-            ResolveOutcome::Unavailable { failure, attempts } => {
-                tracing::warn!(event_id = %event_id, message_id = %message.message_id,
-                    failure = failure.kind.as_str(), detail = %failure.detail, attempts,
-                    "ResolveCustomer unavailable for this delivery");
-                if failure.kind == FailureKind::Disabled {
-                    self.pause_resolving();
-                }
-                let delay = self.policy.handback_delay(message.receive_count, attempts);
-                self.hand_back(message, lease, HandBackCause::Resolve(failure.kind), delay)
-                    .await
             }
         }
     }
@@ -438,9 +449,7 @@ impl Worker {
         if self.pause.pause() != PauseChange::Started {
             return;
         }
-        tracing::error!("ResolveCustomer answered DisabledApiException: pausing all resolving and probing with backoff");
-        self.telemetry.health.set_paused(true);
-        self.telemetry.metrics.paused(true);
+        PauseChanged { paused: true }.emit(&self.telemetry);
         let resolver = self.resolver.clone();
         let telemetry = self.telemetry.clone();
         let settings = self.settings.pause.clone();
@@ -467,9 +476,7 @@ impl Worker {
                         );
                     }
                     _ => {
-                        tracing::info!("ResolveCustomer answers again: resuming");
-                        telemetry.health.set_paused(false);
-                        telemetry.metrics.paused(false);
+                        PauseChanged { paused: false }.emit(&telemetry);
                         pause.resume();
                         return;
                     }
@@ -477,115 +484,6 @@ impl Worker {
             }
         });
         *lock(&self.probe) = Some(probe);
-    }
-
-    async fn publish(
-        &self,
-        message: &ReceivedMessage,
-        lease: &Lease,
-        request: &TokenRequest,
-        customer: crate::contract::ResolvedCustomer,
-        attempts: u32,
-    ) -> Outcome {
-        let event = CustomerEvent::new(
-            request,
-            customer,
-            message.enqueued_at(),
-            now_rfc3339(),
-            attempts,
-        );
-        let event_id = event.event_id.clone();
-        match self.publishes.submit(event).await {
-            Ok(_) => {
-                self.remember_published(&event_id);
-                self.delete(message, lease).await;
-                Outcome::Published { event_id, attempts }
-            }
-            Err(error) => {
-                tracing::warn!(event_id = %event_id, message_id = %message.message_id,
-                    %error, "publish failed; handing the message back");
-                let delay = self.policy.handback_delay(message.receive_count, 1);
-                self.hand_back(message, lease, HandBackCause::Publish, delay)
-                    .await
-            }
-        }
-    }
-
-    async fn dead_letter(
-        &self,
-        message: &ReceivedMessage,
-        lease: &Lease,
-        reason: DeadLetterReason,
-        detail: String,
-        event_id: Option<Fingerprint>,
-    ) -> Outcome {
-        let letter = DeadLetter {
-            body: message.body.clone(),
-            reason,
-            detail: if detail.is_empty() {
-                reason.as_str().to_owned()
-            } else {
-                detail
-            },
-            event_id: event_id.clone(),
-            source_message_id: message.message_id.clone(),
-            receive_count: message.receive_count,
-            failed_at: now_rfc3339(),
-        };
-        match self
-            .queue
-            .send_dead_letter(&letter, message.group_id.as_deref())
-            .await
-        {
-            Ok(()) => {
-                lock(&self.dead_lettered).put(message.message_id.clone(), reason);
-                self.delete(message, lease).await;
-                Outcome::DeadLettered { reason, event_id }
-            }
-            Err(error) => {
-                tracing::warn!(message_id = %message.message_id, %error, reason = reason.as_str(),
-                    "dead-letter send failed; handing the message back");
-                let delay = self.policy.handback_delay(message.receive_count, 1);
-                self.hand_back(message, lease, HandBackCause::DeadLetter, delay)
-                    .await
-            }
-        }
-    }
-
-    async fn hand_back(
-        &self,
-        message: &ReceivedMessage,
-        lease: &Lease,
-        cause: HandBackCause,
-        delay: Duration,
-    ) -> Outcome {
-        let _settled = lease.settle().await;
-        if let Err(error) = self
-            .queue
-            .change_visibility(lease.receipt_handle(), delay)
-            .await
-        {
-            // Not fatal: the message reappears when its current visibility runs out.
-            tracing::warn!(message_id = %message.message_id, %error, "could not hand the message back early");
-        }
-        Outcome::HandedBack { cause, delay }
-    }
-
-    async fn delete(&self, message: &ReceivedMessage, lease: &Lease) {
-        drop(lease.settle().await);
-        let deleted = self
-            .deletes
-            .submit(DeleteEntry {
-                message_id: message.message_id.clone(),
-                receipt_handle: lease.receipt_handle().to_owned(),
-            })
-            .await;
-        if let Err(problem) = deleted {
-            // Not lost: the redelivery is caught by the published-fingerprint memory, or
-            // dead-lettered again by the same rule.
-            tracing::warn!(message_id = %message.message_id, %problem,
-                "delete failed; the message will come back and be recognized");
-        }
     }
 
     fn was_published(&self, event_id: &Fingerprint) -> bool {
@@ -652,28 +550,6 @@ fn report_join(done: Result<(), tokio::task::JoinError>) {
             tracing::error!(
                 "a message task panicked; its message will reappear after its visibility timeout"
             );
-        }
-    }
-}
-
-fn log_outcome(message: &ReceivedMessage, outcome: &Outcome) {
-    let message_id = message.message_id.as_str();
-    match outcome {
-        Outcome::Published { event_id, attempts } => {
-            tracing::info!(%message_id, %event_id, attempts, outcome = outcome.kind(), "customer published")
-        }
-        Outcome::AlreadyDeadLettered { reason } => {
-            tracing::info!(%message_id, reason = reason.as_str(), outcome = outcome.kind(), "already dead-lettered; deleted")
-        }
-        Outcome::AlreadyPublished { event_id } => {
-            tracing::info!(%message_id, %event_id, outcome = outcome.kind(), "already published; deleted")
-        }
-        Outcome::DeadLettered { reason, event_id } => {
-            let event_id = event_id.as_ref().map(Fingerprint::as_str).unwrap_or("-");
-            tracing::info!(%message_id, event_id, reason = reason.as_str(), outcome = outcome.kind(), "dead-lettered")
-        }
-        Outcome::HandedBack { cause, delay } => {
-            tracing::info!(%message_id, cause = ?cause, delay_secs = delay.as_secs(), outcome = outcome.kind(), "handed back")
         }
     }
 }

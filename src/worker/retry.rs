@@ -56,6 +56,12 @@ impl BackoffPolicy {
     /// tries it has had so far (earlier receives and this delivery's attempts), full jitter,
     /// at least a second (SQS visibility has a one-second grain).
     pub fn handback_delay(&self, receive_count: u32, attempts: u32) -> Duration {
+        self.handback_delay_drawn(receive_count, attempts, rand::rng().random_range(0.0..=1.0))
+    }
+
+    /// [`handback_delay`](Self::handback_delay) with the jitter drawn by the caller (`draw` in
+    /// `[0, 1]`, the fraction of the step to wait), so a decision that uses it stays a pure function.
+    pub fn handback_delay_drawn(&self, receive_count: u32, attempts: u32, draw: f64) -> Duration {
         let step = receive_count
             .saturating_sub(1)
             .saturating_add(attempts)
@@ -68,7 +74,7 @@ impl BackoffPolicy {
             .build()
             .nth(step)
             .unwrap_or(self.handback_max);
-        full_jitter(ceiling).clamp(
+        ceiling.mul_f64(draw.clamp(0.0, 1.0)).clamp(
             Duration::from_secs(1),
             self.handback_max.max(Duration::from_secs(1)),
         )

@@ -1,0 +1,120 @@
+//! The worker's actions: each one carries out what `decide` chose and reports whether it worked;
+//! none of them picks another action (a failure goes back into the delivery's facts).
+
+use std::time::Duration;
+
+use crate::aws::sqs::{now_rfc3339, DeleteEntry, ReceivedMessage};
+use crate::contract::{
+    CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint, ResolvedCustomer, TokenRequest,
+};
+use crate::worker::events::StepFailed;
+use crate::worker::lease::Lease;
+use crate::worker::Worker;
+
+impl Worker {
+    /// Publishes the resolved customer's event; its `eventId` on success.
+    pub(super) async fn publish(
+        &self,
+        message: &ReceivedMessage,
+        request: &TokenRequest,
+        customer: ResolvedCustomer,
+        attempts: u32,
+    ) -> Result<Fingerprint, ()> {
+        let event = CustomerEvent::new(
+            request,
+            customer,
+            message.enqueued_at(),
+            now_rfc3339(),
+            attempts,
+        );
+        let event_id = event.event_id.clone();
+        match self.publishes.submit(event).await {
+            Ok(_) => Ok(event_id),
+            Err(error) => {
+                StepFailed {
+                    step: "publish",
+                    error: &error,
+                }
+                .emit(&self.telemetry);
+                Err(())
+            }
+        }
+    }
+
+    /// Sends the body, unchanged, to the dead-letter queue with its reason.
+    pub(super) async fn dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: DeadLetterReason,
+        detail: String,
+        event_id: Option<Fingerprint>,
+    ) -> Result<(), ()> {
+        let letter = DeadLetter {
+            body: message.body.clone(),
+            reason,
+            detail: if detail.is_empty() {
+                reason.as_str().to_owned()
+            } else {
+                detail
+            },
+            event_id,
+            source_message_id: message.message_id.clone(),
+            receive_count: message.receive_count,
+            failed_at: now_rfc3339(),
+        };
+        match self
+            .queue
+            .send_dead_letter(&letter, message.group_id.as_deref())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                StepFailed {
+                    step: "dead_letter",
+                    error: &error,
+                }
+                .emit(&self.telemetry);
+                Err(())
+            }
+        }
+    }
+
+    /// Leaves the message on the queue, visible again after `delay`. The heartbeat is settled first
+    /// so a late beat cannot undo it.
+    pub(super) async fn hand_back(&self, lease: &Lease, delay: Duration) {
+        let _settled = lease.settle().await;
+        if let Err(error) = self
+            .queue
+            .change_visibility(lease.receipt_handle(), delay)
+            .await
+        {
+            // Not fatal: the message reappears when its current visibility runs out.
+            StepFailed {
+                step: "hand_back",
+                error: &error,
+            }
+            .emit(&self.telemetry);
+        }
+    }
+
+    /// Deletes the message through the delete batcher.
+    pub(super) async fn delete(&self, message: &ReceivedMessage, lease: &Lease) {
+        drop(lease.settle().await);
+        let deleted = self
+            .deletes
+            .submit(DeleteEntry {
+                message_id: message.message_id.clone(),
+                receipt_handle: lease.receipt_handle().to_owned(),
+            })
+            .await;
+        if let Err(problem) = deleted {
+            // Not lost: the redelivery is caught by the published-fingerprint memory, or
+            // dead-lettered again by the same rule.
+            StepFailed {
+                step: "delete",
+                error: &format_args!("{problem}; the message will come back and be recognized"),
+            }
+            .emit(&self.telemetry);
+        }
+    }
+}

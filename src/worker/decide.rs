@@ -1,0 +1,490 @@
+//! What happens to one delivery, decided in one place: a pure function from what is known about the
+//! delivery to the one thing to do next. The worker gathers facts (parses the body, asks the API,
+//! tries the publish) and executes actions; an action never chooses another one. Each row of the
+//! README's "What happens to each message" table is a row of the tests below.
+
+use std::time::Duration;
+
+use crate::aws::metering::FailureKind;
+use crate::contract::{DeadLetterReason, Fingerprint, Malformed, ResolvedCustomer, TokenRequest};
+use crate::worker::resolve::ResolveOutcome;
+use crate::worker::retry::BackoffPolicy;
+
+/// Everything known about one delivery so far. The worker fills it in step by step.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message's `ApproximateReceiveCount`.
+    pub receive_count: u32,
+    /// This process dead-lettered the message before (its delete was lost), with this reason.
+    pub already_dead_lettered: Option<DeadLetterReason>,
+    /// The body, parsed against the inbound contract.
+    pub request: Result<TokenRequest, Malformed>,
+    /// This process published the token's event before (a redelivery).
+    pub already_published: bool,
+    /// Resolving is paused process-wide (DisabledApiException).
+    pub paused: bool,
+    /// What this delivery's ResolveCustomer calls ended in, once asked.
+    pub resolved: Option<ResolveOutcome>,
+    /// The publish of the event failed (after the SDK's retries).
+    pub publish_failed: bool,
+    /// The dead-letter send failed (after the SDK's retries).
+    pub dead_letter_failed: bool,
+    /// Shutdown's grace period ran out before the delivery finished.
+    pub grace_over: bool,
+    /// The jitter drawn for this delivery, in `[0, 1]`: the fraction of a backoff step to wait.
+    pub draw: f64,
+}
+
+impl Delivery {
+    pub fn new(receive_count: u32, request: Result<TokenRequest, Malformed>, draw: f64) -> Self {
+        Delivery {
+            receive_count,
+            already_dead_lettered: None,
+            request,
+            already_published: false,
+            paused: false,
+            resolved: None,
+            publish_failed: false,
+            dead_letter_failed: false,
+            grace_over: false,
+            draw,
+        }
+    }
+
+    /// The token's fingerprint, when a token could be read (even from a malformed body).
+    pub fn event_id(&self) -> Option<Fingerprint> {
+        match &self.request {
+            Ok(request) => Some(request.token.fingerprint()),
+            Err(malformed) => malformed.fingerprint.clone(),
+        }
+    }
+}
+
+/// The settings a decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// The allow-list of product codes; empty allows every product.
+    pub product_codes: &'a [String],
+    pub policy: &'a BackoffPolicy,
+}
+
+/// The one thing to do next with a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Handled before: delete the message without calling anything.
+    Delete(Handled),
+    /// Ask ResolveCustomer (with the in-process retries of one delivery).
+    Resolve,
+    /// Publish the resolved customer, then delete the message.
+    Publish {
+        customer: ResolvedCustomer,
+        attempts: u32,
+    },
+    /// Send the body to the dead-letter queue with its reason, then delete the message.
+    DeadLetter {
+        reason: DeadLetterReason,
+        detail: String,
+        event_id: Option<Fingerprint>,
+    },
+    /// Leave the message on the queue, visible again after `delay`.
+    HandBack {
+        cause: HandBackCause,
+        delay: Duration,
+        /// The API answered DisabledApiException: pause resolving process-wide as well.
+        pause_resolving: bool,
+    },
+}
+
+/// Why a message was deleted without new work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Published earlier by this process.
+    Published(Fingerprint),
+    /// Dead-lettered earlier by this process.
+    DeadLettered(DeadLetterReason),
+}
+
+/// Why a message was handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandBackCause {
+    /// ResolveCustomer kept failing (throttled, transient, disabled) within this delivery.
+    Resolve(FailureKind),
+    /// The SNS publish failed.
+    Publish,
+    /// The dead-letter send failed.
+    DeadLetter,
+    /// The process is stopping and the grace period ran out.
+    Shutdown,
+}
+
+/// Decides the next action for a delivery.
+pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
+    let hand_back = |cause, attempts| Action::HandBack {
+        cause,
+        delay: rules
+            .policy
+            .handback_delay_drawn(d.receive_count, attempts, d.draw),
+        pause_resolving: false,
+    };
+    if d.grace_over {
+        return Action::HandBack {
+            cause: HandBackCause::Shutdown,
+            delay: Duration::ZERO,
+            pause_resolving: false,
+        };
+    }
+    if let Some(reason) = d.already_dead_lettered {
+        return Action::Delete(Handled::DeadLettered(reason));
+    }
+    let request = match &d.request {
+        Ok(request) => request,
+        Err(_) if d.dead_letter_failed => return hand_back(HandBackCause::DeadLetter, 1),
+        Err(malformed) => {
+            return Action::DeadLetter {
+                reason: DeadLetterReason::MalformedMessage,
+                detail: malformed.detail.clone(),
+                event_id: malformed.fingerprint.clone(),
+            }
+        }
+    };
+    let event_id = request.token.fingerprint();
+    if d.already_published {
+        return Action::Delete(Handled::Published(event_id));
+    }
+    let Some(resolved) = &d.resolved else {
+        if d.paused {
+            return hand_back(HandBackCause::Resolve(FailureKind::Disabled), 0);
+        }
+        return Action::Resolve;
+    };
+    match resolved {
+        ResolveOutcome::Resolved { customer, attempts } => {
+            let allowed = rules.product_codes.is_empty()
+                || rules.product_codes.contains(&customer.product_code);
+            if !allowed {
+                if d.dead_letter_failed {
+                    return hand_back(HandBackCause::DeadLetter, 1);
+                }
+                return Action::DeadLetter {
+                    reason: DeadLetterReason::ProductMismatch,
+                    detail: format!(
+                        "product code {} is not in the allow-list (product_codes)",
+                        customer.product_code
+                    ),
+                    event_id: Some(event_id),
+                };
+            }
+            if d.publish_failed {
+                return hand_back(HandBackCause::Publish, 1);
+            }
+            Action::Publish {
+                customer: customer.clone(),
+                attempts: *attempts,
+            }
+        }
+        ResolveOutcome::Rejected { reason, detail, .. } => {
+            if d.dead_letter_failed {
+                return hand_back(HandBackCause::DeadLetter, 1);
+            }
+            Action::DeadLetter {
+                reason: *reason,
+                detail: detail.clone(),
+                event_id: Some(event_id),
+            }
+        }
+        ResolveOutcome::Unavailable { failure, attempts } => Action::HandBack {
+            cause: HandBackCause::Resolve(failure.kind),
+            delay: rules
+                .policy
+                .handback_delay_drawn(d.receive_count, *attempts, d.draw),
+            pause_resolving: failure.kind == FailureKind::Disabled,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::metering::Failure;
+    use crate::contract::parse_body;
+
+    const TOKEN: &str = "tok-abc";
+
+    fn policy() -> BackoffPolicy {
+        BackoffPolicy {
+            initial: Duration::from_millis(1_000),
+            max: Duration::from_secs(5),
+            factor: 2.0,
+            max_attempts: 6,
+            budget: Duration::from_secs(20),
+            handback_max: Duration::from_secs(300),
+        }
+    }
+
+    fn customer(product: &str) -> ResolvedCustomer {
+        ResolvedCustomer {
+            customer_identifier: None,
+            customer_aws_account_id: "123456789012".into(),
+            product_code: product.into(),
+            license_arn: None,
+            agreement_id: None,
+        }
+    }
+
+    fn failure(kind: FailureKind) -> ResolveOutcome {
+        ResolveOutcome::Unavailable {
+            failure: Failure {
+                kind,
+                detail: "x".into(),
+            },
+            attempts: 3,
+        }
+    }
+
+    fn rejected(reason: DeadLetterReason) -> ResolveOutcome {
+        ResolveOutcome::Rejected {
+            reason,
+            detail: format!("ResolveCustomer: {reason}"),
+            attempts: 1,
+        }
+    }
+
+    /// A delivery of a good token (receive count 2, the full jitter step), changed by `f`.
+    fn delivery(f: impl FnOnce(&mut Delivery)) -> Delivery {
+        let mut d = Delivery::new(2, parse_body(TOKEN), 1.0);
+        f(&mut d);
+        d
+    }
+
+    fn fp() -> Option<Fingerprint> {
+        Some(Fingerprint::of(TOKEN))
+    }
+
+    /// What the README's table promises, one row each: (row, delivery, expected action).
+    fn rows() -> Vec<(&'static str, Delivery, Action)> {
+        let p = policy();
+        let after = |attempts| p.handback_delay_drawn(2, attempts, 1.0);
+        vec![
+            (
+                "a new token is resolved first",
+                delivery(|_| {}),
+                Action::Resolve,
+            ),
+            (
+                "resolved, product allowed: publish",
+                delivery(|d| {
+                    d.resolved = Some(ResolveOutcome::Resolved {
+                        customer: customer("prod-a"),
+                        attempts: 2,
+                    })
+                }),
+                Action::Publish {
+                    customer: customer("prod-a"),
+                    attempts: 2,
+                },
+            ),
+            (
+                "resolved, product not in product_codes: product_mismatch",
+                delivery(|d| {
+                    d.resolved = Some(ResolveOutcome::Resolved {
+                        customer: customer("prod-other"),
+                        attempts: 1,
+                    })
+                }),
+                Action::DeadLetter {
+                    reason: DeadLetterReason::ProductMismatch,
+                    detail: "product code prod-other is not in the allow-list (product_codes)"
+                        .into(),
+                    event_id: fp(),
+                },
+            ),
+            (
+                "InvalidTokenException: invalid_token",
+                delivery(|d| d.resolved = Some(rejected(DeadLetterReason::InvalidToken))),
+                Action::DeadLetter {
+                    reason: DeadLetterReason::InvalidToken,
+                    detail: "ResolveCustomer: invalid_token".into(),
+                    event_id: fp(),
+                },
+            ),
+            (
+                "ExpiredTokenException: expired_token",
+                delivery(|d| d.resolved = Some(rejected(DeadLetterReason::ExpiredToken))),
+                Action::DeadLetter {
+                    reason: DeadLetterReason::ExpiredToken,
+                    detail: "ResolveCustomer: expired_token".into(),
+                    event_id: fp(),
+                },
+            ),
+            (
+                "a body that breaks the inbound format: malformed_message",
+                Delivery::new(2, parse_body("{\"registrationToken\": 5}"), 1.0),
+                Action::DeadLetter {
+                    reason: DeadLetterReason::MalformedMessage,
+                    detail: "`registrationToken` must be a string, found a number".into(),
+                    event_id: None,
+                },
+            ),
+            (
+                "throttled past the budget: handed back with the backoff delay",
+                delivery(|d| d.resolved = Some(failure(FailureKind::Throttled))),
+                Action::HandBack {
+                    cause: HandBackCause::Resolve(FailureKind::Throttled),
+                    delay: after(3),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "internal error, 5xx, timeout, credentials: handed back",
+                delivery(|d| d.resolved = Some(failure(FailureKind::Transient))),
+                Action::HandBack {
+                    cause: HandBackCause::Resolve(FailureKind::Transient),
+                    delay: after(3),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "DisabledApiException: handed back and resolving paused",
+                delivery(|d| d.resolved = Some(failure(FailureKind::Disabled))),
+                Action::HandBack {
+                    cause: HandBackCause::Resolve(FailureKind::Disabled),
+                    delay: after(3),
+                    pause_resolving: true,
+                },
+            ),
+            (
+                "paused: handed back without a call",
+                delivery(|d| d.paused = true),
+                Action::HandBack {
+                    cause: HandBackCause::Resolve(FailureKind::Disabled),
+                    delay: after(0),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "the publish failed: handed back, never dead-lettered",
+                delivery(|d| {
+                    d.resolved = Some(ResolveOutcome::Resolved {
+                        customer: customer("prod-a"),
+                        attempts: 1,
+                    });
+                    d.publish_failed = true;
+                }),
+                Action::HandBack {
+                    cause: HandBackCause::Publish,
+                    delay: after(1),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "the dead-letter send failed: handed back",
+                delivery(|d| {
+                    d.resolved = Some(rejected(DeadLetterReason::InvalidToken));
+                    d.dead_letter_failed = true;
+                }),
+                Action::HandBack {
+                    cause: HandBackCause::DeadLetter,
+                    delay: after(1),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "a malformed body whose dead-letter send failed: handed back",
+                {
+                    let mut d = Delivery::new(2, parse_body("{"), 1.0);
+                    d.dead_letter_failed = true;
+                    d
+                },
+                Action::HandBack {
+                    cause: HandBackCause::DeadLetter,
+                    delay: after(1),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "already published by this process: deleted, no call",
+                delivery(|d| d.already_published = true),
+                Action::Delete(Handled::Published(Fingerprint::of(TOKEN))),
+            ),
+            (
+                "already published wins over a pause",
+                delivery(|d| {
+                    d.already_published = true;
+                    d.paused = true;
+                }),
+                Action::Delete(Handled::Published(Fingerprint::of(TOKEN))),
+            ),
+            (
+                "already dead-lettered by this process: deleted, no second letter",
+                delivery(|d| d.already_dead_lettered = Some(DeadLetterReason::ExpiredToken)),
+                Action::Delete(Handled::DeadLettered(DeadLetterReason::ExpiredToken)),
+            ),
+            (
+                "SIGTERM past the grace period: handed back with visibility 0",
+                delivery(|d| {
+                    d.grace_over = true;
+                    d.resolved = Some(failure(FailureKind::Throttled));
+                }),
+                Action::HandBack {
+                    cause: HandBackCause::Shutdown,
+                    delay: Duration::ZERO,
+                    pause_resolving: false,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn decide_follows_the_outcome_table() {
+        let p = policy();
+        let allow = vec!["prod-a".to_owned()];
+        let rules = Rules {
+            product_codes: &allow,
+            policy: &p,
+        };
+        for (row, delivery, expected) in rows() {
+            assert_eq!(decide(&delivery, rules), expected, "{row}");
+        }
+    }
+
+    #[test]
+    fn decide_with_no_allow_list_publishes_any_product() {
+        let p = policy();
+        let rules = Rules {
+            product_codes: &[],
+            policy: &p,
+        };
+        let d = delivery(|d| {
+            d.resolved = Some(ResolveOutcome::Resolved {
+                customer: customer("prod-anything"),
+                attempts: 1,
+            })
+        });
+        assert!(matches!(decide(&d, rules), Action::Publish { .. }));
+    }
+
+    #[test]
+    fn decide_hand_back_delays_grow_with_receives_and_stay_in_bounds() {
+        let p = policy();
+        let rules = Rules {
+            product_codes: &[],
+            policy: &p,
+        };
+        let delay_at = |receive_count, draw| {
+            let mut d = delivery(|d| d.resolved = Some(failure(FailureKind::Throttled)));
+            d.receive_count = receive_count;
+            d.draw = draw;
+            match decide(&d, rules) {
+                Action::HandBack { delay, .. } => delay,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(delay_at(1, 1.0) < delay_at(5, 1.0));
+        assert_eq!(delay_at(40, 1.0), Duration::from_secs(300), "capped");
+        assert_eq!(
+            delay_at(1, 0.0),
+            Duration::from_secs(1),
+            "at least a second"
+        );
+    }
+}

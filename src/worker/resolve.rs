@@ -1,0 +1,131 @@
+//! The in-process retries of one delivery's ResolveCustomer calls: backoff with full jitter inside a
+//! budget, under the process-wide adaptive rate limit.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::Retryable;
+
+use crate::aws::metering::{self, CallResult, Failure, FailureKind, PROBE_TOKEN};
+use crate::contract::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
+
+use crate::observe::metrics::Telemetry;
+use crate::worker::events::ResolveAttempt;
+use crate::worker::ratelimit::AdaptiveRateLimiter;
+use crate::worker::retry::BackoffPolicy;
+
+/// How one delivery's resolution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveOutcome {
+    Resolved {
+        customer: ResolvedCustomer,
+        attempts: u32,
+    },
+    Rejected {
+        reason: DeadLetterReason,
+        detail: String,
+        attempts: u32,
+    },
+    /// Retries (or the budget) ran out, or the API is disabled: hand the message back.
+    Unavailable { failure: Failure, attempts: u32 },
+}
+
+/// Calls ResolveCustomer with backoff, under the process-wide adaptive rate limit. The SDK client
+/// it is given must have its own retries turned off (see `aws::Clients`), so each attempt here is
+/// exactly one request.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    client: aws_sdk_marketplacemetering::Client,
+    policy: BackoffPolicy,
+    attempt_timeout: Duration,
+    limiter: Arc<AdaptiveRateLimiter>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Resolver {
+    pub fn new(
+        client: aws_sdk_marketplacemetering::Client,
+        policy: BackoffPolicy,
+        attempt_timeout: Duration,
+        limiter: Arc<AdaptiveRateLimiter>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        Resolver {
+            client,
+            policy,
+            attempt_timeout,
+            limiter,
+            telemetry,
+        }
+    }
+
+    /// One call, rate-limited, counted, and fed back into the rate limit.
+    pub async fn call(&self, token: &RegistrationToken) -> CallResult {
+        self.call_raw(token.expose()).await
+    }
+
+    /// Asks the API whether it is still disabled, with a token that cannot be valid.
+    pub async fn probe(&self) -> CallResult {
+        self.call_raw(PROBE_TOKEN).await
+    }
+
+    async fn call_raw(&self, token: &str) -> CallResult {
+        self.limiter.acquire().await;
+        let started = tokio::time::Instant::now();
+        let result = metering::resolve_customer(&self.client, token).await;
+        match &result {
+            CallResult::Failed(f) if f.kind == FailureKind::Throttled => self.limiter.throttled(),
+            CallResult::Failed(_) => {}
+            CallResult::Resolved(_) | CallResult::Rejected { .. } => self.limiter.succeeded(),
+        }
+        ResolveAttempt {
+            result: &result,
+            took: started.elapsed(),
+            rate_limit: self.limiter.rate(),
+        }
+        .emit(&self.telemetry);
+        result
+    }
+
+    pub async fn resolve(&self, token: &RegistrationToken) -> ResolveOutcome {
+        let attempts = AtomicU32::new(0);
+        let fingerprint = token.fingerprint();
+        let one_attempt = || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            match self.call(token).await {
+                CallResult::Resolved(c) => Ok(Ok(c)),
+                CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
+                CallResult::Failed(failure) => Err(failure),
+            }
+        };
+        let retrying = one_attempt
+            .retry(self.policy.in_process())
+            .when(|f: &Failure| f.kind != FailureKind::Disabled)
+            .notify(|f: &Failure, wait| {
+                tracing::debug!(event_id = %fingerprint, failure = f.kind.as_str(),
+                    detail = %f.detail, wait_ms = wait.as_millis() as u64, "retrying ResolveCustomer");
+            });
+        // The whole retry loop, attempts included, fits in budget + one attempt, which is what the
+        // configuration checks against the visibility timeout.
+        let deadline = self.policy.budget + self.attempt_timeout;
+        let result = tokio::time::timeout(deadline, retrying).await;
+        let attempts = attempts.load(Ordering::Relaxed);
+        match result {
+            Ok(Ok(Ok(customer))) => ResolveOutcome::Resolved { customer, attempts },
+            Ok(Ok(Err((reason, detail)))) => ResolveOutcome::Rejected {
+                reason,
+                detail,
+                attempts,
+            },
+            Ok(Err(failure)) => ResolveOutcome::Unavailable { failure, attempts },
+            Err(_) => ResolveOutcome::Unavailable {
+                failure: Failure {
+                    kind: FailureKind::Transient,
+                    detail: format!("retry budget of {deadline:?} spent"),
+                },
+                attempts,
+            },
+        }
+    }
+}
