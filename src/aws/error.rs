@@ -22,19 +22,14 @@ pub enum Problem {
 }
 
 /// A failed AWS call, reduced to what an operator acts on. Never carries a request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "camelCase")]
+#[error("{detail}")]
 pub struct AwsFailure {
     pub problem: Problem,
     /// The service's error code, when the service answered.
     pub code: Option<String>,
     pub detail: String,
-}
-
-impl fmt::Display for AwsFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)
-    }
 }
 
 const NOT_FOUND: &[&str] = &[
@@ -63,6 +58,96 @@ const CREDENTIALS: &[&str] = &[
     "ExpiredToken",
     "InvalidToken",
 ];
+
+/// An AWS call that failed as a whole, after the SDK's own retries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} on {target} failed: {failure}")]
+pub struct CallError {
+    pub operation: &'static str,
+    /// The queue URL or topic ARN.
+    pub target: String,
+    #[source]
+    pub failure: AwsFailure,
+}
+
+impl CallError {
+    pub fn new(operation: &'static str, target: &str, failure: AwsFailure) -> Self {
+        CallError {
+            operation,
+            target: target.to_owned(),
+            failure,
+        }
+    }
+
+    /// A request the SDK refused to build (a missing required field): a bug, reported like a call.
+    pub fn build(operation: &'static str, target: &str, error: impl std::error::Error) -> Self {
+        CallError::new(
+            operation,
+            target,
+            AwsFailure {
+                problem: Problem::Other,
+                code: None,
+                detail: error.to_string(),
+            },
+        )
+    }
+}
+
+/// One entry of a batch call that failed on its own (a batch call that succeeds can still have
+/// failed for some of its entries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", if message.is_empty() { code.clone() } else { format!("{code}: {message}") })]
+pub struct EntryFailure {
+    pub code: String,
+    pub message: String,
+}
+
+impl EntryFailure {
+    fn missing() -> Self {
+        EntryFailure {
+            code: "MissingFromResponse".into(),
+            message: "the batch response did not mention this entry".into(),
+        }
+    }
+
+    /// Every entry of a batch whose call failed as a whole gets the call's failure.
+    pub fn whole_call(failure: &AwsFailure) -> Self {
+        EntryFailure {
+            code: failure
+                .code
+                .clone()
+                .unwrap_or_else(|| "CallFailed".to_owned()),
+            message: failure.detail.clone(),
+        }
+    }
+}
+
+/// Maps a batch API's answer back to its entries, which were sent with their index as id: every
+/// entry is either among the successes (with its output) or the failures (with code and message);
+/// one in neither is reported as missing. The one mapper for every SQS and SNS batch call.
+pub fn entry_results<T>(
+    entries: usize,
+    successes: impl IntoIterator<Item = (String, T)>,
+    failures: impl IntoIterator<Item = (String, String, Option<String>)>,
+) -> Vec<Result<T, EntryFailure>> {
+    let mut results: Vec<Result<T, EntryFailure>> =
+        (0..entries).map(|_| Err(EntryFailure::missing())).collect();
+    let slot = |id: &str| id.parse::<usize>().ok().filter(|i| *i < entries);
+    for (id, output) in successes {
+        if let Some(i) = slot(&id) {
+            results[i] = Ok(output);
+        }
+    }
+    for (id, code, message) in failures {
+        if let Some(i) = slot(&id) {
+            results[i] = Err(EntryFailure {
+                code,
+                message: message.unwrap_or_default(),
+            });
+        }
+    }
+    results
+}
 
 /// Classifies a service error code. `ExpiredTokenException` is left out on purpose: from
 /// ResolveCustomer it is a verdict on the registration token, so that caller decides.
@@ -145,6 +230,33 @@ fn mentions_credentials(detail: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_results_match_ids_to_entries() {
+        let r = entry_results(
+            3,
+            [
+                ("2".to_owned(), "m2"),
+                ("0".to_owned(), "m0"),
+                ("9".to_owned(), "stray"),
+            ],
+            [(
+                "1".to_owned(),
+                "Throttled".to_owned(),
+                Some("slow down".to_owned()),
+            )],
+        );
+        let shown: Vec<Result<&str, String>> = r
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![Ok("m0"), Err("Throttled: slow down".to_owned()), Ok("m2")]
+        );
+        let r: Vec<Result<(), EntryFailure>> = entry_results(1, [], []);
+        assert_eq!(r, vec![Err(EntryFailure::missing())]);
+    }
 
     #[test]
     fn codes_map_to_problems() {

@@ -2,19 +2,16 @@
 
 use std::sync::Arc;
 
-use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
-use crate::worker::batch::{entry_results, BatchSink};
-
+use crate::aws::error::{describe, entry_results, CallError, EntryFailure};
+use crate::aws::is_fifo;
 use crate::contract::CustomerEvent;
+use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
+use crate::worker::batch::BatchSink;
 
-#[derive(Debug, thiserror::Error)]
-#[error("SNS Publish failed: {message}")]
-pub struct PublishError {
-    pub message: String,
-}
+const OP: &str = "PublishBatch";
 
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -39,7 +36,7 @@ impl Publisher {
     }
 
     pub fn is_fifo(&self) -> bool {
-        self.topic_arn.ends_with(".fifo")
+        is_fifo(&self.topic_arn)
     }
 
     /// Publishes up to ten events in one `PublishBatch`; per-event results in the order given
@@ -47,7 +44,7 @@ impl Publisher {
     pub async fn publish_batch(
         &self,
         events: &[CustomerEvent],
-    ) -> Result<Vec<Result<String, String>>, PublishError> {
+    ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
         let entries = events
             .iter()
             .enumerate()
@@ -56,16 +53,21 @@ impl Publisher {
                     .id(i.to_string())
                     .message(event.to_json());
                 for (name, value) in attributes(event) {
-                    entry = entry.message_attributes(name, string_attribute(value)?);
+                    let value = MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(value)
+                        .build()
+                        .map_err(|e| CallError::build(OP, &self.topic_arn, e))?;
+                    entry = entry.message_attributes(name, value);
                 }
                 if self.is_fifo() {
                     entry = entry
                         .message_group_id(&event.customer_aws_account_id)
                         .message_deduplication_id(event.event_id.as_str());
                 }
-                entry.build().map_err(|e| PublishError {
-                    message: e.to_string(),
-                })
+                entry
+                    .build()
+                    .map_err(|e| CallError::build(OP, &self.topic_arn, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let result = self
@@ -76,12 +78,15 @@ impl Publisher {
             .send()
             .await;
         if let Some(t) = &self.telemetry {
-            t.metrics.aws_call("sns", "PublishBatch", result.is_ok());
+            AwsCall {
+                service: "sns",
+                operation: OP,
+                ok: result.is_ok(),
+            }
+            .emit(t);
         }
-        let output = result.map_err(|e| PublishError {
-            message: DisplayErrorContext(e).to_string(),
-        })?;
-        Ok(entry_results(
+        let output = result.map_err(|e| CallError::new(OP, &self.topic_arn, describe(&e)))?;
+        let results = entry_results(
             events.len(),
             output
                 .successful
@@ -93,7 +98,18 @@ impl Publisher {
                 .unwrap_or_default()
                 .into_iter()
                 .map(|f| (f.id, f.code, f.message)),
-        ))
+        );
+        if let Some(t) = &self.telemetry {
+            for problem in results.iter().filter_map(|r| r.as_ref().err()) {
+                BatchEntryFailed {
+                    service: "sns",
+                    operation: OP,
+                    problem,
+                }
+                .emit(t);
+            }
+        }
+        Ok(results)
     }
 }
 
@@ -104,16 +120,6 @@ fn attributes(event: &CustomerEvent) -> [(&'static str, &str); 3] {
         ("productCode", &event.product_code),
         ("customerAWSAccountId", &event.customer_aws_account_id),
     ]
-}
-
-fn string_attribute(value: &str) -> Result<MessageAttributeValue, PublishError> {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .map_err(|e| PublishError {
-            message: e.to_string(),
-        })
 }
 
 /// SNS caps a whole `PublishBatch` request's payload at 256 KiB.
@@ -132,10 +138,13 @@ impl BatchSink for PublishSink {
         event.to_json().len() + 256
     }
 
-    async fn send(&self, events: &[CustomerEvent]) -> Result<Vec<Result<String, String>>, String> {
-        self.0
-            .publish_batch(events)
-            .await
-            .map_err(|e| e.to_string())
+    async fn send(&self, events: &[CustomerEvent]) -> Vec<Result<String, EntryFailure>> {
+        match self.0.publish_batch(events).await {
+            Ok(results) => results,
+            Err(error) => events
+                .iter()
+                .map(|_| Err(EntryFailure::whole_call(&error.failure)))
+                .collect(),
+        }
     }
 }

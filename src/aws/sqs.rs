@@ -1,38 +1,347 @@
-//! The SQS side: receive from the token queue, change visibility, delete in batches, and send
-//! dead-letters.
+//! The SQS adapter, the only code that builds SQS requests: receive, visibility (single and batch),
+//! batch delete, batch send, the dead-letter send and queue attributes. The worker uses it through
+//! [`Queue`] (which also counts each call); the operator commands call the functions directly.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
-use std::sync::Arc;
-
+use aws_sdk_sqs::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::aws::error::{describe, entry_results, AwsFailure, CallError, EntryFailure, Problem};
+use crate::aws::is_fifo;
 use crate::contract::{dlq_attr, DeadLetter};
+use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
-use crate::worker::batch::{entry_results, BatchSink};
+use crate::worker::batch::BatchSink;
 
-/// An SQS call that failed after the SDK's own retries.
-#[derive(Debug, thiserror::Error)]
-#[error("SQS {operation} failed: {message}")]
-pub struct QueueError {
-    pub operation: &'static str,
-    pub message: String,
+/// Most entries SQS accepts in one batch call.
+pub const BATCH: usize = 10;
+
+/// The longest visibility SQS allows (12 hours).
+pub const MAX_VISIBILITY_SECS: u64 = 43_200;
+
+/// Now, in the RFC 3339 form every timestamp of ours uses.
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-impl QueueError {
-    fn new(operation: &'static str, error: impl std::error::Error) -> Self {
-        QueueError {
-            operation,
-            message: DisplayErrorContext(error).to_string(),
+// ---------------------------------------------------------------------------------------------
+// The calls
+
+pub async fn queue_attributes(
+    sqs: &Client,
+    url: &str,
+) -> Result<HashMap<QueueAttributeName, String>, CallError> {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .map(|out| out.attributes.unwrap_or_default())
+        .map_err(|e| CallError::new("GetQueueAttributes", url, describe(&e)))
+}
+
+pub async fn queue_arn(sqs: &Client, url: &str) -> Result<String, CallError> {
+    let attributes = queue_attributes(sqs, url).await?;
+    attributes
+        .get(&QueueAttributeName::QueueArn)
+        .cloned()
+        .ok_or_else(|| {
+            CallError::new(
+                "GetQueueAttributes",
+                url,
+                AwsFailure {
+                    problem: Problem::Other,
+                    code: None,
+                    detail: "the answer has no QueueArn".into(),
+                },
+            )
+        })
+}
+
+/// Receives up to `max` messages with every message and system attribute, hidden for
+/// `visibility_secs`, long-polling up to `wait_secs`.
+pub async fn receive(
+    sqs: &Client,
+    url: &str,
+    max: i32,
+    wait_secs: i32,
+    visibility_secs: i32,
+) -> Result<Vec<Message>, CallError> {
+    sqs.receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max.clamp(1, BATCH as i32))
+        .wait_time_seconds(wait_secs)
+        .visibility_timeout(visibility_secs)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .map(|out| out.messages.unwrap_or_default())
+        .map_err(|e| CallError::new("ReceiveMessage", url, describe(&e)))
+}
+
+/// Sets one message's visibility, capped at SQS's 12-hour limit.
+pub async fn change_visibility(
+    sqs: &Client,
+    url: &str,
+    receipt_handle: &str,
+    delay: Duration,
+) -> Result<(), CallError> {
+    sqs.change_message_visibility()
+        .queue_url(url)
+        .receipt_handle(receipt_handle)
+        .visibility_timeout(visibility_secs(delay))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| CallError::new("ChangeMessageVisibility", url, describe(&e)))
+}
+
+/// Sets the visibility of up to ten receipt handles in one call; per-entry results in order.
+pub async fn change_visibility_chunk(
+    sqs: &Client,
+    url: &str,
+    receipt_handles: &[String],
+    delay: Duration,
+) -> Result<Vec<Result<(), EntryFailure>>, CallError> {
+    const OP: &str = "ChangeMessageVisibilityBatch";
+    let entries = receipt_handles
+        .iter()
+        .enumerate()
+        .map(|(i, handle)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .visibility_timeout(visibility_secs(delay))
+                .build()
+                .map_err(|e| CallError::build(OP, url, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = sqs
+        .change_message_visibility_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| CallError::new(OP, url, describe(&e)))?;
+    Ok(entry_results(
+        receipt_handles.len(),
+        out.successful.into_iter().map(|s| (s.id, ())),
+        out.failed.into_iter().map(|f| (f.id, f.code, f.message)),
+    ))
+}
+
+/// Deletes up to ten receipt handles in one call; per-entry results in order.
+pub async fn delete_chunk(
+    sqs: &Client,
+    url: &str,
+    receipt_handles: &[String],
+) -> Result<Vec<Result<(), EntryFailure>>, CallError> {
+    const OP: &str = "DeleteMessageBatch";
+    let entries = receipt_handles
+        .iter()
+        .enumerate()
+        .map(|(i, handle)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .build()
+                .map_err(|e| CallError::build(OP, url, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = sqs
+        .delete_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| CallError::new(OP, url, describe(&e)))?;
+    Ok(entry_results(
+        receipt_handles.len(),
+        out.successful.into_iter().map(|s| (s.id, ())),
+        out.failed.into_iter().map(|f| (f.id, f.code, f.message)),
+    ))
+}
+
+/// A message to send. The body may hold a token: this type has no `Debug`.
+pub struct Outgoing {
+    pub body: String,
+    /// FIFO queues only.
+    pub group_id: Option<String>,
+    /// FIFO queues only.
+    pub deduplication_id: Option<String>,
+}
+
+/// Sends up to ten messages in one call (the caller keeps it under SQS's size limit); per-message
+/// results in order, each the new message id.
+pub async fn send_chunk(
+    sqs: &Client,
+    url: &str,
+    messages: &[Outgoing],
+) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
+    const OP: &str = "SendMessageBatch";
+    let entries = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(&m.body)
+                .set_message_group_id(m.group_id.clone())
+                .set_message_deduplication_id(m.deduplication_id.clone())
+                .build()
+                .map_err(|e| CallError::build(OP, url, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = sqs
+        .send_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|e| CallError::new(OP, url, describe(&e)))?;
+    Ok(entry_results(
+        messages.len(),
+        out.successful.into_iter().map(|s| (s.id, s.message_id)),
+        out.failed.into_iter().map(|f| (f.id, f.code, f.message)),
+    ))
+}
+
+/// Runs a batch call over any number of items, ten at a time; a chunk whose call failed as a
+/// whole fails each of its entries with that failure.
+async fn chunked<'a, I, T, F, Fut>(items: &'a [I], mut call: F) -> Vec<Result<T, EntryFailure>>
+where
+    F: FnMut(&'a [I]) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Result<T, EntryFailure>>, CallError>>,
+{
+    let mut results = Vec::with_capacity(items.len());
+    for chunk in items.chunks(BATCH) {
+        match call(chunk).await {
+            Ok(answers) => results.extend(answers),
+            Err(error) => results
+                .extend((0..chunk.len()).map(|_| Err(EntryFailure::whole_call(&error.failure)))),
         }
     }
+    results
 }
 
-/// One message as received. `body` may hold a token: it is never logged.
+/// Sets the visibility of every receipt handle; the result is per handle, in order.
+pub async fn change_visibility_batch(
+    sqs: &Client,
+    url: &str,
+    receipt_handles: &[String],
+    delay: Duration,
+) -> Vec<Result<(), EntryFailure>> {
+    chunked(receipt_handles, |chunk| {
+        change_visibility_chunk(sqs, url, chunk, delay)
+    })
+    .await
+}
+
+/// Deletes every receipt handle; the result is per handle, in order.
+pub async fn delete(
+    sqs: &Client,
+    url: &str,
+    receipt_handles: &[String],
+) -> Vec<Result<(), EntryFailure>> {
+    chunked(receipt_handles, |chunk| delete_chunk(sqs, url, chunk)).await
+}
+
+/// Sends the messages, at most ten per call; the result is the new message id or the failure,
+/// per message, in order.
+pub async fn send(
+    sqs: &Client,
+    url: &str,
+    messages: &[Outgoing],
+) -> Vec<Result<String, EntryFailure>> {
+    chunked(messages, |chunk| send_chunk(sqs, url, chunk)).await
+}
+
+/// Sends the original body, unchanged, to the dead-letter queue with the reason attached.
+pub async fn send_dead_letter(
+    sqs: &Client,
+    dlq_url: &str,
+    letter: &DeadLetter,
+    group_id: Option<&str>,
+) -> Result<(), CallError> {
+    const OP: &str = "SendMessage";
+    let attribute = |data_type: &str, value: &str| {
+        MessageAttributeValue::builder()
+            .data_type(data_type)
+            .string_value(value)
+            .build()
+            .map_err(|e| CallError::build(OP, dlq_url, e))
+    };
+    let mut request = sqs
+        .send_message()
+        .queue_url(dlq_url)
+        .message_body(&letter.body)
+        .message_attributes(
+            dlq_attr::REASON,
+            attribute("String", letter.reason.as_str())?,
+        )
+        .message_attributes(dlq_attr::DETAIL, attribute("String", &letter.detail)?)
+        .message_attributes(
+            dlq_attr::SOURCE_MESSAGE_ID,
+            attribute("String", &letter.source_message_id)?,
+        )
+        .message_attributes(
+            dlq_attr::RECEIVE_COUNT,
+            attribute("Number", &letter.receive_count.to_string())?,
+        )
+        .message_attributes(dlq_attr::FAILED_AT, attribute("String", &letter.failed_at)?);
+    if let Some(event_id) = &letter.event_id {
+        request =
+            request.message_attributes(dlq_attr::EVENT_ID, attribute("String", event_id.as_str())?);
+    }
+    if is_fifo(dlq_url) {
+        // A FIFO dead-letter queue needs a group; keep the source's so order within it holds,
+        // and dedupe on the source message id so a retried send is not a second letter.
+        request = request
+            .message_group_id(group_id.unwrap_or("mp-resolver"))
+            .message_deduplication_id(&letter.source_message_id);
+    }
+    request
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| CallError::new(OP, dlq_url, describe(&e)))
+}
+
+/// The system attribute `name` of a received message.
+pub fn system_attribute(message: &Message, name: MessageSystemAttributeName) -> Option<&str> {
+    message
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&name))
+        .map(String::as_str)
+}
+
+/// The string value of the message attribute `name`.
+pub fn message_attribute<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
+    message
+        .message_attributes
+        .as_ref()
+        .and_then(|a| a.get(name))
+        .and_then(|v| v.string_value.as_deref())
+}
+
+fn visibility_secs(delay: Duration) -> i32 {
+    delay.as_secs().min(MAX_VISIBILITY_SECS) as i32
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's view
+
+/// One message as the worker received it. `body` may hold a token: it is never logged.
 #[derive(Clone)]
 pub struct ReceivedMessage {
     pub message_id: String,
@@ -55,6 +364,26 @@ impl std::fmt::Debug for ReceivedMessage {
 }
 
 impl ReceivedMessage {
+    /// `None` for a message without an id or receipt handle (SQS always sends both).
+    pub fn from_message(m: Message) -> Option<Self> {
+        let get = |name| system_attribute(&m, name).map(str::to_owned);
+        let receive_count = get(MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let sent_at = get(MessageSystemAttributeName::SentTimestamp)
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_millis);
+        let group_id = get(MessageSystemAttributeName::MessageGroupId);
+        Some(ReceivedMessage {
+            message_id: m.message_id?,
+            receipt_handle: m.receipt_handle?,
+            body: m.body.unwrap_or_default(),
+            receive_count,
+            sent_at,
+            group_id,
+        })
+    }
+
     pub fn enqueued_at(&self) -> Option<String> {
         self.sent_at
             .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
@@ -68,16 +397,18 @@ pub struct DeleteEntry {
     pub receipt_handle: String,
 }
 
+/// The token queue and its dead-letter queue as the worker uses them: the calls above, each counted
+/// as an [`AwsCall`] event.
 #[derive(Debug, Clone)]
 pub struct Queue {
-    sqs: aws_sdk_sqs::Client,
+    sqs: Client,
     queue_url: String,
     dlq_url: String,
     telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Queue {
-    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: String, dlq_url: String) -> Self {
+    pub fn new(sqs: Client, queue_url: String, dlq_url: String) -> Self {
         Queue {
             sqs,
             queue_url,
@@ -92,18 +423,19 @@ impl Queue {
         self
     }
 
-    fn count<T, E>(&self, operation: &'static str, result: Result<T, E>) -> Result<T, QueueError>
-    where
-        E: std::error::Error,
-    {
-        if let Some(t) = &self.telemetry {
-            t.metrics.aws_call("sqs", operation, result.is_ok());
-        }
-        result.map_err(|e| QueueError::new(operation, e))
-    }
-
     pub fn url(&self) -> &str {
         &self.queue_url
+    }
+
+    fn count<T>(&self, operation: &'static str, result: &Result<T, CallError>) {
+        if let Some(t) = &self.telemetry {
+            AwsCall {
+                service: "sqs",
+                operation,
+                ok: result.is_ok(),
+            }
+            .emit(t);
+        }
     }
 
     pub async fn receive(
@@ -111,40 +443,12 @@ impl Queue {
         max: i32,
         wait_secs: i32,
         visibility_secs: i32,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        let output = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(max)
-            .wait_time_seconds(wait_secs)
-            .visibility_timeout(visibility_secs)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-            .send()
-            .await;
-        let output = self.count("ReceiveMessage", output)?;
-        Ok(output
-            .messages
-            .unwrap_or_default()
+    ) -> Result<Vec<ReceivedMessage>, CallError> {
+        let result = receive(&self.sqs, &self.queue_url, max, wait_secs, visibility_secs).await;
+        self.count("ReceiveMessage", &result);
+        Ok(result?
             .into_iter()
-            .filter_map(|m| {
-                let attrs = m.attributes.unwrap_or_default();
-                let get = |name: MessageSystemAttributeName| attrs.get(&name).cloned();
-                Some(ReceivedMessage {
-                    message_id: m.message_id?,
-                    receipt_handle: m.receipt_handle?,
-                    body: m.body.unwrap_or_default(),
-                    receive_count: get(MessageSystemAttributeName::ApproximateReceiveCount)
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(1),
-                    sent_at: get(MessageSystemAttributeName::SentTimestamp)
-                        .and_then(|ms| ms.parse::<i64>().ok())
-                        .and_then(DateTime::from_timestamp_millis),
-                    group_id: get(MessageSystemAttributeName::MessageGroupId),
-                })
-            })
+            .filter_map(ReceivedMessage::from_message)
             .collect())
     }
 
@@ -152,98 +456,45 @@ impl Queue {
         &self,
         receipt_handle: &str,
         delay: Duration,
-    ) -> Result<(), QueueError> {
-        let secs = delay.as_secs().min(43_200) as i32;
-        let result = self
-            .sqs
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(secs)
-            .send()
-            .await;
-        self.count("ChangeMessageVisibility", result)?;
-        Ok(())
+    ) -> Result<(), CallError> {
+        let result = change_visibility(&self.sqs, &self.queue_url, receipt_handle, delay).await;
+        self.count("ChangeMessageVisibility", &result);
+        result
     }
 
-    /// Deletes up to ten messages in one call. The outer error is the call failing; the inner
-    /// results are per entry, in the order given, since a batch can partly fail.
-    pub async fn delete_batch(
-        &self,
-        entries: &[DeleteEntry],
-    ) -> Result<Vec<Result<(), String>>, QueueError> {
-        let request_entries = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(&e.receipt_handle)
-                    .build()
-                    .map_err(|e| QueueError::new("DeleteMessageBatch", e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = self
-            .sqs
-            .delete_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(request_entries))
-            .send()
-            .await;
-        let output = self.count("DeleteMessageBatch", output)?;
-        Ok(entry_results(
-            entries.len(),
-            output.successful.into_iter().map(|ok| (ok.id, ())),
-            output.failed.into_iter().map(|f| (f.id, f.code, f.message)),
-        ))
+    /// Deletes up to ten messages in one call; per-entry results, in the order given.
+    pub async fn delete_batch(&self, entries: &[DeleteEntry]) -> Vec<Result<(), EntryFailure>> {
+        let handles: Vec<String> = entries.iter().map(|e| e.receipt_handle.clone()).collect();
+        let result = delete_chunk(&self.sqs, &self.queue_url, &handles).await;
+        self.count("DeleteMessageBatch", &result);
+        match result {
+            Ok(results) => {
+                if let Some(t) = &self.telemetry {
+                    for problem in results.iter().filter_map(|r| r.as_ref().err()) {
+                        BatchEntryFailed {
+                            service: "sqs",
+                            operation: "DeleteMessageBatch",
+                            problem,
+                        }
+                        .emit(t);
+                    }
+                }
+                results
+            }
+            Err(error) => (0..entries.len())
+                .map(|_| Err(EntryFailure::whole_call(&error.failure)))
+                .collect(),
+        }
     }
 
-    /// Sends the original body, unchanged, to the dead-letter queue with the reason attached.
     pub async fn send_dead_letter(
         &self,
         letter: &DeadLetter,
         group_id: Option<&str>,
-    ) -> Result<(), QueueError> {
-        let string = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| QueueError::new("SendMessage", e))
-        };
-        let number = |v: u32| {
-            MessageAttributeValue::builder()
-                .data_type("Number")
-                .string_value(v.to_string())
-                .build()
-                .map_err(|e| QueueError::new("SendMessage", e))
-        };
-        let mut request = self
-            .sqs
-            .send_message()
-            .queue_url(&self.dlq_url)
-            .message_body(&letter.body)
-            .message_attributes(dlq_attr::REASON, string(letter.reason.as_str())?)
-            .message_attributes(dlq_attr::DETAIL, string(&letter.detail)?)
-            .message_attributes(
-                dlq_attr::SOURCE_MESSAGE_ID,
-                string(&letter.source_message_id)?,
-            )
-            .message_attributes(dlq_attr::RECEIVE_COUNT, number(letter.receive_count)?)
-            .message_attributes(dlq_attr::FAILED_AT, string(&letter.failed_at)?);
-        if let Some(event_id) = &letter.event_id {
-            request = request.message_attributes(dlq_attr::EVENT_ID, string(event_id.as_str())?);
-        }
-        if self.dlq_url.ends_with(".fifo") {
-            // A FIFO dead-letter queue needs a group; keep the source's so order within it holds,
-            // and dedupe on the source message id so a retried send is not a second letter.
-            request = request
-                .message_group_id(group_id.unwrap_or("mp-resolver"))
-                .message_deduplication_id(&letter.source_message_id);
-        }
-        let result = request.send().await;
-        self.count("SendMessage", result)?;
-        Ok(())
+    ) -> Result<(), CallError> {
+        let result = send_dead_letter(&self.sqs, &self.dlq_url, letter, group_id).await;
+        self.count("SendMessage", &result);
+        result
     }
 }
 
@@ -255,12 +506,7 @@ impl BatchSink for DeleteSink {
     type Item = DeleteEntry;
     type Output = ();
 
-    async fn send(&self, items: &[DeleteEntry]) -> Result<Vec<Result<(), String>>, String> {
-        self.0.delete_batch(items).await.map_err(|e| e.to_string())
+    async fn send(&self, items: &[DeleteEntry]) -> Vec<Result<(), EntryFailure>> {
+        self.0.delete_batch(items).await
     }
-}
-
-/// Now, in the RFC 3339 form every timestamp of ours uses.
-pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }

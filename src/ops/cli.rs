@@ -15,7 +15,7 @@ use super::load::{self, Needs, Required};
 use super::output::{self, ErrorBody, ErrorDocument, Format};
 use super::redrive::{self, RedriveOptions};
 use super::{EXIT_DATA, EXIT_FAILURE};
-use crate::aws::sqs_ops::CallError;
+use crate::aws::error::CallError;
 use crate::aws::Clients;
 use crate::config::{ConfigError, Loaded, Sources, EXIT_CONFIG};
 

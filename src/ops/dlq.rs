@@ -11,7 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::output::{age, Render};
-use crate::aws::sqs_ops::{self, CallError, EntryFailure};
+use crate::aws::error::{CallError, EntryFailure};
+use crate::aws::sqs;
 use crate::contract::{dlq_attr, parse_body, DeadLetterReason};
 
 /// The group of dead-letters without `mpr.reason`: moved by the token queue's redrive policy
@@ -74,27 +75,27 @@ impl std::fmt::Debug for DeadLetterView {
 
 impl DeadLetterView {
     fn from_message(m: Message) -> Option<Self> {
-        let reason = sqs_ops::message_attribute(&m, dlq_attr::REASON)
+        let reason = sqs::message_attribute(&m, dlq_attr::REASON)
             .unwrap_or(REDRIVE_POLICY)
             .to_owned();
         let body = m.body.clone().unwrap_or_default();
         // The fingerprint is the eventId a subscriber saw or would see; a message the redrive
         // policy moved has no attribute, so it comes from the body, exactly as the worker makes it.
-        let event_id = sqs_ops::message_attribute(&m, dlq_attr::EVENT_ID)
+        let event_id = sqs::message_attribute(&m, dlq_attr::EVENT_ID)
             .map(str::to_owned)
             .or_else(|| match parse_body(&body) {
                 Ok(request) => Some(request.token.fingerprint().to_string()),
                 Err(malformed) => malformed.fingerprint.map(|f| f.to_string()),
             });
-        let sent_at = sqs_ops::system_attribute(&m, MessageSystemAttributeName::SentTimestamp)
+        let sent_at = sqs::system_attribute(&m, MessageSystemAttributeName::SentTimestamp)
             .and_then(|ms| ms.parse::<i64>().ok())
             .and_then(DateTime::from_timestamp_millis);
         Some(DeadLetterView {
-            detail: sqs_ops::message_attribute(&m, dlq_attr::DETAIL).map(str::to_owned),
-            failed_at: sqs_ops::message_attribute(&m, dlq_attr::FAILED_AT).map(str::to_owned),
-            group_id: sqs_ops::system_attribute(&m, MessageSystemAttributeName::MessageGroupId)
+            detail: sqs::message_attribute(&m, dlq_attr::DETAIL).map(str::to_owned),
+            failed_at: sqs::message_attribute(&m, dlq_attr::FAILED_AT).map(str::to_owned),
+            group_id: sqs::system_attribute(&m, MessageSystemAttributeName::MessageGroupId)
                 .map(str::to_owned),
-            receive_count: sqs_ops::message_attribute(&m, dlq_attr::RECEIVE_COUNT)
+            receive_count: sqs::message_attribute(&m, dlq_attr::RECEIVE_COUNT)
                 .and_then(|c| c.parse().ok()),
             sent_at,
             reason,
@@ -144,8 +145,14 @@ impl<'a> Scan<'a> {
 
     /// The next messages not seen before; empty when the queue has nothing new to give.
     pub(super) async fn next_batch(&mut self) -> Result<Vec<DeadLetterView>, CallError> {
-        let received =
-            sqs_ops::receive(self.sqs, self.url, SCAN_WAIT_SECS, SCAN_VISIBILITY_SECS).await?;
+        let received = sqs::receive(
+            self.sqs,
+            self.url,
+            sqs::BATCH as i32,
+            SCAN_WAIT_SECS,
+            SCAN_VISIBILITY_SECS,
+        )
+        .await?;
         let mut fresh = Vec::new();
         for view in received
             .into_iter()
@@ -170,7 +177,9 @@ impl<'a> Scan<'a> {
     /// Makes every held message visible again at once.
     pub(super) async fn hand_back(self) -> Vec<HandBackFailure> {
         let (ids, handles): (Vec<String>, Vec<String>) = self.held.into_iter().unzip();
-        let results = sqs_ops::change_visibility(self.sqs, self.url, &handles, 0).await;
+        let results =
+            sqs::change_visibility_batch(self.sqs, self.url, &handles, std::time::Duration::ZERO)
+                .await;
         ids.into_iter()
             .zip(results)
             .filter_map(|(message_id, r)| {
@@ -307,7 +316,7 @@ pub async fn list(
     max: usize,
 ) -> Result<ListReport, CallError> {
     // Also the existence check: a missing queue fails here, before anything is received.
-    let attributes = sqs_ops::queue_attributes(sqs_client, dlq_url).await?;
+    let attributes = sqs::queue_attributes(sqs_client, dlq_url).await?;
     let count = |name| {
         attributes
             .get(&name)

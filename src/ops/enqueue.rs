@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::output::Render;
 use crate::aws::sqs::now_rfc3339;
-use crate::aws::sqs_ops::{self, Outgoing};
+use crate::aws::sqs::{self, Outgoing};
 use crate::contract::{parse_body, Fingerprint};
 
 /// SQS's limit on one batch request's total payload (the smallest any endpoint applies).
@@ -187,7 +187,7 @@ pub async fn enqueue(
     queue_url: &str,
     prepared: &[Prepared],
 ) -> EnqueueReport {
-    let fifo = sqs_ops::is_fifo_url(queue_url);
+    let fifo = crate::aws::is_fifo(queue_url);
     let mut sent = Vec::new();
     let mut failed = Vec::new();
     for chunk in chunks(prepared) {
@@ -199,7 +199,7 @@ pub async fn enqueue(
                 deduplication_id: fifo.then(|| p.event_id.to_string()),
             })
             .collect();
-        let results = sqs_ops::send(sqs_client, queue_url, &outgoing).await;
+        let results = sqs::send(sqs_client, queue_url, &outgoing).await;
         for (p, result) in chunk.iter().zip(results) {
             match result {
                 Ok(message_id) => sent.push(Sent {
@@ -228,7 +228,7 @@ fn chunks(prepared: &[Prepared]) -> Vec<&[Prepared]> {
     let (mut start, mut bytes) = (0, 0);
     for (i, p) in prepared.iter().enumerate() {
         let len = p.body.len();
-        if i > start && (i - start == sqs_ops::BATCH || bytes + len > MAX_BATCH_BYTES) {
+        if i > start && (i - start == sqs::BATCH || bytes + len > MAX_BATCH_BYTES) {
             out.push(&prepared[start..i]);
             start = i;
             bytes = 0;

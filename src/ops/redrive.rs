@@ -16,8 +16,9 @@ use serde::Serialize;
 
 use super::dlq::{DeadLetterView, HandBackFailure, Scan};
 use super::output::Render;
+use crate::aws::error::CallError;
 use crate::aws::error::{describe, AwsFailure};
-use crate::aws::sqs_ops::{self, CallError, Outgoing};
+use crate::aws::sqs::{self, Outgoing};
 
 /// Message group for a FIFO token queue when the dead-letter has neither a group nor a token.
 const FALLBACK_GROUP: &str = "mp-resolver-redrive";
@@ -196,7 +197,7 @@ pub async fn redrive(
     options: &RedriveOptions,
 ) -> Result<RedriveReport, CallError> {
     // Nothing leaves the dead-letter queue unless the destination answers first.
-    let queue_arn = sqs_ops::queue_arn(sqs_client, queue_url).await?;
+    let queue_arn = sqs::queue_arn(sqs_client, queue_url).await?;
     let mut note = None;
     if options.move_task {
         if options.reason.is_some() || options.max.is_some() {
@@ -205,7 +206,7 @@ pub async fn redrive(
                     .to_owned(),
             );
         } else {
-            let dlq_arn = sqs_ops::queue_arn(sqs_client, dlq_url).await?;
+            let dlq_arn = sqs::queue_arn(sqs_client, dlq_url).await?;
             match move_task(sqs_client, &dlq_arn, &queue_arn).await {
                 Ok(task) => return Ok(task_report(dlq_url, queue_url, &dlq_arn, task)),
                 Err(refused) => {
@@ -227,7 +228,7 @@ async fn copy(
     queue_url: &str,
     options: &RedriveOptions,
 ) -> RedriveReport {
-    let fifo = sqs_ops::is_fifo_url(queue_url);
+    let fifo = crate::aws::is_fifo(queue_url);
     let mut scan = Scan::new(sqs_client, dlq_url);
     let mut moved: Vec<Moved> = Vec::new();
     let mut failed: Vec<RedriveFailure> = Vec::new();
@@ -273,7 +274,7 @@ async fn copy(
                     deduplication_id: fifo.then(|| format!("redrive-{}", v.message_id)),
                 })
                 .collect();
-            let sent = sqs_ops::send(sqs_client, queue_url, &outgoing).await;
+            let sent = sqs::send(sqs_client, queue_url, &outgoing).await;
             let mut copied: Vec<(DeadLetterView, String)> = Vec::new();
             for (view, result) in take.into_iter().zip(sent) {
                 match result {
@@ -299,7 +300,7 @@ async fn copy(
                 .iter()
                 .map(|(v, _)| v.receipt_handle.clone())
                 .collect();
-            let deleted = sqs_ops::delete(sqs_client, dlq_url, &handles).await;
+            let deleted = sqs::delete(sqs_client, dlq_url, &handles).await;
             for ((view, message_id), result) in copied.into_iter().zip(deleted) {
                 match result {
                     Ok(()) => moved.push(Moved {

@@ -9,6 +9,19 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aws::error::EntryFailure;
+
+/// Why one submitted item did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Its entry failed (alone, or with the whole call).
+    #[error(transparent)]
+    Entry(#[from] EntryFailure),
+    /// The batching task is gone; nothing was sent.
+    #[error("the batcher stopped")]
+    Stopped,
+}
+
 /// Where batches go.
 pub trait BatchSink: Send + Sync + 'static {
     type Item: Send + 'static;
@@ -19,12 +32,12 @@ pub trait BatchSink: Send + Sync + 'static {
         0
     }
 
-    /// Sends one batch. The outer error fails every entry; the inner results are per entry, in
-    /// the order given.
+    /// Sends one batch; the results are per entry, in the order given (a call that failed as a
+    /// whole fails every entry with its failure).
     fn send(
         &self,
         items: &[Self::Item],
-    ) -> impl Future<Output = Result<Vec<Result<Self::Output, String>>, String>> + Send;
+    ) -> impl Future<Output = Vec<Result<Self::Output, EntryFailure>>> + Send;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +49,7 @@ pub struct BatchLimits {
 
 type Request<S> = (
     <S as BatchSink>::Item,
-    oneshot::Sender<Result<<S as BatchSink>::Output, String>>,
+    oneshot::Sender<Result<<S as BatchSink>::Output, BatchError>>,
 );
 
 pub struct Batcher<S: BatchSink> {
@@ -67,15 +80,13 @@ impl<S: BatchSink> Batcher<S> {
     }
 
     /// Submits one item; resolves when its batch has been answered.
-    pub async fn submit(&self, item: S::Item) -> Result<S::Output, String> {
+    pub async fn submit(&self, item: S::Item) -> Result<S::Output, BatchError> {
         let (done, result) = oneshot::channel();
         self.tx
             .send((item, done))
             .await
-            .map_err(|_| "batcher stopped".to_owned())?;
-        result
-            .await
-            .unwrap_or_else(|_| Err("batcher stopped".to_owned()))
+            .map_err(|_| BatchError::Stopped)?;
+        result.await.unwrap_or(Err(BatchError::Stopped))
     }
 }
 
@@ -107,48 +118,15 @@ async fn run<S: BatchSink>(sink: S, limits: BatchLimits, mut rx: mpsc::Receiver<
             }
         }
         let (items, replies): (Vec<S::Item>, Vec<_>) = batch.into_iter().unzip();
-        match sink.send(&items).await {
-            Ok(results) => {
-                let mut results = results.into_iter();
-                for reply in replies {
-                    let result = results
-                        .next()
-                        .unwrap_or_else(|| Err("missing from the batch response".to_owned()));
-                    let _ = reply.send(result);
-                }
-            }
-            Err(error) => {
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
+        let mut results = sink.send(&items).await.into_iter();
+        for reply in replies {
+            let result = results.next().unwrap_or(Err(EntryFailure {
+                code: "MissingFromResponse".into(),
+                message: "the sink answered fewer entries than it was given".into(),
+            }));
+            let _ = reply.send(result.map_err(BatchError::Entry));
         }
     }
-}
-
-/// Maps a batch API's answer back to its entries, which were sent with their index as id: every
-/// entry is either among the successes (with its output) or the failures (with code and message);
-/// one in neither is reported as missing.
-pub fn entry_results<T>(
-    entries: usize,
-    successes: impl IntoIterator<Item = (String, T)>,
-    failures: impl IntoIterator<Item = (String, String, Option<String>)>,
-) -> Vec<Result<T, String>> {
-    let mut results: Vec<Result<T, String>> = (0..entries)
-        .map(|_| Err("missing from the batch response".to_owned()))
-        .collect();
-    let slot = |id: &str| id.parse::<usize>().ok().filter(|i| *i < entries);
-    for (id, output) in successes {
-        if let Some(i) = slot(&id) {
-            results[i] = Ok(output);
-        }
-    }
-    for (id, code, message) in failures {
-        if let Some(i) = slot(&id) {
-            results[i] = Err(format!("{code}: {}", message.unwrap_or_default()));
-        }
-    }
-    results
 }
 
 #[cfg(test)]
@@ -165,18 +143,21 @@ mod tests {
         fn weight(&self, item: &usize) -> usize {
             *item
         }
-        async fn send(&self, items: &[usize]) -> Result<Vec<Result<usize, String>>, String> {
+        async fn send(&self, items: &[usize]) -> Vec<Result<usize, EntryFailure>> {
             self.0.lock().unwrap().push(items.len());
-            Ok(items
+            items
                 .iter()
                 .map(|&i| {
                     if i == 13 {
-                        Err("unlucky".into())
+                        Err(EntryFailure {
+                            code: "unlucky".into(),
+                            message: String::new(),
+                        })
                     } else {
                         Ok(i * 2)
                     }
                 })
-                .collect())
+                .collect()
         }
     }
 
@@ -204,7 +185,7 @@ mod tests {
         }
         assert_eq!(results[0], Ok(2));
         assert_eq!(
-            results[12],
+            results[12].as_ref().map_err(|e| e.to_string()),
             Err("unlucky".into()),
             "a partial failure reaches only its caller"
         );
@@ -228,29 +209,6 @@ mod tests {
         }
         // 600 + 300 fits in 1000; the next 300 starts a new batch.
         assert_eq!(*sizes.lock().unwrap(), vec![2, 2]);
-    }
-
-    #[test]
-    fn entry_results_match_ids_to_entries() {
-        let r = entry_results(
-            3,
-            [
-                ("2".to_owned(), "m2"),
-                ("0".to_owned(), "m0"),
-                ("9".to_owned(), "stray"),
-            ],
-            [(
-                "1".to_owned(),
-                "Throttled".to_owned(),
-                Some("slow down".to_owned()),
-            )],
-        );
-        assert_eq!(
-            r,
-            vec![Ok("m0"), Err("Throttled: slow down".to_owned()), Ok("m2")]
-        );
-        let r: Vec<Result<(), String>> = entry_results(1, [], []);
-        assert_eq!(r, vec![Err("missing from the batch response".to_owned())]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,8 +10,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
 
 use super::output::Render;
+use crate::aws::error::CallError;
 use crate::aws::error::{describe, AwsFailure, Problem};
-use crate::aws::sqs_ops::{self, CallError};
+use crate::aws::sqs;
 use crate::aws::Clients;
 use crate::config::Settings;
 
@@ -216,7 +217,7 @@ pub async fn run_checks(clients: &Clients, settings: &Settings) -> CheckReport {
     let region = clients.sqs.config().region().map(|r| r.to_string());
     results.push(aws_region(region.as_deref()));
 
-    let queue = sqs_ops::queue_attributes(&clients.sqs, &settings.queue_url).await;
+    let queue = sqs::queue_attributes(&clients.sqs, &settings.queue_url).await;
     results.push(queue_reachable(
         Check::Queue,
         "MPR_QUEUE_URL",
@@ -224,7 +225,7 @@ pub async fn run_checks(clients: &Clients, settings: &Settings) -> CheckReport {
         &queue,
         region.as_deref(),
     ));
-    let dlq = sqs_ops::queue_attributes(&clients.sqs, &settings.dlq_url).await;
+    let dlq = sqs::queue_attributes(&clients.sqs, &settings.dlq_url).await;
     results.push(queue_reachable(
         Check::Dlq,
         "MPR_DLQ_URL",
