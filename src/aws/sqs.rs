@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -20,6 +20,18 @@ use crate::contract::{dlq_attr, DeadLetter};
 use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
 use crate::worker::batch::BatchSink;
+
+/// Sends one SQS batch request (the three batch operations differ only in their SDK types).
+macro_rules! batch_call {
+    ($sqs:expr, $operation:ident, $url:expr, $entries:expr, $op:expr) => {
+        $sqs.$operation()
+            .queue_url($url)
+            .set_entries(Some($entries))
+            .send()
+            .await
+            .map_err(|e| CallError::new($op, $url, describe(&e)))
+    };
+}
 
 /// Most entries SQS accepts in one batch call.
 pub const BATCH: usize = 10;
@@ -113,29 +125,18 @@ pub async fn change_visibility_chunk(
     delay: Duration,
 ) -> Result<Vec<Result<(), EntryFailure>>, CallError> {
     const OP: &str = "ChangeMessageVisibilityBatch";
-    let entries = receipt_handles
-        .iter()
-        .enumerate()
-        .map(|(i, handle)| {
-            ChangeMessageVisibilityBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(handle)
-                .visibility_timeout(visibility_secs(delay))
-                .build()
-                .map_err(|e| CallError::build(OP, url, e))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = sqs
-        .change_message_visibility_batch()
-        .queue_url(url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .map_err(|e| CallError::new(OP, url, describe(&e)))?;
+    let entries = entries(receipt_handles, OP, url, |id, handle| {
+        ChangeMessageVisibilityBatchRequestEntry::builder()
+            .id(id)
+            .receipt_handle(handle)
+            .visibility_timeout(visibility_secs(delay))
+            .build()
+    })?;
+    let out = batch_call!(sqs, change_message_visibility_batch, url, entries, OP)?;
     Ok(entry_results(
         receipt_handles.len(),
         out.successful.into_iter().map(|s| (s.id, ())),
-        out.failed.into_iter().map(|f| (f.id, f.code, f.message)),
+        failures(out.failed),
     ))
 }
 
@@ -146,28 +147,17 @@ pub async fn delete_chunk(
     receipt_handles: &[String],
 ) -> Result<Vec<Result<(), EntryFailure>>, CallError> {
     const OP: &str = "DeleteMessageBatch";
-    let entries = receipt_handles
-        .iter()
-        .enumerate()
-        .map(|(i, handle)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(handle)
-                .build()
-                .map_err(|e| CallError::build(OP, url, e))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = sqs
-        .delete_message_batch()
-        .queue_url(url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .map_err(|e| CallError::new(OP, url, describe(&e)))?;
+    let entries = entries(receipt_handles, OP, url, |id, handle| {
+        DeleteMessageBatchRequestEntry::builder()
+            .id(id)
+            .receipt_handle(handle)
+            .build()
+    })?;
+    let out = batch_call!(sqs, delete_message_batch, url, entries, OP)?;
     Ok(entry_results(
         receipt_handles.len(),
         out.successful.into_iter().map(|s| (s.id, ())),
-        out.failed.into_iter().map(|f| (f.id, f.code, f.message)),
+        failures(out.failed),
     ))
 }
 
@@ -188,30 +178,19 @@ pub async fn send_chunk(
     messages: &[Outgoing],
 ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
     const OP: &str = "SendMessageBatch";
-    let entries = messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(&m.body)
-                .set_message_group_id(m.group_id.clone())
-                .set_message_deduplication_id(m.deduplication_id.clone())
-                .build()
-                .map_err(|e| CallError::build(OP, url, e))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = sqs
-        .send_message_batch()
-        .queue_url(url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .map_err(|e| CallError::new(OP, url, describe(&e)))?;
+    let entries = entries(messages, OP, url, |id, m| {
+        SendMessageBatchRequestEntry::builder()
+            .id(id)
+            .message_body(&m.body)
+            .set_message_group_id(m.group_id.clone())
+            .set_message_deduplication_id(m.deduplication_id.clone())
+            .build()
+    })?;
+    let out = batch_call!(sqs, send_message_batch, url, entries, OP)?;
     Ok(entry_results(
         messages.len(),
         out.successful.into_iter().map(|s| (s.id, s.message_id)),
-        out.failed.into_iter().map(|f| (f.id, f.code, f.message)),
+        failures(out.failed),
     ))
 }
 
@@ -332,6 +311,27 @@ pub fn message_attribute<'a>(message: &'a Message, name: &str) -> Option<&'a str
         .as_ref()
         .and_then(|a| a.get(name))
         .and_then(|v| v.string_value.as_deref())
+}
+
+/// Builds a batch call's entries, each with its index as id (what [`entry_results`] maps back).
+fn entries<I, B, E: std::error::Error>(
+    items: &[I],
+    op: &'static str,
+    url: &str,
+    build: impl Fn(String, &I) -> Result<B, E>,
+) -> Result<Vec<B>, CallError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| build(i.to_string(), item).map_err(|e| CallError::build(op, url, e)))
+        .collect()
+}
+
+/// An SQS batch answer's failed entries, as [`entry_results`] takes them.
+fn failures(
+    failed: Vec<BatchResultErrorEntry>,
+) -> impl Iterator<Item = (String, String, Option<String>)> {
+    failed.into_iter().map(|f| (f.id, f.code, f.message))
 }
 
 fn visibility_secs(delay: Duration) -> i32 {

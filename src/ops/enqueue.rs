@@ -1,4 +1,4 @@
-//! `enqueue`: registration tokens onto the token queue in the section 1 JSON form, ten per
+//! `enqueue`: registration tokens onto the token queue in the JSON form of the README's "Inbound: the token message", ten per
 //! `SendMessageBatch`. Every body is run through the worker's own parser first, so the tool never
 //! enqueues something the worker would dead-letter as malformed.
 
@@ -78,7 +78,7 @@ impl Render for RejectedTokens {
     }
 }
 
-/// Builds the section 1 body for each token and checks it with [`parse_body`]: all or nothing.
+/// Builds the inbound JSON body (README, "Inbound: the token message") for each token and checks it with [`parse_body`]: all or nothing.
 pub fn prepare(tokens: &[String], extras: &Extras) -> Result<Vec<Prepared>, RejectedTokens> {
     let submitted_at = now_rfc3339();
     let mut prepared = Vec::with_capacity(tokens.len());
