@@ -392,6 +392,7 @@ async fn seed_dead_letters(fx: &Fixture) -> HashMap<&'static str, Vec<String>> {
                     source_message_id: format!("source-{i}"),
                     receive_count: 1,
                     failed_at: mp_resolver::aws::sqs::now_rfc3339(),
+                    event: None,
                 },
                 None,
             )

@@ -351,10 +351,12 @@ async fn throttling_beyond_the_attempt_limit_hands_the_message_back() {
 }
 
 #[tokio::test]
-async fn failed_publish_leaves_the_message_on_the_queue() {
+async fn a_publish_that_keeps_failing_is_held_then_dead_lettered_as_unpublished() {
     let fx = Fixture::new(Topic::Standard).await;
     let mut settings = fx.settings.clone();
     settings.topic_arn = format!("{}-missing", fx.topic_arn);
+    settings.publish.hold_secs = 2;
+    settings.publish.hold_max_delay_secs = 1;
     let worker = fx.worker_with(settings);
     let token = good_token().encode();
     let id = fx.send(&body_for(&token)).await;
@@ -364,19 +366,27 @@ async fn failed_publish_leaves_the_message_on_the_queue() {
     assert!(
         matches!(
             outcome,
-            Outcome::HandedBack {
-                cause: HandBackCause::Publish,
+            Outcome::DeadLettered {
+                reason: DeadLetterReason::Unpublished,
                 ..
             }
         ),
         "{outcome:?}"
     );
-    // Not deleted: it comes back once the hand-back delay passes.
-    let back = fx.receive_token_message(&worker).await;
-    assert_eq!(back.message_id, id);
-    assert_eq!(back.body, body_for(&token));
-    // Not dead-lettered.
-    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+    // The answer was kept: one ResolveCustomer call for all the publish tries.
+    assert_eq!(fx.emulator.stats().calls, 1);
+    // The letter carries the body byte for byte and the event it could not publish.
+    let letters = fx.dead_letters(1).await;
+    assert_eq!(letters[0].body, body_for(&token));
+    assert_eq!(letters[0].attr("mpr.reason"), "unpublished");
+    assert_eq!(letters[0].attr("mpr.sourceMessageId"), id);
+    let event: serde_json::Value =
+        serde_json::from_str(letters[0].attr("mpr.event")).expect("mpr.event is the event JSON");
+    assert_eq!(event["eventId"], expected_event_id(&token));
+    assert_eq!(event["customerAWSAccountId"], "123456789012");
+    assert_eq!(event["attempts"], 1);
+    // And the source message is gone.
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
 }
 
 #[tokio::test]

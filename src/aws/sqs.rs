@@ -277,6 +277,9 @@ pub async fn send_dead_letter(
             attribute("Number", &letter.receive_count.to_string())?,
         )
         .message_attributes(dlq_attr::FAILED_AT, attribute("String", &letter.failed_at)?);
+    if let Some(event) = &letter.event {
+        request = request.message_attributes(dlq_attr::EVENT, attribute("String", event)?);
+    }
     if let Some(event_id) = &letter.event_id {
         request =
             request.message_attributes(dlq_attr::EVENT_ID, attribute("String", event_id.as_str())?);

@@ -66,6 +66,8 @@ pub struct ResolveSettings {
 pub struct PublishSettings {
     pub max_batch: usize,
     pub linger_ms: u64,
+    pub hold_secs: u64,
+    pub hold_max_delay_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -390,14 +390,21 @@ pub enum DeadLetterReason {
     ExpiredToken,
     MalformedMessage,
     ProductMismatch,
+    /// ResolveCustomer answered, but the event could not be published within `publish.hold_secs`
+    /// (or before the process stopped); the letter carries the event.
+    Unpublished,
+    /// A message on the lifecycle queue that is no known notification.
+    UnrecognizedNotification,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 4] = [
+    pub const ALL: [DeadLetterReason; 6] = [
         DeadLetterReason::InvalidToken,
         DeadLetterReason::ExpiredToken,
         DeadLetterReason::MalformedMessage,
         DeadLetterReason::ProductMismatch,
+        DeadLetterReason::Unpublished,
+        DeadLetterReason::UnrecognizedNotification,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -406,6 +413,8 @@ impl DeadLetterReason {
             DeadLetterReason::ExpiredToken => "expired_token",
             DeadLetterReason::MalformedMessage => "malformed_message",
             DeadLetterReason::ProductMismatch => "product_mismatch",
+            DeadLetterReason::Unpublished => "unpublished",
+            DeadLetterReason::UnrecognizedNotification => "unrecognized_notification",
         }
     }
 }
@@ -424,6 +433,8 @@ pub mod dlq_attr {
     pub const SOURCE_MESSAGE_ID: &str = "mpr.sourceMessageId";
     pub const RECEIVE_COUNT: &str = "mpr.receiveCount";
     pub const FAILED_AT: &str = "mpr.failedAt";
+    /// On `unpublished` letters: the resolved event's JSON, published as is by `dlq redrive`.
+    pub const EVENT: &str = "mpr.event";
 }
 
 /// A dead-letter to send: the original body, byte for byte, and why.
@@ -436,6 +447,8 @@ pub struct DeadLetter {
     pub source_message_id: String,
     pub receive_count: u32,
     pub failed_at: String,
+    /// The event JSON, on `unpublished` letters.
+    pub event: Option<String>,
 }
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ pub struct Metrics {
     heartbeats: Counter,
     rate_limit: Gauge<f64, AtomicU64>,
     paused: Gauge,
+    held: Gauge,
 }
 
 impl Metrics {
@@ -79,6 +80,7 @@ impl Metrics {
             heartbeats: Counter::default(),
             rate_limit: Gauge::default(),
             paused: Gauge::default(),
+            held: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -146,7 +148,17 @@ impl Metrics {
             "1 while resolving is paused because the API answered DisabledApiException",
             m.paused.clone(),
         );
+        r.register(
+            "mpr_held_messages",
+            "Resolved events held because their publish keeps failing (retried up to publish.hold_secs)",
+            m.held.clone(),
+        );
         m
+    }
+
+    /// Adds `delta` to the held gauge; the new value.
+    pub fn held(&self, delta: i64) -> i64 {
+        self.held.inc_by(delta) + delta
     }
 
     pub fn received(&self, n: usize) {
@@ -223,6 +235,8 @@ pub struct Health {
     queue_reachable: AtomicBool,
     paused: AtomicBool,
     stopping: AtomicBool,
+    /// Resolved events held for a failing publish.
+    held: AtomicU64,
 }
 
 /// The answer of `/healthz`.
@@ -241,6 +255,8 @@ pub enum Readiness {
     Ready,
     QueueUnreachable,
     Paused,
+    /// Resolved events are held because the topic does not take publishes.
+    PublishFailing,
     Stopping,
 }
 
@@ -250,6 +266,9 @@ impl Readiness {
             Readiness::Ready => "ready",
             Readiness::QueueUnreachable => "queue not reachable (yet)",
             Readiness::Paused => "paused: ResolveCustomer answered DisabledApiException",
+            Readiness::PublishFailing => {
+                "holding resolved events: the topic does not accept publishes (see mpr_held_messages)"
+            }
             Readiness::Stopping => "stopping",
         }
     }
@@ -264,6 +283,7 @@ impl Health {
             queue_reachable: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            held: AtomicU64::new(0),
         }
     }
 
@@ -284,6 +304,10 @@ impl Health {
 
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn set_held(&self, held: u64) {
+        self.held.store(held, Ordering::Relaxed);
     }
 
     pub fn set_stopping(&self) {
@@ -309,6 +333,8 @@ impl Health {
             Readiness::Paused
         } else if !self.queue_reachable.load(Ordering::Relaxed) {
             Readiness::QueueUnreachable
+        } else if self.held.load(Ordering::Relaxed) > 0 {
+            Readiness::PublishFailing
         } else {
             Readiness::Ready
         }

@@ -4,29 +4,14 @@
 use std::time::Duration;
 
 use crate::aws::sqs::{now_rfc3339, DeleteEntry, ReceivedMessage};
-use crate::contract::{
-    CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint, ResolvedCustomer, TokenRequest,
-};
+use crate::contract::{CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint};
 use crate::worker::events::StepFailed;
 use crate::worker::lease::Lease;
 use crate::worker::Worker;
 
 impl Worker {
-    /// Publishes the resolved customer's event; its `eventId` on success.
-    pub(super) async fn publish(
-        &self,
-        message: &ReceivedMessage,
-        request: &TokenRequest,
-        customer: ResolvedCustomer,
-        attempts: u32,
-    ) -> Result<Fingerprint, ()> {
-        let event = CustomerEvent::new(
-            request,
-            customer,
-            message.enqueued_at(),
-            now_rfc3339(),
-            attempts,
-        );
+    /// Publishes the resolved customer's event; its `eventId` on success, else why it failed.
+    pub(super) async fn publish(&self, event: CustomerEvent) -> Result<Fingerprint, String> {
         let event_id = event.event_id.clone();
         match self.publishes.submit(event).await {
             Ok(_) => Ok(event_id),
@@ -36,7 +21,7 @@ impl Worker {
                     error: &error,
                 }
                 .emit(&self.telemetry);
-                Err(())
+                Err(error.to_string())
             }
         }
     }
@@ -48,6 +33,7 @@ impl Worker {
         reason: DeadLetterReason,
         detail: String,
         event_id: Option<Fingerprint>,
+        event: Option<String>,
     ) -> Result<(), ()> {
         let letter = DeadLetter {
             body: message.body.clone(),
@@ -61,6 +47,7 @@ impl Worker {
             source_message_id: message.message_id.clone(),
             receive_count: message.receive_count,
             failed_at: now_rfc3339(),
+            event,
         };
         match self
             .queue
@@ -97,9 +84,11 @@ impl Worker {
         }
     }
 
-    /// Deletes the message through the delete batcher.
+    /// Deletes the message through the delete batcher. The heartbeat keeps the message hidden
+    /// until the delete's entry succeeded (a slow SQS must not let it reappear and be worked on
+    /// again); only then is the lease settled.
     pub(super) async fn delete(&self, message: &ReceivedMessage, lease: &Lease) {
-        drop(lease.settle().await);
+        lease.mark_deleting();
         let deleted = self
             .deletes
             .submit(DeleteEntry {
@@ -116,5 +105,6 @@ impl Worker {
             }
             .emit(&self.telemetry);
         }
+        drop(lease.settle().await);
     }
 }

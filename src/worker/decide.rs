@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use crate::aws::metering::FailureKind;
-use crate::contract::{DeadLetterReason, Fingerprint, Malformed, ResolvedCustomer, TokenRequest};
+use crate::contract::{
+    CustomerEvent, DeadLetterReason, Fingerprint, Malformed, ResolvedCustomer, TokenRequest,
+};
 use crate::worker::resolve::ResolveOutcome;
-use crate::worker::retry::BackoffPolicy;
+use crate::worker::retry::{BackoffPolicy, HoldPolicy};
 
 /// Everything known about one delivery so far. The worker fills it in step by step.
 #[derive(Debug, Clone)]
@@ -23,10 +25,18 @@ pub struct Delivery {
     pub already_published: bool,
     /// Resolving is paused process-wide (DisabledApiException).
     pub paused: bool,
-    /// What this delivery's ResolveCustomer calls ended in, once asked.
+    /// What this delivery's ResolveCustomer calls ended in, once asked (or what this process
+    /// learned for the same token earlier: a token may resolve only once).
     pub resolved: Option<ResolveOutcome>,
-    /// The publish of the event failed (after the SDK's retries).
-    pub publish_failed: bool,
+    /// The event built from the answer, kept as it is for every publish try.
+    pub event: Option<CustomerEvent>,
+    /// Publish tries that failed (after the SDK's retries), the time since the first failure, and
+    /// the last error.
+    pub publish_failures: u32,
+    pub held_for: Duration,
+    pub last_publish_error: Option<String>,
+    /// The process is stopping: a held event is dead-lettered now rather than lost.
+    pub stopping: bool,
     /// The dead-letter send failed (after the SDK's retries).
     pub dead_letter_failed: bool,
     /// Shutdown's grace period ran out before the delivery finished.
@@ -44,7 +54,11 @@ impl Delivery {
             already_published: false,
             paused: false,
             resolved: None,
-            publish_failed: false,
+            event: None,
+            publish_failures: 0,
+            held_for: Duration::ZERO,
+            last_publish_error: None,
+            stopping: false,
             dead_letter_failed: false,
             grace_over: false,
             draw,
@@ -66,6 +80,7 @@ pub struct Rules<'a> {
     /// The allow-list of product codes; empty allows every product.
     pub product_codes: &'a [String],
     pub policy: &'a BackoffPolicy,
+    pub hold: HoldPolicy,
 }
 
 /// The one thing to do next with a delivery.
@@ -75,16 +90,20 @@ pub enum Action {
     Delete(Handled),
     /// Ask ResolveCustomer (with the in-process retries of one delivery).
     Resolve,
-    /// Publish the resolved customer, then delete the message.
+    /// Publish the resolved customer after waiting `after` (zero for the first try; a held event's
+    /// retry waits its backoff), then delete the message.
     Publish {
         customer: ResolvedCustomer,
         attempts: u32,
+        after: Duration,
     },
-    /// Send the body to the dead-letter queue with its reason, then delete the message.
+    /// Send the body to the dead-letter queue with its reason (and, for `unpublished`, the event),
+    /// then delete the message.
     DeadLetter {
         reason: DeadLetterReason,
         detail: String,
         event_id: Option<Fingerprint>,
+        event: Option<String>,
     },
     /// Leave the message on the queue, visible again after `delay`.
     HandBack {
@@ -109,8 +128,6 @@ pub enum Handled {
 pub enum HandBackCause {
     /// ResolveCustomer kept failing (throttled, transient, disabled) within this delivery.
     Resolve(FailureKind),
-    /// The SNS publish failed.
-    Publish,
     /// The dead-letter send failed.
     DeadLetter,
     /// The process is stopping and the grace period ran out.
@@ -144,6 +161,7 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                 reason: DeadLetterReason::MalformedMessage,
                 detail: malformed.detail.clone(),
                 event_id: malformed.fingerprint.clone(),
+                event: None,
             }
         }
     };
@@ -172,14 +190,43 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                         customer.product_code
                     ),
                     event_id: Some(event_id),
+                    event: None,
                 };
             }
-            if d.publish_failed {
-                return hand_back(HandBackCause::Publish, 1);
+            if d.publish_failures == 0 {
+                return Action::Publish {
+                    customer: customer.clone(),
+                    attempts: *attempts,
+                    after: Duration::ZERO,
+                };
+            }
+            // Held: the answer is kept and the publish retried until the hold ends or the process
+            // stops; then the event goes to the dead-letter queue, never away.
+            if d.stopping || d.held_for >= rules.hold.hold {
+                if d.dead_letter_failed {
+                    return hand_back(HandBackCause::DeadLetter, 1);
+                }
+                return Action::DeadLetter {
+                    reason: DeadLetterReason::Unpublished,
+                    detail: format!(
+                        "SNS publish failed {} times over {} s{}: {}",
+                        d.publish_failures,
+                        d.held_for.as_secs(),
+                        if d.stopping {
+                            " (process stopping)"
+                        } else {
+                            ""
+                        },
+                        d.last_publish_error.as_deref().unwrap_or("unknown error")
+                    ),
+                    event_id: Some(event_id),
+                    event: d.event.as_ref().map(CustomerEvent::to_json),
+                };
             }
             Action::Publish {
                 customer: customer.clone(),
                 attempts: *attempts,
+                after: rules.hold.retry_delay(d.publish_failures, d.draw),
             }
         }
         ResolveOutcome::Rejected { reason, detail, .. } => {
@@ -190,6 +237,7 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                 reason: *reason,
                 detail: detail.clone(),
                 event_id: Some(event_id),
+                event: None,
             }
         }
         ResolveOutcome::Unavailable { failure, attempts } => Action::HandBack {
@@ -256,6 +304,40 @@ mod tests {
         d
     }
 
+    fn hold() -> HoldPolicy {
+        HoldPolicy {
+            hold: Duration::from_secs(60),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+
+    fn event() -> CustomerEvent {
+        let Ok(request) = parse_body(TOKEN) else {
+            panic!("a good token")
+        };
+        CustomerEvent::new(
+            &request,
+            customer("prod-a"),
+            None,
+            "2026-11-30T00:00:00Z".into(),
+            1,
+        )
+    }
+
+    /// A resolved delivery whose publish failed twice.
+    fn held(f: impl FnOnce(&mut Delivery)) -> Delivery {
+        delivery(|d| {
+            d.resolved = Some(ResolveOutcome::Resolved {
+                customer: customer("prod-a"),
+                attempts: 1,
+            });
+            d.event = Some(event());
+            d.publish_failures = 2;
+            d.last_publish_error = Some("NotFound: topic".into());
+            f(d);
+        })
+    }
+
     fn fp() -> Option<Fingerprint> {
         Some(Fingerprint::of(TOKEN))
     }
@@ -281,6 +363,7 @@ mod tests {
                 Action::Publish {
                     customer: customer("prod-a"),
                     attempts: 2,
+                    after: Duration::ZERO,
                 },
             ),
             (
@@ -296,6 +379,7 @@ mod tests {
                     detail: "product code prod-other is not in the allow-list (product_codes)"
                         .into(),
                     event_id: fp(),
+                    event: None,
                 },
             ),
             (
@@ -305,6 +389,7 @@ mod tests {
                     reason: DeadLetterReason::InvalidToken,
                     detail: "ResolveCustomer: invalid_token".into(),
                     event_id: fp(),
+                    event: None,
                 },
             ),
             (
@@ -314,6 +399,7 @@ mod tests {
                     reason: DeadLetterReason::ExpiredToken,
                     detail: "ResolveCustomer: expired_token".into(),
                     event_id: fp(),
+                    event: None,
                 },
             ),
             (
@@ -323,6 +409,7 @@ mod tests {
                     reason: DeadLetterReason::MalformedMessage,
                     detail: "`registrationToken` must be a string, found a number".into(),
                     event_id: None,
+                    event: None,
                 },
             ),
             (
@@ -362,18 +449,61 @@ mod tests {
                 },
             ),
             (
-                "the publish failed: handed back, never dead-lettered",
+                "the publish failed: held, retried after its backoff, no second call",
+                held(|d| d.held_for = Duration::from_secs(10)),
+                Action::Publish {
+                    customer: customer("prod-a"),
+                    attempts: 1,
+                    after: hold().retry_delay(2, 1.0),
+                },
+            ),
+            (
+                "held past publish.hold_secs: dead-lettered as unpublished, with the event",
+                held(|d| d.held_for = Duration::from_secs(60)),
+                Action::DeadLetter {
+                    reason: DeadLetterReason::Unpublished,
+                    detail: "SNS publish failed 2 times over 60 s: NotFound: topic".into(),
+                    event_id: fp(),
+                    event: Some(event().to_json()),
+                },
+            ),
+            (
+                "held when the process stops: dead-lettered as unpublished at once",
+                held(|d| d.stopping = true),
+                Action::DeadLetter {
+                    reason: DeadLetterReason::Unpublished,
+                    detail:
+                        "SNS publish failed 2 times over 0 s (process stopping): NotFound: topic"
+                            .into(),
+                    event_id: fp(),
+                    event: Some(event().to_json()),
+                },
+            ),
+            (
+                "held, and its unpublished letter failed too: handed back",
+                held(|d| {
+                    d.held_for = Duration::from_secs(60);
+                    d.dead_letter_failed = true;
+                }),
+                Action::HandBack {
+                    cause: HandBackCause::DeadLetter,
+                    delay: after(1),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "resolved earlier by this process (a token resolves once): published, no call",
                 delivery(|d| {
                     d.resolved = Some(ResolveOutcome::Resolved {
                         customer: customer("prod-a"),
                         attempts: 1,
                     });
-                    d.publish_failed = true;
+                    d.paused = true;
                 }),
-                Action::HandBack {
-                    cause: HandBackCause::Publish,
-                    delay: after(1),
-                    pause_resolving: false,
+                Action::Publish {
+                    customer: customer("prod-a"),
+                    attempts: 1,
+                    after: Duration::ZERO,
                 },
             ),
             (
@@ -441,6 +571,7 @@ mod tests {
         let rules = Rules {
             product_codes: &allow,
             policy: &p,
+            hold: hold(),
         };
         for (row, delivery, expected) in rows() {
             assert_eq!(decide(&delivery, rules), expected, "{row}");
@@ -453,6 +584,7 @@ mod tests {
         let rules = Rules {
             product_codes: &[],
             policy: &p,
+            hold: hold(),
         };
         let d = delivery(|d| {
             d.resolved = Some(ResolveOutcome::Resolved {
@@ -469,6 +601,7 @@ mod tests {
         let rules = Rules {
             product_codes: &[],
             policy: &p,
+            hold: hold(),
         };
         let delay_at = |receive_count, draw| {
             let mut d = delivery(|d| d.resolved = Some(failure(FailureKind::Throttled)));

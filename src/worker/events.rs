@@ -120,7 +120,6 @@ impl Finished<'_> {
 fn cause_label(cause: HandBackCause) -> &'static str {
     match cause {
         HandBackCause::Resolve(kind) => kind.as_str(),
-        HandBackCause::Publish => "publish_failed",
         HandBackCause::DeadLetter => "dead_letter_failed",
         HandBackCause::Shutdown => "shutdown",
     }
@@ -175,6 +174,26 @@ impl PauseChanged {
             tracing::error!("ResolveCustomer answered DisabledApiException: pausing all resolving and probing with backoff");
         } else {
             tracing::info!("ResolveCustomer answers again: resuming");
+        }
+    }
+}
+
+/// A resolved event's publish failed and the event is now held (`started`), or it stopped being
+/// held (published, dead-lettered as `unpublished`, or the task ended).
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub started: bool,
+}
+
+impl Held {
+    pub fn emit(self, telemetry: &Telemetry) {
+        let held = telemetry.metrics.held(if self.started { 1 } else { -1 });
+        telemetry.health.set_held(held.max(0) as u64);
+        if self.started {
+            tracing::warn!(
+                held,
+                "publish failed: holding the resolved event and retrying"
+            );
         }
     }
 }

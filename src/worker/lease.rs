@@ -2,6 +2,7 @@
 //! before it runs out, and a settle step that ends the heartbeat before the message's final
 //! visibility change, so a late heartbeat can never undo a hand-back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
@@ -16,6 +17,8 @@ pub struct Lease {
     /// `true` once the message is settled (deleted or handed back). The heartbeat holds this lock
     /// while it extends, and settling takes it, so the two never interleave.
     settled: Mutex<bool>,
+    /// The message's delete was submitted: its work is done, only the delete is outstanding.
+    deleting: AtomicBool,
 }
 
 impl Lease {
@@ -23,11 +26,22 @@ impl Lease {
         Lease {
             receipt_handle,
             settled: Mutex::new(false),
+            deleting: AtomicBool::new(false),
         }
     }
 
     pub fn receipt_handle(&self) -> &str {
         &self.receipt_handle
+    }
+
+    /// The message's work is done and its delete submitted; shutdown lets such messages finish
+    /// rather than handing them back (which would publish them twice).
+    pub fn mark_deleting(&self) {
+        self.deleting.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_deleting(&self) -> bool {
+        self.deleting.load(Ordering::Relaxed)
     }
 
     /// Ends the heartbeat. Hold the guard while making the final visibility change.

@@ -20,25 +20,25 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lru::LruCache;
 use rand::Rng;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::aws::metering::{CallResult, FailureKind};
 use crate::aws::sns::{PublishSink, Publisher, MAX_BATCH_BYTES};
-use crate::aws::sqs::{DeleteSink, Queue, ReceivedMessage};
+use crate::aws::sqs::{now_rfc3339, DeleteSink, Queue, ReceivedMessage};
 use crate::aws::Clients;
 use crate::config::Settings;
-use crate::contract::{parse_body, DeadLetterReason, Fingerprint};
+use crate::contract::{parse_body, CustomerEvent, DeadLetterReason, Fingerprint, ResolvedCustomer};
 use crate::observe::metrics::Telemetry;
 use crate::worker::batch::{BatchLimits, Batcher};
 use crate::worker::decide::{decide, Action, Delivery, Handled, Rules};
-use crate::worker::events::{Finished, PauseChanged, Received, Started, TokenResolved};
+use crate::worker::events::{Finished, Held, PauseChanged, Received, Started, TokenResolved};
 use crate::worker::lease::Lease;
 use crate::worker::pause::{ApiPause, PauseChange};
 use crate::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use crate::worker::resolve::{ResolveOutcome, Resolver};
-use crate::worker::retry::{full_jitter, BackoffPolicy};
+use crate::worker::retry::{full_jitter, BackoffPolicy, HoldPolicy};
 
 pub use crate::worker::decide::HandBackCause;
 
@@ -85,10 +85,16 @@ pub struct Worker {
     publishes: Batcher<PublishSink>,
     resolver: Resolver,
     policy: BackoffPolicy,
+    hold: HoldPolicy,
     telemetry: Arc<Telemetry>,
     pause: Arc<ApiPause>,
+    /// `true` once shutdown began: held events are dead-lettered instead of waiting.
+    stopping: watch::Sender<bool>,
     /// Fingerprints this process published recently.
     published: Mutex<LruCache<Fingerprint, ()>>,
+    /// What ResolveCustomer answered for tokens this process resolved recently: a token may
+    /// resolve only once, so the answer is reused, never asked for again.
+    resolved: Mutex<LruCache<Fingerprint, (ResolvedCustomer, u32)>>,
     /// Source message ids this process dead-lettered recently, with the reason.
     dead_lettered: Mutex<LruCache<String, DeadLetterReason>>,
     /// Receipt handles of messages being worked on, by message id, for the shutdown hand-back.
@@ -156,9 +162,12 @@ impl Worker {
             publishes,
             resolver,
             policy,
+            hold: HoldPolicy::from_settings(&settings.publish),
             telemetry,
             pause: Arc::new(ApiPause::default()),
+            stopping: watch::Sender::new(false),
             published: Mutex::new(LruCache::new(capacity)),
+            resolved: Mutex::new(LruCache::new(capacity)),
             dead_lettered: Mutex::new(LruCache::new(capacity)),
             in_flight: Mutex::new(HashMap::new()),
             probe: Mutex::new(None),
@@ -247,6 +256,7 @@ impl Worker {
         }
 
         self.telemetry.health.set_stopping();
+        self.stopping.send_replace(true);
         while let Some(done) = tasks.try_join_next() {
             report_join(done);
         }
@@ -367,12 +377,24 @@ impl Worker {
             lock(&self.dead_lettered).get(&message.message_id).copied();
         if let Some(event_id) = delivery.event_id() {
             delivery.already_published = self.was_published(&event_id);
+            delivery.resolved = lock(&self.resolved)
+                .get(&event_id)
+                .map(|(customer, attempts)| ResolveOutcome::Resolved {
+                    customer: customer.clone(),
+                    attempts: *attempts,
+                });
         }
+        let mut held: Option<HeldGuard<'_>> = None;
         loop {
             delivery.paused = self.pause.is_paused();
+            delivery.stopping = *self.stopping.borrow();
+            if let Some(h) = &held {
+                delivery.held_for = h.since.elapsed();
+            }
             let rules = Rules {
                 product_codes: &self.settings.product_codes,
                 policy: &self.policy,
+                hold: self.hold,
             };
             match decide(&delivery, rules) {
                 Action::Resolve => {
@@ -380,41 +402,71 @@ impl Worker {
                         unreachable!("decide resolves only parsed requests")
                     };
                     let outcome = self.resolver.resolve(&request.token).await;
-                    if let (ResolveOutcome::Resolved { .. }, Some(sent)) =
-                        (&outcome, message.sent_at)
-                    {
-                        let age = chrono::Utc::now().signed_duration_since(sent);
-                        TokenResolved {
-                            age: age.to_std().unwrap_or_default(),
+                    if let ResolveOutcome::Resolved { customer, attempts } = &outcome {
+                        lock(&self.resolved)
+                            .put(request.token.fingerprint(), (customer.clone(), *attempts));
+                        if let Some(sent) = message.sent_at {
+                            let age = chrono::Utc::now().signed_duration_since(sent);
+                            TokenResolved {
+                                age: age.to_std().unwrap_or_default(),
+                            }
+                            .emit(&self.telemetry);
                         }
-                        .emit(&self.telemetry);
                     }
                     delivery.resolved = Some(outcome);
                 }
-                Action::Publish { customer, attempts } => {
+                Action::Publish {
+                    customer,
+                    attempts,
+                    after,
+                } => {
+                    if !after.is_zero() && self.wait_unless_stopping(after).await {
+                        continue; // stopping: decide again (the held event is dead-lettered)
+                    }
                     let Ok(request) = &delivery.request else {
                         unreachable!("decide publishes only parsed requests")
                     };
-                    match self.publish(message, request, customer, attempts).await {
+                    let event = delivery
+                        .event
+                        .get_or_insert_with(|| {
+                            CustomerEvent::new(
+                                request,
+                                customer,
+                                message.enqueued_at(),
+                                now_rfc3339(),
+                                attempts,
+                            )
+                        })
+                        .clone();
+                    match self.publish(event).await {
                         Ok(event_id) => {
                             self.remember_published(&event_id);
+                            drop(held.take());
                             self.delete(message, lease).await;
                             return Outcome::Published { event_id, attempts };
                         }
-                        Err(()) => delivery.publish_failed = true,
+                        Err(error) => {
+                            delivery.publish_failures += 1;
+                            delivery.last_publish_error = Some(error);
+                            if held.is_none() {
+                                held = Some(HeldGuard::start(&self.telemetry));
+                            }
+                        }
                     }
                 }
                 Action::DeadLetter {
                     reason,
                     detail,
                     event_id,
+                    event,
                 } => {
                     match self
-                        .dead_letter(message, reason, detail, event_id.clone())
+                        .dead_letter(message, reason, detail, event_id.clone(), event)
                         .await
                     {
                         Ok(()) => {
                             lock(&self.dead_lettered).put(message.message_id.clone(), reason);
+                            drop(held.take());
                             self.delete(message, lease).await;
                             return Outcome::DeadLettered { reason, event_id };
                         }
@@ -440,6 +492,15 @@ impl Worker {
                     };
                 }
             }
+        }
+    }
+
+    /// Sleeps `wait`, or less if the process starts stopping meanwhile (then `true`).
+    async fn wait_unless_stopping(&self, wait: Duration) -> bool {
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = stopping.wait_for(|s| *s) => true,
         }
     }
 
@@ -528,6 +589,29 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Counts one held event from its first failed publish until it is published, dead-lettered, or
+/// its task ends in any other way (a panic or an abort included).
+struct HeldGuard<'a> {
+    telemetry: &'a Telemetry,
+    since: tokio::time::Instant,
+}
+
+impl<'a> HeldGuard<'a> {
+    fn start(telemetry: &'a Telemetry) -> Self {
+        Held { started: true }.emit(telemetry);
+        HeldGuard {
+            telemetry,
+            since: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        Held { started: false }.emit(self.telemetry);
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
 
-use crate::config::ResolveSettings;
+use crate::config::{PublishSettings, ResolveSettings};
 
 #[derive(Debug, Clone)]
 pub struct BackoffPolicy {
@@ -78,6 +78,38 @@ impl BackoffPolicy {
             Duration::from_secs(1),
             self.handback_max.max(Duration::from_secs(1)),
         )
+    }
+}
+
+/// How a resolved event whose publish keeps failing is held: retried with exponential backoff from
+/// one second, at most `max_delay` apart, for at most `hold` since the first failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldPolicy {
+    pub hold: Duration,
+    pub max_delay: Duration,
+}
+
+impl HoldPolicy {
+    pub fn from_settings(p: &PublishSettings) -> Self {
+        HoldPolicy {
+            hold: Duration::from_secs(p.hold_secs),
+            max_delay: Duration::from_secs(p.hold_max_delay_secs),
+        }
+    }
+
+    /// The wait before publish try number `failures + 1`, `draw` in `[0, 1]` being the jitter.
+    pub fn retry_delay(&self, failures: u32, draw: f64) -> Duration {
+        let ceiling = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(self.max_delay.max(Duration::from_secs(1)))
+            .without_max_times()
+            .build()
+            .nth(failures.saturating_sub(1).min(64) as usize)
+            .unwrap_or(self.max_delay);
+        // Never less than 100 ms, so a broken topic is not hammered by a zero draw.
+        ceiling
+            .mul_f64(draw.clamp(0.0, 1.0))
+            .max(Duration::from_millis(100))
     }
 }
 
