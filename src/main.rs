@@ -144,7 +144,7 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
     tracing::info!(admin = %settings.admin.listen, "health and metrics listening");
     let clients = Clients::from_environment(&settings).await;
     let worker = Worker::new(clients, settings);
-    match admin::run_worker(worker, admin, shutdown_signal()).await {
+    match worker.run_with_admin(admin, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "admin listener failed");

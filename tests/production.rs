@@ -39,7 +39,7 @@ impl Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let admin = listener.local_addr().expect("admin address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(admin::run_worker(worker, listener, async {
+        let task = tokio::spawn(worker.run_with_admin(listener, async {
             let _ = stopped.await;
         }));
         Running {

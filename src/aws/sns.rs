@@ -39,6 +39,27 @@ impl Publisher {
         is_fifo(&self.topic_arn)
     }
 
+    /// Asks SNS for the topic's attributes: it exists and this process may see it.
+    pub async fn check(&self) -> Result<(), CallError> {
+        let result = self
+            .sns
+            .get_topic_attributes()
+            .topic_arn(&self.topic_arn)
+            .send()
+            .await;
+        if let Some(t) = &self.telemetry {
+            AwsCall {
+                service: "sns",
+                operation: "GetTopicAttributes",
+                ok: result.is_ok(),
+            }
+            .emit(t);
+        }
+        result
+            .map(drop)
+            .map_err(|e| CallError::new("GetTopicAttributes", &self.topic_arn, describe(&e)))
+    }
+
     /// Publishes up to ten events in one `PublishBatch`; per-event results in the order given
     /// (each the SNS message id, or why that entry failed).
     pub async fn publish_batch(

@@ -441,6 +441,55 @@ impl Queue {
         }
     }
 
+    /// Asks SQS for the attributes of the token queue and the dead-letter queue: both exist and
+    /// this process may use them.
+    /// On failure, which of the two it was.
+    pub async fn check(&self) -> Result<(), (&'static str, CallError)> {
+        for (what, url) in [
+            ("queue", &self.queue_url),
+            ("dead-letter queue", &self.dlq_url),
+        ] {
+            let result = queue_attributes(&self.sqs, url).await;
+            self.count("GetQueueAttributes", &result);
+            result.map_err(|e| (what, e))?;
+        }
+        Ok(())
+    }
+
+    /// Hands back many messages at once (visibility `delay`), ten per call, the calls in parallel;
+    /// the receipt handles that could not be handed back, with why.
+    pub async fn hand_back_all(
+        &self,
+        receipt_handles: Vec<String>,
+        delay: Duration,
+    ) -> Vec<(String, EntryFailure)> {
+        let mut calls = tokio::task::JoinSet::new();
+        for chunk in receipt_handles.chunks(BATCH) {
+            let (queue, chunk) = (self.clone(), chunk.to_vec());
+            calls.spawn(async move {
+                let result =
+                    change_visibility_chunk(&queue.sqs, &queue.queue_url, &chunk, delay).await;
+                queue.count("ChangeMessageVisibilityBatch", &result);
+                let results = match result {
+                    Ok(results) => results,
+                    Err(error) => (0..chunk.len())
+                        .map(|_| Err(EntryFailure::whole_call(&error.failure)))
+                        .collect(),
+                };
+                chunk
+                    .into_iter()
+                    .zip(results)
+                    .filter_map(|(handle, r)| r.err().map(|e| (handle, e)))
+                    .collect::<Vec<_>>()
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(done) = calls.join_next().await {
+            failed.extend(done.unwrap_or_default());
+        }
+        failed
+    }
+
     pub async fn receive(
         &self,
         max: i32,

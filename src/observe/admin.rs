@@ -17,7 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::observe::metrics::{Liveness, Readiness, Telemetry};
-use crate::worker::Worker;
 
 pub fn router(telemetry: Arc<Telemetry>) -> Router {
     Router::new()
@@ -37,30 +36,17 @@ pub async fn serve(
         .await
 }
 
-/// Runs the worker with its admin listener until `shutdown` completes and the worker has drained;
-/// the listener answers (not ready, stopping) until the very end.
-pub async fn run_worker(
-    worker: Arc<Worker>,
-    admin: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let (stop_admin, admin_stop) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(admin, worker.telemetry().clone(), async {
-        let _ = admin_stop.await;
-    }));
-    worker.run(shutdown).await;
-    let _ = stop_admin.send(());
-    server
-        .await
-        .map_err(|e| std::io::Error::other(format!("admin listener task: {e}")))?
-}
-
 async fn healthz(State(t): State<Arc<Telemetry>>) -> Response {
     match t.health.liveness() {
         Liveness::Healthy => (StatusCode::OK, Json(json!({"status": "healthy"}))).into_response(),
         Liveness::Stalled { since_secs } => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "stalled", "secondsWithoutProgress": since_secs})),
+        )
+            .into_response(),
+        Liveness::TaskStopped { task } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "task_stopped", "task": task})),
         )
             .into_response(),
     }
@@ -75,7 +61,9 @@ async fn readyz(State(t): State<Arc<Telemetry>>) -> Response {
     };
     (
         status,
-        Json(json!({"ready": readiness == Readiness::Ready, "status": readiness.as_str()})),
+        Json(
+            json!({"ready": readiness == Readiness::Ready, "status": t.health.readiness_detail()}),
+        ),
     )
         .into_response()
 }

@@ -237,6 +237,10 @@ pub struct Health {
     stopping: AtomicBool,
     /// Resolved events held for a failing publish.
     held: AtomicU64,
+    /// Why a dependency (queue, dead-letter queue, topic) did not answer the start-up check.
+    unreachable: Mutex<Option<String>>,
+    /// A background task the process cannot work without, which stopped.
+    stopped_task: Mutex<Option<&'static str>>,
 }
 
 /// The answer of `/healthz`.
@@ -247,6 +251,10 @@ pub enum Liveness {
     Stalled {
         since_secs: u64,
     },
+    /// A background task the process needs stopped.
+    TaskStopped {
+        task: &'static str,
+    },
 }
 
 /// The answer of `/readyz`.
@@ -254,6 +262,8 @@ pub enum Liveness {
 pub enum Readiness {
     Ready,
     QueueUnreachable,
+    /// The start-up check could not reach the queue, the dead-letter queue or the topic.
+    Unreachable,
     Paused,
     /// Resolved events are held because the topic does not take publishes.
     PublishFailing,
@@ -265,6 +275,7 @@ impl Readiness {
         match self {
             Readiness::Ready => "ready",
             Readiness::QueueUnreachable => "queue not reachable (yet)",
+            Readiness::Unreachable => "a dependency did not answer the start-up check",
             Readiness::Paused => "paused: ResolveCustomer answered DisabledApiException",
             Readiness::PublishFailing => {
                 "holding resolved events: the topic does not accept publishes (see mpr_held_messages)"
@@ -284,6 +295,8 @@ impl Health {
             paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             held: AtomicU64::new(0),
+            unreachable: Mutex::new(None),
+            stopped_task: Mutex::new(None),
         }
     }
 
@@ -306,6 +319,20 @@ impl Health {
         self.paused.store(paused, Ordering::Relaxed);
     }
 
+    /// The start-up reachability check: `None` when every dependency answered.
+    pub fn set_unreachable(&self, detail: Option<String>) {
+        if detail.is_none() {
+            self.queue_reachable.store(true, Ordering::Relaxed);
+        }
+        *lock(&self.unreachable) = detail;
+    }
+
+    /// A background task the process needs has stopped (or panicked): liveness fails, so the
+    /// orchestrator replaces the process instead of it failing every message quietly.
+    pub fn task_stopped(&self, task: &'static str) {
+        lock(&self.stopped_task).get_or_insert(task);
+    }
+
     pub fn set_held(&self, held: u64) {
         self.held.store(held, Ordering::Relaxed);
     }
@@ -315,6 +342,9 @@ impl Health {
     }
 
     pub fn liveness(&self) -> Liveness {
+        if let Some(task) = *lock(&self.stopped_task) {
+            return Liveness::TaskStopped { task };
+        }
         let last = lock(&self.last_progress).unwrap_or(self.started);
         let since = Instant::now().saturating_duration_since(last);
         if since > self.stall_timeout {
@@ -326,11 +356,21 @@ impl Health {
         }
     }
 
+    /// The readiness, in words, with the failing dependency's detail when there is one.
+    pub fn readiness_detail(&self) -> String {
+        match (self.readiness(), lock(&self.unreachable).as_deref()) {
+            (Readiness::Unreachable, Some(detail)) => detail.to_owned(),
+            (readiness, _) => readiness.as_str().to_owned(),
+        }
+    }
+
     pub fn readiness(&self) -> Readiness {
         if self.stopping.load(Ordering::Relaxed) {
             Readiness::Stopping
         } else if self.paused.load(Ordering::Relaxed) {
             Readiness::Paused
+        } else if lock(&self.unreachable).is_some() {
+            Readiness::Unreachable
         } else if !self.queue_reachable.load(Ordering::Relaxed) {
             Readiness::QueueUnreachable
         } else if self.held.load(Ordering::Relaxed) > 0 {

@@ -74,9 +74,14 @@ impl<S: BatchSink> Batcher<S> {
     /// Starts the batching task. It ends once every `Batcher` clone is dropped and the last batch
     /// is answered.
     pub fn spawn(sink: S, limits: BatchLimits) -> Self {
+        Self::spawn_watched(sink, limits).0
+    }
+
+    /// [`spawn`](Self::spawn), also returning the batching task, for a supervisor to watch.
+    pub fn spawn_watched(sink: S, limits: BatchLimits) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(sink, limits, rx));
-        Batcher { tx }
+        let task = tokio::spawn(run(sink, limits, rx));
+        (Batcher { tx }, task)
     }
 
     /// Submits one item; resolves when its batch has been answered.

@@ -53,16 +53,6 @@ impl Received {
     }
 }
 
-/// A message started being worked on.
-#[derive(Debug, Clone, Copy)]
-pub struct Started;
-
-impl Started {
-    pub fn emit(self, telemetry: &Telemetry) {
-        telemetry.metrics.in_flight(1);
-    }
-}
-
 /// A token resolved, `age` after it was enqueued.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenResolved {
@@ -84,7 +74,6 @@ pub struct Finished<'a> {
 impl Finished<'_> {
     pub fn emit(self, telemetry: &Telemetry) {
         let m = &telemetry.metrics;
-        m.in_flight(-1);
         m.outcome(self.outcome.kind());
         let kind = self.outcome.kind();
         match self.outcome {

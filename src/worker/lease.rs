@@ -13,6 +13,7 @@ use crate::worker::events::Heartbeat;
 
 #[derive(Debug)]
 pub struct Lease {
+    message_id: String,
     receipt_handle: String,
     /// `true` once the message is settled (deleted or handed back). The heartbeat holds this lock
     /// while it extends, and settling takes it, so the two never interleave.
@@ -22,12 +23,17 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(receipt_handle: String) -> Self {
+    pub fn new(message_id: String, receipt_handle: String) -> Self {
         Lease {
+            message_id,
             receipt_handle,
             settled: Mutex::new(false),
             deleting: AtomicBool::new(false),
         }
+    }
+
+    pub fn message_id(&self) -> &str {
+        &self.message_id
     }
 
     pub fn receipt_handle(&self) -> &str {

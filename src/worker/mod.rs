@@ -1,30 +1,31 @@
-//! The loop: receive with bounded concurrency, turn each message into an outcome, act on it as the
-//! contract says, and on shutdown stop receiving, drain, and hand back what is left.
+//! The worker: receives token messages with bounded concurrency (`run.rs`), works each one to an
+//! outcome by gathering facts and carrying out what `decide.rs` says (`act.rs`), keeps its
+//! background tasks watched (`supervise.rs`) and stops cleanly (`shutdown.rs`).
 
 mod act;
 pub mod batch;
 pub mod decide;
 pub mod events;
+mod inflight;
 pub mod lease;
 pub mod pause;
 pub mod ratelimit;
 pub mod resolve;
 pub mod retry;
+pub mod run;
+mod shutdown;
+mod supervise;
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use lru::LruCache;
 use rand::Rng;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use crate::aws::metering::{CallResult, FailureKind};
 use crate::aws::sns::{PublishSink, Publisher, MAX_BATCH_BYTES};
 use crate::aws::sqs::{now_rfc3339, DeleteSink, Queue, ReceivedMessage};
 use crate::aws::Clients;
@@ -33,12 +34,14 @@ use crate::contract::{parse_body, CustomerEvent, DeadLetterReason, Fingerprint, 
 use crate::observe::metrics::Telemetry;
 use crate::worker::batch::{BatchLimits, Batcher};
 use crate::worker::decide::{decide, Action, Delivery, Handled, Rules};
-use crate::worker::events::{Finished, Held, PauseChanged, Received, Started, TokenResolved};
+use crate::worker::events::{Finished, Held, TokenResolved};
+use crate::worker::inflight::InFlight;
 use crate::worker::lease::Lease;
-use crate::worker::pause::{ApiPause, PauseChange};
+use crate::worker::pause::ApiPause;
 use crate::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use crate::worker::resolve::{ResolveOutcome, Resolver};
-use crate::worker::retry::{full_jitter, BackoffPolicy, HoldPolicy};
+use crate::worker::retry::{BackoffPolicy, HoldPolicy};
+use crate::worker::supervise::Expect;
 
 pub use crate::worker::decide::HandBackCause;
 
@@ -83,6 +86,8 @@ pub struct Worker {
     queue: Queue,
     deletes: Batcher<DeleteSink>,
     publishes: Batcher<PublishSink>,
+    /// For the start-up check; events go through `publishes`.
+    publisher: Publisher,
     resolver: Resolver,
     policy: BackoffPolicy,
     hold: HoldPolicy,
@@ -90,6 +95,12 @@ pub struct Worker {
     pause: Arc<ApiPause>,
     /// `true` once shutdown began: held events are dead-lettered instead of waiting.
     stopping: watch::Sender<bool>,
+    /// `true` once the grace period is over: unfinished deliveries hand themselves back.
+    grace_over: watch::Sender<bool>,
+    /// Receipt handles the unfinished deliveries left for the shutdown hand-back.
+    shutdown_hand_backs: Mutex<Vec<String>>,
+    /// Watched background tasks, by name.
+    background: Mutex<Vec<(&'static str, AbortHandle)>>,
     /// Fingerprints this process published recently.
     published: Mutex<LruCache<Fingerprint, ()>>,
     /// What ResolveCustomer answered for tokens this process resolved recently: a token may
@@ -97,18 +108,8 @@ pub struct Worker {
     resolved: Mutex<LruCache<Fingerprint, (ResolvedCustomer, u32)>>,
     /// Source message ids this process dead-lettered recently, with the reason.
     dead_lettered: Mutex<LruCache<String, DeadLetterReason>>,
-    /// Receipt handles of messages being worked on, by message id, for the shutdown hand-back.
-    in_flight: Mutex<HashMap<String, String>>,
-    probe: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// How long shutdown waits for a receive already in progress to answer.
-const RECEIVE_SETTLE: Duration = Duration::from_millis(500);
-
-/// What the receive loop does next.
-enum Next {
-    Shutdown,
-    Receive(Vec<OwnedSemaphorePermit>),
+    /// The deliveries being worked on.
+    in_flight: InFlight,
 }
 
 impl Worker {
@@ -123,7 +124,7 @@ impl Worker {
             settings.dlq_url.clone(),
         )
         .with_telemetry(telemetry.clone());
-        let deletes = Batcher::spawn(
+        let (deletes, delete_task) = Batcher::spawn_watched(
             DeleteSink(queue.clone()),
             BatchLimits {
                 max_items: 10,
@@ -143,11 +144,10 @@ impl Worker {
             limiter,
             telemetry.clone(),
         );
-        let publishes = Batcher::spawn(
-            PublishSink(
-                Publisher::new(clients.sns, settings.topic_arn.clone())
-                    .with_telemetry(telemetry.clone()),
-            ),
+        let publisher = Publisher::new(clients.sns, settings.topic_arn.clone())
+            .with_telemetry(telemetry.clone());
+        let (publishes, publish_task) = Batcher::spawn_watched(
+            PublishSink(publisher.clone()),
             BatchLimits {
                 max_items: settings.publish.max_batch,
                 max_weight: MAX_BATCH_BYTES,
@@ -156,23 +156,29 @@ impl Worker {
         );
         let capacity =
             NonZeroUsize::new(settings.worker.dedupe_capacity).unwrap_or(NonZeroUsize::MIN);
-        Arc::new(Worker {
+        let worker = Arc::new(Worker {
             queue,
             deletes,
             publishes,
+            publisher,
             resolver,
             policy,
             hold: HoldPolicy::from_settings(&settings.publish),
             telemetry,
             pause: Arc::new(ApiPause::default()),
             stopping: watch::Sender::new(false),
+            grace_over: watch::Sender::new(false),
+            shutdown_hand_backs: Mutex::new(Vec::new()),
+            background: Mutex::new(Vec::new()),
             published: Mutex::new(LruCache::new(capacity)),
             resolved: Mutex::new(LruCache::new(capacity)),
             dead_lettered: Mutex::new(LruCache::new(capacity)),
-            in_flight: Mutex::new(HashMap::new()),
-            probe: Mutex::new(None),
+            in_flight: InFlight::default(),
             settings,
-        })
+        });
+        worker.supervise("delete_batcher", Expect::Forever, delete_task);
+        worker.supervise("publish_batcher", Expect::Forever, publish_task);
+        worker
     }
 
     pub fn queue(&self) -> &Queue {
@@ -188,148 +194,6 @@ impl Worker {
         self.pause.is_paused()
     }
 
-    /// Receives and works until `shutdown` completes, then stops receiving, lets in-flight work
-    /// finish within the grace period, and hands back whatever did not finish.
-    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let w = &self.settings.worker;
-        let slots = Arc::new(Semaphore::new(w.max_in_flight));
-        let mut tasks = JoinSet::new();
-        let mut receive_delays = receive_backoff();
-        tokio::pin!(shutdown);
-        tracing::info!(queue = %self.queue.url(), max_in_flight = w.max_in_flight, "worker started");
-
-        loop {
-            let permits = match self.next_slots(&slots, &mut shutdown).await {
-                Next::Shutdown => break,
-                Next::Receive(permits) => permits,
-            };
-            while let Some(done) = tasks.try_join_next() {
-                report_join(done);
-            }
-            let receive = self.queue.receive(
-                permits.len() as i32,
-                w.receive_wait_secs,
-                w.visibility_timeout_secs,
-            );
-            tokio::pin!(receive);
-            let received = tokio::select! {
-                r = &mut receive => r,
-                _ = &mut shutdown => {
-                    // Stop at once, but not blindly: a long poll that found messages answers within
-                    // milliseconds, and those go straight back; one still waiting holds none.
-                    if let Ok(Ok(messages)) = tokio::time::timeout(RECEIVE_SETTLE, &mut receive).await {
-                        self.hand_back_now(messages).await;
-                    }
-                    break;
-                }
-            };
-            let messages = match received {
-                Ok(messages) => {
-                    self.telemetry.health.receive_succeeded();
-                    receive_delays = receive_backoff();
-                    messages
-                }
-                Err(error) => {
-                    self.telemetry.health.receive_failed();
-                    let wait =
-                        full_jitter(receive_delays.next().unwrap_or(Duration::from_secs(30)));
-                    tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "receive failed; retrying");
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(wait) => continue,
-                    }
-                }
-            };
-            Received {
-                count: messages.len(),
-            }
-            .emit(&self.telemetry);
-            for (message, permit) in messages.into_iter().zip(permits) {
-                self.track(&message);
-                let worker = self.clone();
-                tasks.spawn(async move {
-                    let _slot = permit;
-                    worker.handle(message).await;
-                });
-            }
-            // Permits not matched by a message drop here and free their slots.
-        }
-
-        self.telemetry.health.set_stopping();
-        self.stopping.send_replace(true);
-        while let Some(done) = tasks.try_join_next() {
-            report_join(done);
-        }
-        let grace = Duration::from_secs(w.shutdown_grace_secs);
-        tracing::info!(
-            in_flight = tasks.len(),
-            grace_secs = grace.as_secs(),
-            "shutting down: receiving stopped, draining"
-        );
-        let drained = tokio::time::timeout(grace, async {
-            while let Some(done) = tasks.join_next().await {
-                report_join(done);
-            }
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                unfinished = tasks.len(),
-                "grace period over; handing back unfinished messages"
-            );
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-        }
-        self.hand_back_unfinished().await;
-        if let Some(probe) = lock(&self.probe).take() {
-            probe.abort();
-        }
-        tracing::info!("worker stopped");
-    }
-
-    /// Waits until receiving makes sense: not paused, and at least one free slot (then takes as
-    /// many free slots as one receive may fill). Waiting by choice is progress, not a stall.
-    async fn next_slots(
-        &self,
-        slots: &Arc<Semaphore>,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Next {
-        let tick = Duration::from_secs(self.settings.worker.stall_timeout_secs)
-            .max(Duration::from_secs(2))
-            / 2;
-        loop {
-            if self.pause.is_paused() {
-                tokio::select! {
-                    _ = shutdown.as_mut() => return Next::Shutdown,
-                    _ = self.pause.resumed() => continue,
-                    _ = tokio::time::sleep(tick) => {
-                        self.telemetry.health.idle_by_choice();
-                        continue;
-                    }
-                }
-            }
-            let first = tokio::select! {
-                _ = shutdown.as_mut() => return Next::Shutdown,
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return Next::Shutdown,
-                },
-                _ = tokio::time::sleep(tick) => {
-                    self.telemetry.health.idle_by_choice();
-                    continue;
-                }
-            };
-            let mut permits = vec![first];
-            while permits.len() < self.settings.worker.receive_batch as usize {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
-            return Next::Receive(permits);
-        }
-    }
-
     /// Works one message to its outcome, keeping its visibility alive meanwhile, and reports it;
     /// the step the loop runs per message. Everything it logs carries the message's span.
     pub async fn handle(&self, message: ReceivedMessage) -> Outcome {
@@ -339,20 +203,45 @@ impl Worker {
             event_id = tracing::field::Empty
         );
         async {
-            Started.emit(&self.telemetry);
-            let lease = Lease::new(message.receipt_handle.clone());
+            let lease = Arc::new(Lease::new(
+                message.message_id.clone(),
+                message.receipt_handle.clone(),
+            ));
+            let _entry = self.in_flight.enter(lease.clone(), self.telemetry.clone());
             let visibility =
                 Duration::from_secs(self.settings.worker.visibility_timeout_secs as u64);
-            let outcome = {
-                let work = self.process(&message, &lease);
-                let heartbeat = lease.heartbeat(&self.queue, visibility, &self.telemetry);
-                tokio::pin!(work, heartbeat);
-                tokio::select! {
-                    outcome = &mut work => outcome,
-                    _ = &mut heartbeat => work.await,
+            let mut work = Box::pin(self.process(&message, &lease));
+            let mut heartbeat = Box::pin(lease.heartbeat(&self.queue, visibility, &self.telemetry));
+            let mut grace_over = self.grace_over.subscribe();
+            let outcome = tokio::select! {
+                outcome = &mut work => outcome,
+                _ = &mut heartbeat => work.await,
+                _ = async { drop(grace_over.wait_for(|over| *over).await) } => {
+                    if lease.is_deleting() {
+                        // Published or dead-lettered: only the delete is outstanding. Handing
+                        // it back would do the work twice.
+                        tokio::select! {
+                            outcome = &mut work => outcome,
+                            _ = &mut heartbeat => work.await,
+                        }
+                    } else {
+                        // `decide`'s shutdown row: back with visibility 0, once a heartbeat in
+                        // flight has landed (settling waits for it), so none can land after.
+                        let settled = tokio::select! {
+                            guard = lease.settle() => guard,
+                            _ = &mut heartbeat => unreachable!("the heartbeat never returns"),
+                        };
+                        drop(heartbeat);
+                        drop(work);
+                        lock(&self.shutdown_hand_backs).push(lease.receipt_handle().to_owned());
+                        drop(settled);
+                        Outcome::HandedBack {
+                            cause: HandBackCause::Shutdown,
+                            delay: Duration::ZERO,
+                        }
+                    }
                 }
             };
-            self.untrack(&message.message_id);
             Finished { outcome: &outcome }.emit(&self.telemetry);
             outcome
         }
@@ -500,51 +389,8 @@ impl Worker {
         let mut stopping = self.stopping.subscribe();
         tokio::select! {
             _ = tokio::time::sleep(wait) => false,
-            _ = stopping.wait_for(|s| *s) => true,
+            _ = async { drop(stopping.wait_for(|s| *s).await) } => true,
         }
-    }
-
-    /// The API is switched off: stop resolving everywhere, report not ready, and probe with
-    /// backoff until it answers again.
-    fn pause_resolving(&self) {
-        if self.pause.pause() != PauseChange::Started {
-            return;
-        }
-        PauseChanged { paused: true }.emit(&self.telemetry);
-        let resolver = self.resolver.clone();
-        let telemetry = self.telemetry.clone();
-        let settings = self.settings.pause.clone();
-        let pause = self.pause.clone();
-        let probe = tokio::spawn(async move {
-            let mut delays = ExponentialBuilder::default()
-                .with_min_delay(Duration::from_secs(settings.probe_initial_secs))
-                .with_max_delay(Duration::from_secs(settings.probe_max_secs))
-                .without_max_times()
-                .build();
-            loop {
-                let wait = delays
-                    .next()
-                    .unwrap_or(Duration::from_secs(settings.probe_max_secs));
-                tokio::time::sleep(wait).await;
-                match resolver.probe().await {
-                    CallResult::Failed(f)
-                        if matches!(f.kind, FailureKind::Disabled | FailureKind::Transient) =>
-                    {
-                        tracing::warn!(
-                            failure = f.kind.as_str(),
-                            next_probe_in_secs = wait.as_secs(),
-                            "ResolveCustomer still unavailable; staying paused"
-                        );
-                    }
-                    _ => {
-                        PauseChanged { paused: false }.emit(&telemetry);
-                        pause.resume();
-                        return;
-                    }
-                }
-            }
-        });
-        *lock(&self.probe) = Some(probe);
     }
 
     fn was_published(&self, event_id: &Fingerprint) -> bool {
@@ -553,42 +399,6 @@ impl Worker {
 
     fn remember_published(&self, event_id: &Fingerprint) {
         lock(&self.published).put(event_id.clone(), ());
-    }
-
-    fn track(&self, message: &ReceivedMessage) {
-        lock(&self.in_flight).insert(message.message_id.clone(), message.receipt_handle.clone());
-    }
-
-    fn untrack(&self, message_id: &str) {
-        lock(&self.in_flight).remove(message_id);
-    }
-
-    async fn hand_back_now(&self, messages: Vec<ReceivedMessage>) {
-        for message in messages {
-            if let Err(error) = self
-                .queue
-                .change_visibility(&message.receipt_handle, Duration::ZERO)
-                .await
-            {
-                tracing::warn!(message_id = %message.message_id, %error, "could not hand back a message received during shutdown");
-            }
-        }
-    }
-
-    async fn hand_back_unfinished(&self) {
-        let unfinished: Vec<(String, String)> = lock(&self.in_flight).drain().collect();
-        for (message_id, receipt_handle) in unfinished {
-            match self
-                .queue
-                .change_visibility(&receipt_handle, Duration::ZERO)
-                .await
-            {
-                Ok(()) => tracing::info!(%message_id, "handed back unfinished message"),
-                Err(error) => {
-                    tracing::warn!(%message_id, %error, "could not hand back unfinished message")
-                }
-            }
-        }
     }
 }
 
@@ -618,22 +428,4 @@ impl Drop for HeldGuard<'_> {
 /// A poisoned lock only means another task panicked mid-update of a cache; the data is still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn receive_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .without_max_times()
-        .build()
-}
-
-fn report_join(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            tracing::error!(
-                "a message task panicked; its message will reappear after its visibility timeout"
-            );
-        }
-    }
 }

@@ -1,0 +1,173 @@
+//! The receive loop: receive only when there is a free slot and resolving is not paused, start one
+//! task per message, and on shutdown hand over to `shutdown.rs`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::worker::events::Received;
+use crate::worker::retry::full_jitter;
+use crate::worker::Worker;
+
+/// The ceiling of the receive retry backoff: a failing receive is retried at most this far apart,
+/// so `worker.stall_timeout_secs` must exceed `receive_wait_secs` plus this.
+pub const RECEIVE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What the receive loop does next.
+enum Next {
+    Shutdown,
+    Receive(Vec<OwnedSemaphorePermit>),
+}
+
+impl Worker {
+    /// Receives and works until `shutdown` completes, then stops receiving, lets in-flight work
+    /// finish within the grace period, and hands back whatever did not finish.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let w = &self.settings.worker;
+        let slots = Arc::new(Semaphore::new(w.max_in_flight));
+        let mut tasks = JoinSet::new();
+        let mut receive_delays = receive_backoff();
+        tokio::pin!(shutdown);
+        self.check_dependencies();
+        tracing::info!(queue = %self.queue.url(), max_in_flight = w.max_in_flight, "worker started");
+
+        let mut pending_receive = None;
+        loop {
+            let permits = match self.next_slots(&slots, &mut shutdown).await {
+                Next::Shutdown => break,
+                Next::Receive(permits) => permits,
+            };
+            reap(&mut tasks);
+            // The receive runs as its own task so that, at shutdown, it can finish while in-flight
+            // work drains (see `shutdown.rs`).
+            let mut receive = tokio::spawn({
+                let queue = self.queue.clone();
+                let (max, wait, visibility) = (
+                    permits.len() as i32,
+                    w.receive_wait_secs,
+                    w.visibility_timeout_secs,
+                );
+                async move { queue.receive(max, wait, visibility).await }
+            });
+            let received = tokio::select! {
+                r = &mut receive => r,
+                _ = &mut shutdown => {
+                    pending_receive = Some(receive);
+                    break;
+                }
+            };
+            let messages = match received {
+                Ok(Ok(messages)) => {
+                    self.telemetry.health.receive_succeeded();
+                    receive_delays = receive_backoff();
+                    messages
+                }
+                failed => {
+                    self.telemetry.health.receive_failed();
+                    let wait = full_jitter(receive_delays.next().unwrap_or(RECEIVE_RETRY_MAX));
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => format!("receive task: {e}"),
+                        Ok(Ok(_)) => unreachable!(),
+                    };
+                    tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "receive failed; retrying");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
+            Received {
+                count: messages.len(),
+            }
+            .emit(&self.telemetry);
+            for (message, permit) in messages.into_iter().zip(permits) {
+                let worker = self.clone();
+                tasks.spawn(async move {
+                    let _slot = permit;
+                    worker.handle(message).await;
+                });
+            }
+            // Permits not matched by a message drop here and free their slots.
+        }
+        self.shut_down(tasks, pending_receive).await;
+    }
+
+    /// Waits until receiving makes sense: not paused, and at least one free slot (then takes as
+    /// many free slots as one receive may fill). Waiting by choice is progress, not a stall.
+    async fn next_slots(
+        &self,
+        slots: &Arc<Semaphore>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Next {
+        let tick = Duration::from_secs(self.settings.worker.stall_timeout_secs)
+            .max(Duration::from_secs(2))
+            / 2;
+        loop {
+            if self.pause.is_paused() {
+                tokio::select! {
+                    _ = shutdown.as_mut() => return Next::Shutdown,
+                    _ = self.pause.resumed() => continue,
+                    _ = tokio::time::sleep(tick) => {
+                        self.telemetry.health.idle_by_choice();
+                        continue;
+                    }
+                }
+            }
+            let first = tokio::select! {
+                _ = shutdown.as_mut() => return Next::Shutdown,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return Next::Shutdown,
+                },
+                _ = tokio::time::sleep(tick) => {
+                    self.telemetry.health.idle_by_choice();
+                    continue;
+                }
+            };
+            // The API may have been found disabled while this waited for a slot: receiving now
+            // would only hand the messages back.
+            if self.pause.is_paused() {
+                drop(first);
+                continue;
+            }
+            let mut permits = vec![first];
+            while permits.len() < self.settings.worker.receive_batch as usize {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            return Next::Receive(permits);
+        }
+    }
+}
+
+/// Collects the tasks that finished, reporting panics.
+pub(super) fn reap(tasks: &mut JoinSet<()>) {
+    while let Some(done) = tasks.try_join_next() {
+        report_join(done);
+    }
+}
+
+pub(super) fn report_join(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::error!(
+                "a message task panicked; its message will reappear after its visibility timeout"
+            );
+        }
+    }
+}
+
+fn receive_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(RECEIVE_RETRY_MAX)
+        .without_max_times()
+        .build()
+}
