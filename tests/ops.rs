@@ -176,17 +176,18 @@ async fn check_judges_max_receive_count() {
 async fn check_fails_when_visibility_does_not_cover_the_backoff_budget() {
     let fx = Fixture::new(Topic::Standard).await;
     let mut settings = fx.settings.clone();
-    // 30 s asked for; 60 s of backoff budget plus 6 attempts of 3 s do not fit.
+    // 30 s asked for; 60 s of backoff budget plus one attempt of 3 s plus the 10 s margin
+    // (the rule configuration validation enforces, config::limits) do not fit.
     settings.resolve.budget_secs = 60;
     let report = check(&fx, &settings).await;
     assert_fails_only(&report, &[Check::VisibilityTimeout]);
     let result = report.get(Check::VisibilityTimeout).unwrap();
-    assert!(result.summary.contains("78 s"), "{result:?}");
+    assert!(result.summary.contains("73 s"), "{result:?}");
     assert!(result
         .fix
         .as_deref()
         .unwrap()
-        .contains("MPR_WORKER__VISIBILITY_TIMEOUT_SECS to at least 78"));
+        .contains("MPR_WORKER__VISIBILITY_TIMEOUT_SECS to at least 73"));
 
     // The queue's own, shorter visibility timeout is a warning: the worker sets its own.
     set_queue_attribute(

@@ -22,6 +22,7 @@ use crate::aws::metering::{CallResult, FailureKind, ResolveOutcome, Resolver};
 use crate::aws::sns::{PublishSink, Publisher, MAX_BATCH_BYTES};
 use crate::aws::sqs::{now_rfc3339, DeleteEntry, DeleteSink, Queue, ReceivedMessage};
 use crate::aws::Clients;
+use crate::config::limits::RECEIVE_BACKOFF_MAX;
 use crate::config::Settings;
 use crate::contract::{
     parse_body, CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint, TokenRequest,
@@ -223,8 +224,7 @@ impl Worker {
                 }
                 Err(error) => {
                     self.telemetry.health.receive_failed();
-                    let wait =
-                        full_jitter(receive_delays.next().unwrap_or(Duration::from_secs(30)));
+                    let wait = full_jitter(receive_delays.next().unwrap_or(RECEIVE_BACKOFF_MAX));
                     tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "receive failed; retrying");
                     tokio::select! {
                         _ = &mut shutdown => break,
@@ -638,10 +638,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Waits between failed receives. Its ceiling is also what `worker.stall_timeout_secs` must
+/// allow for (`config::limits`).
 fn receive_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
+        .with_max_delay(RECEIVE_BACKOFF_MAX)
         .without_max_times()
         .build()
 }

@@ -13,7 +13,7 @@ use super::output::Render;
 use crate::aws::error::{describe, AwsFailure, Problem};
 use crate::aws::sqs_ops::{self, CallError};
 use crate::aws::Clients;
-use crate::config::Settings;
+use crate::config::{limits, Settings};
 
 /// The token `check` sends to ResolveCustomer: printable ASCII, so it passes the API's own input
 /// validation, and never a real token, so a permitted call must answer InvalidTokenException.
@@ -514,40 +514,30 @@ fn redrive_policy(
     }
 }
 
-/// The longest one delivery can spend in ResolveCustomer retries: the backoff budget plus every
-/// attempt running to its timeout.
-pub fn delivery_worst_case_secs(settings: &Settings) -> u64 {
-    let r = &settings.resolve;
-    let attempts_ms = u64::from(r.max_attempts).saturating_mul(r.attempt_timeout_ms);
-    r.budget_secs.saturating_add(attempts_ms.div_ceil(1_000))
-}
-
+/// Whether one delivery's retries fit the visibility timeout: the rule configuration validation
+/// enforces (`config::limits`), reported with its figures.
 fn visibility_timeout(settings: &Settings) -> CheckResult {
-    let asked = settings.worker.visibility_timeout_secs.max(0) as u64;
-    let need = delivery_worst_case_secs(settings);
-    let r = &settings.resolve;
-    let how = format!(
-        "budget {} s + {} attempts x {} ms",
-        r.budget_secs, r.max_attempts, r.attempt_timeout_ms
-    );
-    if asked >= need {
+    let budget = limits::visibility_budget(settings);
+    let (asked, need) = (budget.asked.as_secs(), budget.needed.as_secs());
+    let how = budget.breakdown(&settings.resolve);
+    if budget.fits() {
         CheckResult::pass(
             Check::VisibilityTimeout,
             format!(
-                "the worker asks for {asked} s on every receive; one delivery's retries take at most {need} s ({how})"
+                "the worker asks for {asked} s on every receive; one delivery's retries need {need} s ({how})"
             ),
         )
     } else {
         CheckResult::fail(
             Check::VisibilityTimeout,
             format!(
-                "the worker asks for {asked} s on every receive, but one delivery's retries can take \
+                "the worker asks for {asked} s on every receive, but one delivery's retries need \
                  {need} s ({how}): only the heartbeat keeps such a message hidden, and one late or \
                  failed ChangeMessageVisibility lets another task resolve it again"
             ),
             format!(
                 "set MPR_WORKER__VISIBILITY_TIMEOUT_SECS to at least {need}, or lower \
-                 MPR_RESOLVE__BUDGET_SECS, MPR_RESOLVE__MAX_ATTEMPTS or MPR_RESOLVE__ATTEMPT_TIMEOUT_MS"
+                 MPR_RESOLVE__BUDGET_SECS or MPR_RESOLVE__ATTEMPT_TIMEOUT_MS"
             ),
         )
     }
