@@ -5,16 +5,20 @@
 //! delivery), and deleted from the dead-letter queue only after the send succeeded. Messages that
 //! do not match `--reason`, or are over `--max`, are handed back with visibility 0.
 //!
+//! Copies of one letter (dead-letters with the same `mpr.sourceMessageId`, see `dlq.rs`) are sent
+//! once: the first is copied, and the others are deleted once that copy is on the token queue.
+//!
 //! `--move-task` (whole queue only) asks SQS to do the move itself with `StartMessageMoveTask`, which
 //! is faster for a large backlog but carries the `mpr.*` attributes along; if the endpoint refuses
 //! it, the copy is used instead and the report says so.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::dlq::{DeadLetterView, HandBackFailure, Scan};
+use super::dlq::{DeadLetterView, HandBackFailure, LetterKey, LetterReason, Scan};
 use super::output::Render;
 use crate::aws::error::{describe, AwsFailure};
 use crate::aws::sqs_ops::{self, CallError, Outgoing};
@@ -26,8 +30,8 @@ const MOVE_TASK_PATIENCE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Default)]
 pub struct RedriveOptions {
-    /// Only dead-letters with this `mpr.reason` (or `redrive_policy`).
-    pub reason: Option<String>,
+    /// Only dead-letters with this `mpr.reason` (or none: the redrive policy's).
+    pub reason: Option<LetterReason>,
     /// Move at most this many.
     pub max: Option<usize>,
     /// Let SQS move the whole queue (`StartMessageMoveTask`); ignored with `reason` or `max`.
@@ -58,8 +62,11 @@ pub struct Moved {
     pub dlq_message_id: String,
     /// The copy's id on the token queue.
     pub message_id: String,
-    pub reason: String,
+    pub reason: LetterReason,
     pub event_id: Option<String>,
+    /// How many dead-letters were this letter (same `mpr.sourceMessageId`): one was sent, all
+    /// were deleted. 1 unless it had been dead-lettered more than once.
+    pub copies: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,10 +98,12 @@ pub struct RedriveReport {
     pub method: Method,
     pub dlq_url: String,
     pub queue_url: String,
-    pub reason: Option<String>,
+    pub reason: Option<LetterReason>,
     pub max: Option<usize>,
-    /// Messages now on the token queue and gone from the dead-letter queue.
+    /// Letters now on the token queue and gone from the dead-letter queue (copies count once).
     pub moved_count: u64,
+    /// Extra copies deleted from the dead-letter queue without being sent again.
+    pub copies_deleted: u64,
     /// Each one, for the copy method (SQS's task does not say which).
     pub moved: Vec<Moved>,
     /// Examined and left on the dead-letter queue: another reason, or over `max`.
@@ -125,13 +134,28 @@ impl Render for RedriveReport {
             self.moved_count, self.dlq_url, self.queue_url
         );
         for m in &self.moved {
+            let copies = if m.copies > 1 {
+                format!(
+                    "  ({} copies on the dead-letter queue, sent once)",
+                    m.copies
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "  {:<18} eventId={}  {} -> {}",
-                m.reason,
+                "  {:<18} eventId={}  {} -> {}{copies}",
+                m.reason.as_str(),
                 m.event_id.as_deref().unwrap_or("-"),
                 m.dlq_message_id,
                 m.message_id
+            );
+        }
+        if self.copies_deleted > 0 {
+            let _ = writeln!(
+                out,
+                "deleted {} extra copie(s) of letters dead-lettered more than once",
+                self.copies_deleted
             );
         }
         if let Some(task) = &self.task {
@@ -221,6 +245,14 @@ pub async fn redrive(
     Ok(report)
 }
 
+/// What a dead-letter taken by the copy is, with the id of the message sent for its letter.
+enum Taken {
+    /// This one was sent.
+    Sent(String),
+    /// Another copy of its letter was sent; this one is only deleted.
+    Copy(String),
+}
+
 async fn copy(
     sqs_client: &aws_sdk_sqs::Client,
     dlq_url: &str,
@@ -232,6 +264,12 @@ async fn copy(
     let mut moved: Vec<Moved> = Vec::new();
     let mut failed: Vec<RedriveFailure> = Vec::new();
     let mut left = 0;
+    let mut copies_deleted = 0;
+    // Letters sent in this run, by key: the sent message's id. A copy seen later (even in another
+    // batch) is deleted, not sent again.
+    let mut sent: HashMap<LetterKey, String> = HashMap::new();
+    // Where each letter's entry is in `moved`, to count its copies.
+    let mut moved_at: HashMap<LetterKey, usize> = HashMap::new();
     let walked: Result<(), CallError> = async {
         loop {
             let remaining = options
@@ -244,20 +282,24 @@ async fn copy(
             if batch.is_empty() {
                 break;
             }
-            let mut take: Vec<DeadLetterView> = Vec::new();
+            let mut send: Vec<DeadLetterView> = Vec::new();
+            let mut extra: Vec<DeadLetterView> = Vec::new();
             for view in batch {
-                let wanted = options.reason.as_deref().is_none_or(|r| r == view.reason);
-                if wanted && take.len() < remaining {
-                    take.push(view);
+                let wanted = options.reason.as_ref().is_none_or(|r| *r == view.reason);
+                let key = view.letter_key();
+                let copy_of_taken = key.as_ref().is_some_and(|k| {
+                    sent.contains_key(k) || send.iter().any(|v| v.letter_key().as_ref() == Some(k))
+                });
+                if wanted && copy_of_taken {
+                    extra.push(view);
+                } else if wanted && send.len() < remaining {
+                    send.push(view);
                 } else {
                     scan.hold(&view);
                     left += 1;
                 }
             }
-            if take.is_empty() {
-                continue;
-            }
-            let outgoing: Vec<Outgoing> = take
+            let outgoing: Vec<Outgoing> = send
                 .iter()
                 .map(|v| Outgoing {
                     body: v.body.clone(),
@@ -273,11 +315,20 @@ async fn copy(
                     deduplication_id: fifo.then(|| format!("redrive-{}", v.message_id)),
                 })
                 .collect();
-            let sent = sqs_ops::send(sqs_client, queue_url, &outgoing).await;
-            let mut copied: Vec<(DeadLetterView, String)> = Vec::new();
-            for (view, result) in take.into_iter().zip(sent) {
+            let results = if outgoing.is_empty() {
+                Vec::new()
+            } else {
+                sqs_ops::send(sqs_client, queue_url, &outgoing).await
+            };
+            let mut taken: Vec<(DeadLetterView, Taken)> = Vec::new();
+            for (view, result) in send.into_iter().zip(results) {
                 match result {
-                    Ok(message_id) => copied.push((view, message_id)),
+                    Ok(message_id) => {
+                        if let Some(key) = view.letter_key() {
+                            sent.insert(key, message_id.clone());
+                        }
+                        taken.push((view, Taken::Sent(message_id)));
+                    }
                     Err(e) => {
                         scan.hold(&view);
                         failed.push(RedriveFailure {
@@ -291,24 +342,47 @@ async fn copy(
                     }
                 }
             }
-            if copied.is_empty() {
+            for view in extra {
+                match view.letter_key().and_then(|k| sent.get(&k).cloned()) {
+                    Some(message_id) => taken.push((view, Taken::Copy(message_id))),
+                    // Its letter could not be sent: it stays, as that copy does.
+                    None => {
+                        scan.hold(&view);
+                        left += 1;
+                    }
+                }
+            }
+            if taken.is_empty() {
                 // Nothing could be sent: the rest would fail the same way.
                 break;
             }
-            let handles: Vec<String> = copied
+            let handles: Vec<String> = taken
                 .iter()
                 .map(|(v, _)| v.receipt_handle.clone())
                 .collect();
             let deleted = sqs_ops::delete(sqs_client, dlq_url, &handles).await;
-            for ((view, message_id), result) in copied.into_iter().zip(deleted) {
-                match result {
-                    Ok(()) => moved.push(Moved {
-                        dlq_message_id: view.message_id,
-                        message_id,
-                        reason: view.reason,
-                        event_id: view.event_id,
-                    }),
-                    Err(e) => {
+            // Sent ones come first in `taken`, so a letter's entry exists before its copies count.
+            for ((view, what), result) in taken.into_iter().zip(deleted) {
+                match (what, result) {
+                    (Taken::Sent(message_id), Ok(())) => {
+                        if let Some(key) = view.letter_key() {
+                            moved_at.insert(key, moved.len());
+                        }
+                        moved.push(Moved {
+                            dlq_message_id: view.message_id,
+                            message_id,
+                            reason: view.reason,
+                            event_id: view.event_id,
+                            copies: 1,
+                        });
+                    }
+                    (Taken::Copy(_), Ok(())) => {
+                        copies_deleted += 1;
+                        if let Some(&i) = view.letter_key().and_then(|k| moved_at.get(&k)) {
+                            moved[i].copies += 1;
+                        }
+                    }
+                    (Taken::Sent(message_id) | Taken::Copy(message_id), Err(e)) => {
                         scan.hold(&view);
                         failed.push(RedriveFailure {
                             dlq_message_id: view.message_id.clone(),
@@ -335,6 +409,7 @@ async fn copy(
         reason: options.reason.clone(),
         max: options.max,
         moved_count: moved.len() as u64,
+        copies_deleted,
         moved,
         left,
         failed,
@@ -444,6 +519,7 @@ fn task_report(
         reason: None,
         max: None,
         moved_count: task.moved.max(0) as u64,
+        copies_deleted: 0,
         moved: Vec::new(),
         left: 0,
         failed: Vec::new(),
