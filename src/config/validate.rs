@@ -226,8 +226,8 @@ fn timing(s: &Settings) -> Result<(), ConfigError> {
         return Err(invalid(
             "worker.visibility_timeout_secs",
             format!(
-                "is {} s, but one delivery's retries take up to {} s ({}): must be at least {} s, \
-                 or lower resolve.budget_secs or resolve.attempt_timeout_ms",
+                "is {} s, but one delivery's retries need {} s ({}): must be at least {} s, or \
+                 lower resolve.budget_secs or resolve.attempt_timeout_ms",
                 secs(visibility.asked),
                 visibility.needed.as_secs(),
                 visibility.breakdown(&s.resolve),
