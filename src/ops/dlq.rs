@@ -2,26 +2,23 @@
 //! both `list` and `redrive` walk the dead-letter queue with: receive with a visibility timeout,
 //! remember what was seen, and hand back everything not taken with visibility 0 at the end.
 //!
-//! Copies: a message can be dead-lettered more than once (the worker's delete after a dead-letter
-//! failed and the message came back). Dead-letters with the same `mpr.sourceMessageId` are one
-//! letter: listed once with their number of copies, and redriven once with the copies deleted.
+//! Copies: a message can be dead-lettered more than once (a `SendMessage` whose response was lost
+//! and that the SDK retried; two processes retiring the same message). Dead-letters with the same
+//! reason and `mpr.sourceMessageId` are one letter: listed once with their number of copies, and
+//! redriven once with the other copies deleted.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::{self, Write as _};
-use std::str::FromStr;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
+pub use super::letter::{LetterReason, REDRIVE_POLICY};
 use super::output::{age, Render};
 use crate::aws::sqs_ops::{self, CallError, EntryFailure};
-use crate::contract::{dlq_attr, parse_body, DeadLetterReason};
-
-/// The group of dead-letters without `mpr.reason`: moved by the token queue's redrive policy
-/// (`maxReceiveCount` exceeded), not retired by the worker.
-pub const REDRIVE_POLICY: &str = "redrive_policy";
+use crate::contract::{dlq_attr, parse_body};
 
 /// How long a scanned message stays hidden while the tool works. If the tool dies mid-way, its
 /// messages are visible again after this long; a normal run hands them back at once.
@@ -30,81 +27,6 @@ pub const SCAN_VISIBILITY_SECS: i32 = 60;
 /// Long-poll wait per receive while scanning: long enough that SQS asks all of its servers, so
 /// an empty answer means the queue has no more visible messages.
 const SCAN_WAIT_SECS: i32 = 1;
-
-/// What a dead-letter is grouped and filtered by: the worker's `mpr.reason`, or the redrive policy
-/// for a message without one. Prints as, and parses from, the names `dlq` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LetterReason {
-    /// Retired by the worker, with this `mpr.reason`.
-    Worker(DeadLetterReason),
-    /// No `mpr.reason`: moved by the token queue's redrive policy (`maxReceiveCount` exceeded).
-    RedrivePolicy,
-    /// An `mpr.reason` this version does not know (written by a newer one): shown as it is, and
-    /// not accepted by `--reason`.
-    Unknown(String),
-}
-
-impl LetterReason {
-    /// Every reason `--reason` accepts.
-    pub fn known() -> impl Iterator<Item = LetterReason> {
-        DeadLetterReason::ALL
-            .into_iter()
-            .map(LetterReason::Worker)
-            .chain([LetterReason::RedrivePolicy])
-    }
-
-    /// From a dead-letter's `mpr.reason` attribute, if it has one.
-    pub fn from_attribute(value: Option<&str>) -> Self {
-        match value {
-            None => LetterReason::RedrivePolicy,
-            Some(v) => v.parse().map_or_else(
-                |_| LetterReason::Unknown(v.to_owned()),
-                LetterReason::Worker,
-            ),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            LetterReason::Worker(r) => r.as_str(),
-            LetterReason::RedrivePolicy => REDRIVE_POLICY,
-            LetterReason::Unknown(s) => s,
-        }
-    }
-}
-
-impl From<DeadLetterReason> for LetterReason {
-    fn from(reason: DeadLetterReason) -> Self {
-        LetterReason::Worker(reason)
-    }
-}
-
-impl fmt::Display for LetterReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for LetterReason {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-/// For `--reason`: one of [`LetterReason::known`], or an error listing them.
-impl FromStr for LetterReason {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        if value == REDRIVE_POLICY {
-            return Ok(LetterReason::RedrivePolicy);
-        }
-        value.parse().map(LetterReason::Worker).map_err(|_| {
-            let known: Vec<String> = LetterReason::known().map(|r| r.to_string()).collect();
-            format!("unknown reason; one of: {}", known.join(", "))
-        })
-    }
-}
 
 /// A received dead-letter. The body may hold a token: it is only readable inside `ops`, and
 /// `Debug` leaves it out.
@@ -545,42 +467,6 @@ fn listed(copies: Vec<DeadLetterView>, now: DateTime<Utc>) -> Option<Listed> {
 mod tests {
     use super::*;
     use crate::contract::Fingerprint;
-
-    #[test]
-    fn reasons_are_validated() {
-        assert_eq!(
-            "invalid_token".parse::<LetterReason>(),
-            Ok(LetterReason::Worker(DeadLetterReason::InvalidToken))
-        );
-        assert_eq!(
-            REDRIVE_POLICY.parse::<LetterReason>(),
-            Ok(LetterReason::RedrivePolicy)
-        );
-        assert_eq!(
-            "unpublished".parse::<LetterReason>(),
-            Ok(LetterReason::Worker(DeadLetterReason::Unpublished))
-        );
-        let err = "invalid".parse::<LetterReason>().unwrap_err();
-        assert!(
-            err.contains("expired_token") && err.contains("redrive_policy"),
-            "{err}"
-        );
-        for known in LetterReason::known() {
-            assert_eq!(known.to_string().parse::<LetterReason>(), Ok(known));
-        }
-    }
-
-    #[test]
-    fn an_unknown_attribute_is_kept_as_it_is() {
-        assert_eq!(
-            LetterReason::from_attribute(Some("from_the_future")).as_str(),
-            "from_the_future"
-        );
-        assert_eq!(
-            LetterReason::from_attribute(None),
-            LetterReason::RedrivePolicy
-        );
-    }
 
     fn letter(id: &str, reason: Option<&str>, source: Option<&str>) -> DeadLetterView {
         let mut m = Message::builder()
