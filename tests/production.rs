@@ -13,7 +13,7 @@ use mp_resolver::emulator::TestToken;
 use mp_resolver::observe::admin;
 use mp_resolver::worker::Worker;
 use serde_json::json;
-use support::{eventually, expected_event_id, Fixture, Topic};
+use support::{eventually, eventually_within, expected_event_id, Fixture, Topic};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -127,7 +127,8 @@ async fn adaptive_rate_limit_keeps_throttling_low_under_a_quota() {
             ("MPR_RESOLVE__BUDGET_SECS", "60"),
             ("MPR_RESOLVE__MAX_ATTEMPTS", "30"),
             ("MPR_RESOLVE__HANDBACK_MAX_SECS", "2"),
-            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "30"),
+            // One delivery's budget (60 s) plus an attempt and the margin must fit (config rule).
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "73"),
         ],
     )
     .await;
@@ -414,12 +415,13 @@ async fn metrics_health_and_healthcheck_report_what_happened() {
 
 #[tokio::test]
 async fn a_receive_loop_that_keeps_failing_turns_unhealthy() {
-    let fx = Fixture::with_env(Topic::Standard, &[("MPR_WORKER__STALL_TIMEOUT_SECS", "2")]).await;
+    // The smallest stall timeout the configuration allows with a 1 s long poll: 1 + 30 + 1.
+    let fx = Fixture::with_env(Topic::Standard, &[("MPR_WORKER__STALL_TIMEOUT_SECS", "32")]).await;
     let mut settings = fx.settings.clone();
     settings.queue_url = format!("{}-deleted", fx.queue_url);
     let running = Running::start(fx.worker_with(settings)).await;
 
-    eventually("healthz turns unhealthy", || async {
+    eventually_within("healthz turns unhealthy", Duration::from_secs(60), || async {
         running.get("/healthz").await.0 == 503
     })
     .await;

@@ -1,15 +1,21 @@
 //! Layered configuration: built-in defaults (`config/default.toml`, compiled in) → `config/default.toml`
-//! in the working directory → the `--config` file → `MPR_` environment variables. Then validation, so
-//! a bad value stops the start with the key named.
+//! in the working directory → the `--config` file → `MPR_` environment variables. Then validation
+//! (`validate.rs`, with the timing limits of `limits.rs`), so a bad value stops the start with the
+//! key named and exit code 78.
+
+pub mod limits;
+mod settings;
+mod validate;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use figment::Figment;
-use serde::{Deserialize, Deserializer, Serialize};
+
+pub use settings::*;
+pub use validate::validate;
 
 /// The documented defaults; compiled in so the binary and the document cannot disagree.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -17,111 +23,6 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 pub const ENV_PREFIX: &str = "MPR_";
 /// Exit code for bad configuration (sysexits.h EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    pub queue_url: String,
-    pub dlq_url: String,
-    pub topic_arn: String,
-    #[serde(deserialize_with = "comma_separated")]
-    pub product_codes: Vec<String>,
-    pub worker: WorkerSettings,
-    pub resolve: ResolveSettings,
-    pub publish: PublishSettings,
-    pub rate_limit: RateLimitSettings,
-    pub pause: PauseSettings,
-    pub admin: AdminSettings,
-    pub aws: AwsSettings,
-    pub log: LogSettings,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerSettings {
-    pub max_in_flight: usize,
-    pub receive_batch: i32,
-    pub receive_wait_secs: i32,
-    pub visibility_timeout_secs: i32,
-    pub shutdown_grace_secs: u64,
-    pub stall_timeout_secs: u64,
-    pub dedupe_capacity: usize,
-    pub delete_linger_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResolveSettings {
-    pub attempt_timeout_ms: u64,
-    pub max_attempts: u32,
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
-    pub backoff_factor: f32,
-    pub budget_secs: u64,
-    pub handback_max_secs: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishSettings {
-    pub max_batch: usize,
-    pub linger_ms: u64,
-    pub hold_secs: u64,
-    pub hold_max_delay_secs: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitSettings {
-    pub initial_per_sec: f64,
-    pub min_per_sec: f64,
-    pub max_per_sec: f64,
-    pub decrease_factor: f64,
-    pub cooldown_ms: u64,
-    pub increase_per_sec: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PauseSettings {
-    pub probe_initial_secs: u64,
-    pub probe_max_secs: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminSettings {
-    pub listen: std::net::SocketAddr,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsSettings {
-    pub max_attempts: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    pub format: LogFormat,
-    pub level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
-
-impl ResolveSettings {
-    pub fn attempt_timeout(&self) -> Duration {
-        Duration::from_millis(self.attempt_timeout_ms)
-    }
-    pub fn budget(&self) -> Duration {
-        Duration::from_secs(self.budget_secs)
-    }
-}
 
 /// A configuration problem, always naming the key (and its environment variable).
 #[derive(Debug, thiserror::Error)]
@@ -260,14 +161,15 @@ fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
     }
 }
 
-fn env_name(key: &str) -> String {
+/// The environment variable that sets `key`, e.g. `MPR_WORKER__MAX_IN_FLIGHT` for `worker.max_in_flight`.
+pub fn env_name(key: &str) -> String {
     format!(
         "{ENV_PREFIX}{}",
         key.replace('.', "__").to_ascii_uppercase()
     )
 }
 
-fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         env: env_name(key),
@@ -289,168 +191,8 @@ fn from_figment(error: figment::Error) -> ConfigError {
     }
 }
 
-fn check_range<T: PartialOrd + std::fmt::Display>(
-    key: &str,
-    value: T,
-    min: T,
-    max: T,
-) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        return Err(invalid(
-            key,
-            format!("must be between {min} and {max}, got {value}"),
-        ));
-    }
-    Ok(())
-}
-
-pub fn validate(s: &Settings) -> Result<(), ConfigError> {
-    for (key, url) in [("queue_url", &s.queue_url), ("dlq_url", &s.dlq_url)] {
-        if url.is_empty() {
-            return Err(invalid(key, "is required: the SQS queue URL"));
-        }
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(invalid(key, "must be an SQS queue URL (https://...)"));
-        }
-    }
-    if s.queue_url == s.dlq_url {
-        return Err(invalid(
-            "dlq_url",
-            "must be a different queue than queue_url",
-        ));
-    }
-    if s.topic_arn.is_empty() {
-        return Err(invalid("topic_arn", "is required: the SNS topic ARN"));
-    }
-    if !s.topic_arn.starts_with("arn:") || !s.topic_arn.contains(":sns:") {
-        return Err(invalid(
-            "topic_arn",
-            "must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
-        ));
-    }
-    if let Some(bad) = s
-        .product_codes
-        .iter()
-        .find(|c| c.is_empty() || c.chars().any(char::is_whitespace))
-    {
-        return Err(invalid(
-            "product_codes",
-            format!("{bad:?} is not a product code"),
-        ));
-    }
-
-    let w = &s.worker;
-    check_range("worker.max_in_flight", w.max_in_flight, 1, 10_000)?;
-    check_range("worker.receive_batch", w.receive_batch, 1, 10)?;
-    check_range("worker.receive_wait_secs", w.receive_wait_secs, 0, 20)?;
-    // The heartbeat extends visibility every third of it; below 3 s that leaves no slack.
-    check_range(
-        "worker.visibility_timeout_secs",
-        w.visibility_timeout_secs,
-        3,
-        43_200,
-    )?;
-    check_range(
-        "worker.shutdown_grace_secs",
-        w.shutdown_grace_secs,
-        0,
-        3_600,
-    )?;
-    check_range("worker.stall_timeout_secs", w.stall_timeout_secs, 1, 86_400)?;
-    check_range("worker.dedupe_capacity", w.dedupe_capacity, 1, 10_000_000)?;
-    check_range("worker.delete_linger_ms", w.delete_linger_ms, 0, 1_000)?;
-
-    let r = &s.resolve;
-    check_range(
-        "resolve.attempt_timeout_ms",
-        r.attempt_timeout_ms,
-        100,
-        60_000,
-    )?;
-    check_range("resolve.max_attempts", r.max_attempts, 1, 100)?;
-    check_range(
-        "resolve.initial_backoff_ms",
-        r.initial_backoff_ms,
-        1,
-        60_000,
-    )?;
-    check_range(
-        "resolve.max_backoff_ms",
-        r.max_backoff_ms,
-        r.initial_backoff_ms,
-        600_000,
-    )?;
-    check_range("resolve.backoff_factor", r.backoff_factor, 1.0, 10.0)?;
-    check_range("resolve.budget_secs", r.budget_secs, 0, 43_200)?;
-    check_range("resolve.handback_max_secs", r.handback_max_secs, 1, 43_200)?;
-
-    check_range("publish.max_batch", s.publish.max_batch, 1, 10)?;
-    check_range("publish.linger_ms", s.publish.linger_ms, 0, 1_000)?;
-
-    let rl = &s.rate_limit;
-    check_range("rate_limit.min_per_sec", rl.min_per_sec, 0.01, 10_000.0)?;
-    check_range(
-        "rate_limit.initial_per_sec",
-        rl.initial_per_sec,
-        rl.min_per_sec,
-        10_000.0,
-    )?;
-    if rl.max_per_sec != 0.0 {
-        check_range(
-            "rate_limit.max_per_sec",
-            rl.max_per_sec,
-            rl.initial_per_sec,
-            10_000.0,
-        )?;
-    }
-    check_range("rate_limit.decrease_factor", rl.decrease_factor, 0.05, 0.99)?;
-    check_range("rate_limit.cooldown_ms", rl.cooldown_ms, 0, 60_000)?;
-    check_range(
-        "rate_limit.increase_per_sec",
-        rl.increase_per_sec,
-        0.0,
-        1_000.0,
-    )?;
-
-    let p = &s.pause;
-    check_range("pause.probe_initial_secs", p.probe_initial_secs, 1, 3_600)?;
-    check_range(
-        "pause.probe_max_secs",
-        p.probe_max_secs,
-        p.probe_initial_secs,
-        86_400,
-    )?;
-
-    check_range("aws.max_attempts", s.aws.max_attempts, 1, 10)?;
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(s.log.level.trim()) {
-        return Err(invalid(
-            "log.level",
-            format!("is not a log filter (e.g. `info` or `mp_resolver=debug,info`): {e}"),
-        ));
-    }
-    Ok(())
-}
-
-/// `product_codes` is a list in TOML and a comma-separated string in the environment.
-fn comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Codes {
-        One(String),
-        Many(Vec<String>),
-    }
-    let codes: Vec<String> = match Codes::deserialize(d)? {
-        Codes::One(s) => s.split(',').map(|c| c.trim().to_owned()).collect(),
-        Codes::Many(v) => v.into_iter().map(|c| c.trim().to_owned()).collect(),
-    };
-    Ok(codes
-        .into_iter()
-        .filter(|c: &String| !c.is_empty())
-        .collect())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const QUEUE: &str = "http://127.0.0.1:4566/000000000000/tokens";
@@ -464,7 +206,7 @@ mod tests {
             .collect()
     }
 
-    fn required() -> Vec<(String, String)> {
+    pub(crate) fn required() -> Vec<(String, String)> {
         env(&[
             ("MPR_QUEUE_URL", QUEUE),
             ("MPR_DLQ_URL", DLQ),
@@ -472,7 +214,7 @@ mod tests {
         ])
     }
 
-    fn load_env(extra: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+    pub(crate) fn load_env(extra: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
         let mut e = required();
         e.extend(env(extra));
         load(&Sources {
@@ -481,7 +223,7 @@ mod tests {
         })
     }
 
-    fn temp_file(name: &str, contents: &str) -> PathBuf {
+    pub(crate) fn temp_file(name: &str, contents: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mpr-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);

@@ -384,16 +384,18 @@ impl CustomerEvent {
 }
 
 /// Why a message was retired to the dead-letter queue: the value of its `mpr.reason` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// It prints as that wire string and parses from it, so `dlq list` groups and `dlq redrive
+/// --reason` filters by the same names the worker writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DeadLetterReason {
     InvalidToken,
     ExpiredToken,
     MalformedMessage,
     ProductMismatch,
-    /// ResolveCustomer answered, but the event could not be published within `publish.hold_secs`
-    /// (or before the process stopped); the letter carries the event.
+    /// ResolveCustomer answered, but the event could not be published within `publish.hold_secs`;
+    /// the dead-letter carries the event JSON in [`dlq_attr::EVENT`].
     Unpublished,
-    /// A message on the lifecycle queue that is no known notification.
+    /// A message on the lifecycle queue that is not a known notification.
     UnrecognizedNotification,
 }
 
@@ -425,6 +427,22 @@ impl fmt::Display for DeadLetterReason {
     }
 }
 
+/// A string that is not one of [`DeadLetterReason::ALL`]'s wire names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dead-letter reason {0:?}")]
+pub struct UnknownReason(pub String);
+
+impl std::str::FromStr for DeadLetterReason {
+    type Err = UnknownReason;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeadLetterReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownReason(s.to_owned()))
+    }
+}
+
 /// Names of the SQS message attributes on a dead-letter.
 pub mod dlq_attr {
     pub const REASON: &str = "mpr.reason";
@@ -433,7 +451,7 @@ pub mod dlq_attr {
     pub const SOURCE_MESSAGE_ID: &str = "mpr.sourceMessageId";
     pub const RECEIVE_COUNT: &str = "mpr.receiveCount";
     pub const FAILED_AT: &str = "mpr.failedAt";
-    /// On `unpublished` letters: the resolved event's JSON, published as is by `dlq redrive`.
+    /// On an `unpublished` dead-letter: the event that could not be published, as JSON.
     pub const EVENT: &str = "mpr.event";
 }
 
@@ -680,5 +698,27 @@ mod tests {
         assert_eq!(json["customerIdentifier"], Value::Null);
         assert_eq!(json["eventId"], r.token.fingerprint().as_str());
         assert_eq!(json["attempts"], 2);
+    }
+
+    #[test]
+    fn dead_letter_reasons_round_trip_their_wire_names() {
+        for reason in DeadLetterReason::ALL {
+            assert_eq!(reason.as_str().parse::<DeadLetterReason>(), Ok(reason));
+            assert_eq!(reason.to_string(), reason.as_str());
+        }
+        assert_eq!(
+            "unpublished".parse::<DeadLetterReason>(),
+            Ok(DeadLetterReason::Unpublished)
+        );
+        assert_eq!(
+            "unrecognized_notification".parse::<DeadLetterReason>(),
+            Ok(DeadLetterReason::UnrecognizedNotification)
+        );
+        for bad in ["", "Invalid_Token", "redrive_policy", "invalid_token "] {
+            assert_eq!(
+                bad.parse::<DeadLetterReason>(),
+                Err(UnknownReason(bad.to_owned()))
+            );
+        }
     }
 }

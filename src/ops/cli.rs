@@ -55,8 +55,9 @@ Examples:
 
 Nothing is consumed: messages are received with a 60 s visibility timeout and handed back with
 visibility 0 once listed. Groups are the mpr.reason attribute; dead-letters without one were moved
-by the token queue's redrive policy (maxReceiveCount) and are grouped as `redrive_policy`. Ages
-are from the message's SentTimestamp on the dead-letter queue.";
+by the token queue's redrive policy (maxReceiveCount) and are grouped as `redrive_policy`.
+Dead-letters with the same mpr.sourceMessageId are copies of one letter: counted once, with their
+number of copies. Ages are from the message's SentTimestamp on the dead-letter queue.";
 
 const REDRIVE_HELP: &str = "\
 Examples:
@@ -64,7 +65,9 @@ Examples:
   mp-resolver dlq redrive                  (everything, copied one by one)
   mp-resolver dlq redrive --move-task      (everything, by SQS's own message move task)
 
-Reasons: invalid_token, expired_token, malformed_message, product_mismatch, redrive_policy.
+Reasons: invalid_token, expired_token, malformed_message, product_mismatch, unpublished,
+unrecognized_notification, redrive_policy. Copies of one letter (same mpr.sourceMessageId) are
+sent once; the other copies are deleted.
 Each copy is sent to the token queue, body unchanged and without the mpr.* attributes, before its
 original is deleted from the dead-letter queue; messages not taken are handed back at once.
 --move-task is faster for a large backlog, but SQS carries the mpr.* attributes along.";
@@ -151,8 +154,8 @@ pub struct DlqRedriveArgs {
     #[arg(long, value_name = "URL")]
     pub queue_url: Option<String>,
     /// Only dead-letters with this reason.
-    #[arg(long, value_name = "REASON", value_parser = dlq::parse_reason)]
-    pub reason: Option<String>,
+    #[arg(long, value_name = "REASON")]
+    pub reason: Option<dlq::LetterReason>,
     /// Move at most this many.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max: Option<u64>,

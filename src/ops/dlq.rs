@@ -1,6 +1,11 @@
 //! `dlq list`: the dead-letters, grouped by `mpr.reason`, without consuming them. Also the scan
 //! both `list` and `redrive` walk the dead-letter queue with: receive with a visibility timeout,
 //! remember what was seen, and hand back everything not taken with visibility 0 at the end.
+//!
+//! Copies: a message can be dead-lettered more than once (a `SendMessage` whose response was lost
+//! and that the SDK retried; two processes retiring the same message). Dead-letters with the same
+//! reason and `mpr.sourceMessageId` are one letter: listed once with their number of copies, and
+//! redriven once with the other copies deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -10,14 +15,11 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
+pub use super::letter::{LetterReason, REDRIVE_POLICY};
 use super::output::{age, Render};
 use crate::aws::error::{CallError, EntryFailure};
 use crate::aws::sqs;
-use crate::contract::{dlq_attr, parse_body, DeadLetterReason};
-
-/// The group of dead-letters without `mpr.reason`: moved by the token queue's redrive policy
-/// (`maxReceiveCount` exceeded), not retired by the worker.
-pub const REDRIVE_POLICY: &str = "redrive_policy";
+use crate::contract::{dlq_attr, parse_body};
 
 /// How long a scanned message stays hidden while the tool works. If the tool dies mid-way, its
 /// messages are visible again after this long; a normal run hands them back at once.
@@ -27,23 +29,6 @@ pub const SCAN_VISIBILITY_SECS: i32 = 60;
 /// an empty answer means the queue has no more visible messages.
 const SCAN_WAIT_SECS: i32 = 1;
 
-/// The reasons `--reason` accepts.
-pub fn known_reasons() -> Vec<&'static str> {
-    let mut reasons: Vec<&'static str> = DeadLetterReason::ALL.iter().map(|r| r.as_str()).collect();
-    reasons.push(REDRIVE_POLICY);
-    reasons
-}
-
-/// For clap: a reason from [`known_reasons`].
-pub fn parse_reason(value: &str) -> Result<String, String> {
-    let known = known_reasons();
-    if known.contains(&value) {
-        Ok(value.to_owned())
-    } else {
-        Err(format!("unknown reason; one of: {}", known.join(", ")))
-    }
-}
-
 /// A received dead-letter. The body may hold a token: it is only readable inside `ops`, and
 /// `Debug` leaves it out.
 #[derive(Clone)]
@@ -51,8 +36,11 @@ pub struct DeadLetterView {
     pub message_id: String,
     pub(super) receipt_handle: String,
     pub(super) body: String,
-    /// `mpr.reason`, or [`REDRIVE_POLICY`] when absent.
-    pub reason: String,
+    /// `mpr.reason`, or the redrive policy when absent.
+    pub reason: LetterReason,
+    /// `mpr.sourceMessageId`: the token queue message this is a dead-letter of. Dead-letters with
+    /// the same one are copies of one letter.
+    pub source_message_id: Option<String>,
     /// `mpr.eventId`, or the fingerprint of the token in the body when one can be read.
     pub event_id: Option<String>,
     pub detail: Option<String>,
@@ -75,9 +63,7 @@ impl std::fmt::Debug for DeadLetterView {
 
 impl DeadLetterView {
     fn from_message(m: Message) -> Option<Self> {
-        let reason = sqs::message_attribute(&m, dlq_attr::REASON)
-            .unwrap_or(REDRIVE_POLICY)
-            .to_owned();
+        let reason = LetterReason::from_attribute(sqs::message_attribute(&m, dlq_attr::REASON));
         let body = m.body.clone().unwrap_or_default();
         // The fingerprint is the eventId a subscriber saw or would see; a message the redrive
         // policy moved has no attribute, so it comes from the body, exactly as the worker makes it.
@@ -97,6 +83,8 @@ impl DeadLetterView {
                 .map(str::to_owned),
             receive_count: sqs::message_attribute(&m, dlq_attr::RECEIVE_COUNT)
                 .and_then(|c| c.parse().ok()),
+            source_message_id: sqs::message_attribute(&m, dlq_attr::SOURCE_MESSAGE_ID)
+                .map(str::to_owned),
             sent_at,
             reason,
             event_id,
@@ -109,6 +97,37 @@ impl DeadLetterView {
     pub fn age(&self, now: DateTime<Utc>) -> Option<Duration> {
         self.sent_at.and_then(|t| (now - t).to_std().ok())
     }
+
+    /// What makes two dead-letters copies of one letter: the same reason and source message. A
+    /// dead-letter without a source (moved by the redrive policy) is a letter of its own.
+    pub(super) fn letter_key(&self) -> Option<LetterKey> {
+        self.source_message_id
+            .as_ref()
+            .map(|source| (self.reason.clone(), source.clone()))
+    }
+}
+
+/// A letter's reason and `mpr.sourceMessageId`.
+pub(super) type LetterKey = (LetterReason, String);
+
+/// Dead-letters gathered into letters, in first-seen order: copies of one letter (same
+/// [`DeadLetterView::letter_key`]) go together, the first one seen first.
+pub(super) fn collapse_copies(views: Vec<DeadLetterView>) -> Vec<Vec<DeadLetterView>> {
+    let mut letters: Vec<Vec<DeadLetterView>> = Vec::new();
+    let mut index: HashMap<LetterKey, usize> = HashMap::new();
+    for view in views {
+        let key = view.letter_key();
+        match key.as_ref().and_then(|k| index.get(k)) {
+            Some(&i) => letters[i].push(view),
+            None => {
+                if let Some(key) = key {
+                    index.insert(key, letters.len());
+                }
+                letters.push(vec![view]);
+            }
+        }
+    }
+    letters
 }
 
 /// A message that could not be handed back: it becomes visible again on its own after
@@ -206,13 +225,21 @@ pub struct Listed {
     pub failed_at: Option<String>,
     pub detail: Option<String>,
     pub receive_count: Option<u32>,
+    /// `mpr.sourceMessageId`, when the worker wrote it.
+    pub source_message_id: Option<String>,
+    /// How many dead-letters on the queue are this letter (same `mpr.sourceMessageId`); 1 unless
+    /// it was dead-lettered more than once. `message_id` is the oldest copy.
+    pub copies: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Group {
-    pub reason: String,
+    pub reason: LetterReason,
+    /// Letters: copies of one count once.
     pub count: usize,
+    /// Dead-letters on the queue, copies included.
+    pub copies: usize,
     pub oldest_age_secs: Option<u64>,
     pub newest_age_secs: Option<u64>,
     /// Oldest first.
@@ -227,7 +254,10 @@ pub struct ListReport {
     pub dlq_url: String,
     /// What SQS counted on the queue (visible and in flight) before the scan; approximate.
     pub approximate_total: Option<u64>,
+    /// Dead-letters examined, copies included.
     pub examined: usize,
+    /// Letters among them: copies of one (same `mpr.sourceMessageId`) count once.
+    pub letters: usize,
     /// True when `--max` stopped the scan: there may be more.
     pub truncated: bool,
     /// Most messages first.
@@ -240,7 +270,16 @@ const HUMAN_PER_GROUP: usize = 10;
 
 impl Render for ListReport {
     fn human(&self) -> String {
-        let mut out = format!("{} dead-letter(s) on {}", self.examined, self.dlq_url);
+        let mut out = format!("{} dead-letter(s) on {}", self.letters, self.dlq_url);
+        let copies = self.examined - self.letters.min(self.examined);
+        if copies > 0 {
+            let _ = write!(
+                out,
+                " ({} messages: {copies} extra {} of a letter dead-lettered more than once)",
+                self.examined,
+                if copies == 1 { "copy" } else { "copies" }
+            );
+        }
         if let Some(total) = self.approximate_total {
             let _ = write!(out, " (SQS counts ~{total})");
         }
@@ -265,8 +304,13 @@ impl Render for ListReport {
                     .event_id
                     .as_ref()
                     .map_or_else(|| format!("{:<32}", "(none)"), ToString::to_string);
+                let copies = if m.copies > 1 {
+                    format!("({} copies) ", m.copies)
+                } else {
+                    String::new()
+                };
                 let line = format!(
-                    "    eventId={id}  age {:<8} {}",
+                    "    eventId={id}  age {:<8} {copies}{}",
                     show_age(m.age_secs),
                     m.detail.as_deref().unwrap_or("")
                 );
@@ -357,55 +401,75 @@ pub async fn list(
     if listed.len() >= max {
         truncated = true;
     }
+    let examined = listed.len();
+    let groups = group(listed, Utc::now());
     Ok(ListReport {
         ok: hand_back_failures.is_empty(),
         dlq_url: dlq_url.to_owned(),
         approximate_total,
-        examined: listed.len(),
+        examined,
+        letters: groups.iter().map(|g| g.count).sum(),
         truncated,
-        groups: group(listed, Utc::now()),
+        groups,
         hand_back_failures,
     })
 }
 
+/// Groups by reason, copies of a letter collapsed into one entry; the most letters first.
 fn group(views: Vec<DeadLetterView>, now: DateTime<Utc>) -> Vec<Group> {
-    let mut by_reason: BTreeMap<String, Vec<DeadLetterView>> = BTreeMap::new();
+    let mut by_reason: BTreeMap<LetterReason, Vec<DeadLetterView>> = BTreeMap::new();
     for v in views {
         by_reason.entry(v.reason.clone()).or_default().push(v);
     }
     let mut groups: Vec<Group> = by_reason
         .into_iter()
-        .map(|(reason, mut views)| {
-            views.sort_by_key(|v| v.sent_at);
+        .map(|(reason, views)| {
+            let copies = views.len();
             let ages: Vec<u64> = views
                 .iter()
                 .filter_map(|v| v.age(now))
                 .map(|d| d.as_secs())
                 .collect();
+            let mut letters: Vec<Vec<DeadLetterView>> = collapse_copies(views);
+            for copies in &mut letters {
+                copies.sort_by_key(|v| v.sent_at);
+            }
+            letters.sort_by_key(|copies| copies.first().and_then(|v| v.sent_at));
             Group {
-                count: views.len(),
+                count: letters.len(),
+                copies,
                 oldest_age_secs: ages.iter().copied().max(),
                 newest_age_secs: ages.iter().copied().min(),
-                messages: views
-                    .into_iter()
-                    .map(|v| Listed {
-                        age_secs: v.age(now).map(|d| d.as_secs()),
-                        sent_at: v
-                            .sent_at
-                            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-                        message_id: v.message_id,
-                        event_id: v.event_id,
-                        failed_at: v.failed_at,
-                        detail: v.detail,
-                        receive_count: v.receive_count,
-                    })
-                    .collect(),
+                messages: letters.into_iter().filter_map(|c| listed(c, now)).collect(),
                 reason,
             }
         })
         .collect();
-    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    groups.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.reason.as_str().cmp(b.reason.as_str()))
+    });
     groups
+}
+
+/// One letter, described by its oldest copy (copies sorted oldest first).
+fn listed(copies: Vec<DeadLetterView>, now: DateTime<Utc>) -> Option<Listed> {
+    let count = copies.len();
+    let v = copies.into_iter().next()?;
+    Some(Listed {
+        age_secs: v.age(now).map(|d| d.as_secs()),
+        sent_at: v
+            .sent_at
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        message_id: v.message_id,
+        event_id: v.event_id,
+        failed_at: v.failed_at,
+        detail: v.detail,
+        receive_count: v.receive_count,
+        source_message_id: v.source_message_id,
+        copies: count,
+    })
 }
 
 #[cfg(test)]
@@ -413,12 +477,73 @@ mod tests {
     use super::*;
     use crate::contract::Fingerprint;
 
+    fn letter(id: &str, reason: Option<&str>, source: Option<&str>) -> DeadLetterView {
+        let mut m = Message::builder()
+            .message_id(id)
+            .receipt_handle(format!("h-{id}"))
+            .body("token");
+        for (name, value) in [
+            (dlq_attr::REASON, reason),
+            (dlq_attr::SOURCE_MESSAGE_ID, source),
+        ] {
+            if let Some(v) = value {
+                m = m.message_attributes(
+                    name,
+                    aws_sdk_sqs::types::MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(v)
+                        .build()
+                        .unwrap(),
+                );
+            }
+        }
+        DeadLetterView::from_message(m.build()).unwrap()
+    }
+
     #[test]
-    fn reasons_are_validated() {
-        assert!(parse_reason("invalid_token").is_ok());
-        assert!(parse_reason(REDRIVE_POLICY).is_ok());
-        let err = parse_reason("invalid").unwrap_err();
-        assert!(err.contains("expired_token"), "{err}");
+    fn copies_of_a_letter_collapse_by_reason_and_source() {
+        let views = vec![
+            letter("a1", Some("invalid_token"), Some("src-a")),
+            letter("b1", Some("invalid_token"), Some("src-b")),
+            letter("a2", Some("invalid_token"), Some("src-a")),
+            // Same source, another reason: another letter.
+            letter("a3", Some("expired_token"), Some("src-a")),
+            // No source (moved by the redrive policy): never a copy.
+            letter("r1", None, None),
+            letter("r2", None, None),
+        ];
+        let letters = collapse_copies(views.clone());
+        let ids: Vec<Vec<&str>> = letters
+            .iter()
+            .map(|l| l.iter().map(|v| v.message_id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                vec!["a1", "a2"],
+                vec!["b1"],
+                vec!["a3"],
+                vec!["r1"],
+                vec!["r2"]
+            ]
+        );
+
+        let groups = group(views, Utc::now());
+        let summary: Vec<(&str, usize, usize)> = groups
+            .iter()
+            .map(|g| (g.reason.as_str(), g.count, g.copies))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("invalid_token", 2, 3),
+                ("redrive_policy", 2, 2),
+                ("expired_token", 1, 1)
+            ]
+        );
+        let copies: Vec<usize> = groups[0].messages.iter().map(|m| m.copies).collect();
+        assert_eq!(copies.iter().sum::<usize>(), 3);
+        assert!(copies.contains(&2), "{copies:?}");
     }
 
     #[test]
@@ -429,7 +554,7 @@ mod tests {
             .body("plain-token")
             .build();
         let view = DeadLetterView::from_message(m).unwrap();
-        assert_eq!(view.reason, REDRIVE_POLICY);
+        assert_eq!(view.reason, LetterReason::RedrivePolicy);
         assert_eq!(
             view.event_id.as_deref(),
             Some(Fingerprint::of("plain-token").as_str())

@@ -11,7 +11,9 @@ pub mod check;
 pub mod cli;
 pub mod dlq;
 pub mod enqueue;
+mod letter;
 pub mod load;
+mod move_task;
 pub mod output;
 pub mod redrive;
 

@@ -5,30 +5,33 @@
 //! delivery), and deleted from the dead-letter queue only after the send succeeded. Messages that
 //! do not match `--reason`, or are over `--max`, are handed back with visibility 0.
 //!
+//! Copies of one letter (dead-letters with the same `mpr.sourceMessageId`, see `dlq.rs`) are sent
+//! once: the first is copied, and the others are deleted once that copy is on the token queue.
+//!
 //! `--move-task` (whole queue only) asks SQS to do the move itself with `StartMessageMoveTask`, which
 //! is faster for a large backlog but carries the `mpr.*` attributes along; if the endpoint refuses
 //! it, the copy is used instead and the report says so.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use serde::Serialize;
 
-use super::dlq::{DeadLetterView, HandBackFailure, Scan};
+use super::dlq::{DeadLetterView, HandBackFailure, LetterKey, LetterReason, Scan};
+use super::move_task::{move_task, task_report};
 use super::output::Render;
 use crate::aws::error::CallError;
-use crate::aws::error::{describe, AwsFailure};
 use crate::aws::sqs::{self, Outgoing};
+
+pub use super::move_task::MoveTaskStatus;
 
 /// Message group for a FIFO token queue when the dead-letter has neither a group nor a token.
 const FALLBACK_GROUP: &str = "mp-resolver-redrive";
-/// How long `--move-task` waits for SQS to finish before it reports the task as still running.
-const MOVE_TASK_PATIENCE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Default)]
 pub struct RedriveOptions {
-    /// Only dead-letters with this `mpr.reason` (or `redrive_policy`).
-    pub reason: Option<String>,
+    /// Only dead-letters with this `mpr.reason` (or none: the redrive policy's).
+    pub reason: Option<LetterReason>,
     /// Move at most this many.
     pub max: Option<usize>,
     /// Let SQS move the whole queue (`StartMessageMoveTask`); ignored with `reason` or `max`.
@@ -59,8 +62,11 @@ pub struct Moved {
     pub dlq_message_id: String,
     /// The copy's id on the token queue.
     pub message_id: String,
-    pub reason: String,
+    pub reason: LetterReason,
     pub event_id: Option<String>,
+    /// How many dead-letters were this letter (same `mpr.sourceMessageId`): one was sent, all
+    /// were deleted. 1 unless it had been dead-lettered more than once.
+    pub copies: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -77,25 +83,17 @@ pub struct RedriveFailure {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MoveTaskStatus {
-    /// RUNNING, COMPLETED, CANCELLING, CANCELLED or FAILED, as SQS reports it.
-    pub status: String,
-    pub moved: i64,
-    pub to_move: Option<i64>,
-    pub failure_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct RedriveReport {
     pub ok: bool,
     pub method: Method,
     pub dlq_url: String,
     pub queue_url: String,
-    pub reason: Option<String>,
+    pub reason: Option<LetterReason>,
     pub max: Option<usize>,
-    /// Messages now on the token queue and gone from the dead-letter queue.
+    /// Letters now on the token queue and gone from the dead-letter queue (copies count once).
     pub moved_count: u64,
+    /// Extra copies deleted from the dead-letter queue without being sent again.
+    pub copies_deleted: u64,
     /// Each one, for the copy method (SQS's task does not say which).
     pub moved: Vec<Moved>,
     /// Examined and left on the dead-letter queue: another reason, or over `max`.
@@ -126,13 +124,28 @@ impl Render for RedriveReport {
             self.moved_count, self.dlq_url, self.queue_url
         );
         for m in &self.moved {
+            let copies = if m.copies > 1 {
+                format!(
+                    "  ({} copies on the dead-letter queue, sent once)",
+                    m.copies
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "  {:<18} eventId={}  {} -> {}",
-                m.reason,
+                "  {:<18} eventId={}  {} -> {}{copies}",
+                m.reason.as_str(),
                 m.event_id.as_deref().unwrap_or("-"),
                 m.dlq_message_id,
                 m.message_id
+            );
+        }
+        if self.copies_deleted > 0 {
+            let _ = writeln!(
+                out,
+                "deleted {} extra copie(s) of letters dead-lettered more than once",
+                self.copies_deleted
             );
         }
         if let Some(task) = &self.task {
@@ -222,6 +235,14 @@ pub async fn redrive(
     Ok(report)
 }
 
+/// What a dead-letter taken by the copy is, with the id of the message sent for its letter.
+enum Taken {
+    /// This one was sent.
+    Sent(String),
+    /// Another copy of its letter was sent; this one is only deleted.
+    Copy(String),
+}
+
 async fn copy(
     sqs_client: &aws_sdk_sqs::Client,
     dlq_url: &str,
@@ -233,6 +254,12 @@ async fn copy(
     let mut moved: Vec<Moved> = Vec::new();
     let mut failed: Vec<RedriveFailure> = Vec::new();
     let mut left = 0;
+    let mut copies_deleted = 0;
+    // Letters sent in this run, by key: the sent message's id. A copy seen later (even in another
+    // batch) is deleted, not sent again.
+    let mut sent: HashMap<LetterKey, String> = HashMap::new();
+    // Where each letter's entry is in `moved`, to count its copies.
+    let mut moved_at: HashMap<LetterKey, usize> = HashMap::new();
     let walked: Result<(), CallError> = async {
         loop {
             let remaining = options
@@ -245,20 +272,24 @@ async fn copy(
             if batch.is_empty() {
                 break;
             }
-            let mut take: Vec<DeadLetterView> = Vec::new();
+            let mut send: Vec<DeadLetterView> = Vec::new();
+            let mut extra: Vec<DeadLetterView> = Vec::new();
             for view in batch {
-                let wanted = options.reason.as_deref().is_none_or(|r| r == view.reason);
-                if wanted && take.len() < remaining {
-                    take.push(view);
+                let wanted = options.reason.as_ref().is_none_or(|r| *r == view.reason);
+                let key = view.letter_key();
+                let copy_of_taken = key.as_ref().is_some_and(|k| {
+                    sent.contains_key(k) || send.iter().any(|v| v.letter_key().as_ref() == Some(k))
+                });
+                if wanted && copy_of_taken {
+                    extra.push(view);
+                } else if wanted && send.len() < remaining {
+                    send.push(view);
                 } else {
                     scan.hold(&view);
                     left += 1;
                 }
             }
-            if take.is_empty() {
-                continue;
-            }
-            let outgoing: Vec<Outgoing> = take
+            let outgoing: Vec<Outgoing> = send
                 .iter()
                 .map(|v| Outgoing {
                     body: v.body.clone(),
@@ -274,11 +305,20 @@ async fn copy(
                     deduplication_id: fifo.then(|| format!("redrive-{}", v.message_id)),
                 })
                 .collect();
-            let sent = sqs::send(sqs_client, queue_url, &outgoing).await;
-            let mut copied: Vec<(DeadLetterView, String)> = Vec::new();
-            for (view, result) in take.into_iter().zip(sent) {
+            let results = if outgoing.is_empty() {
+                Vec::new()
+            } else {
+                sqs::send(sqs_client, queue_url, &outgoing).await
+            };
+            let mut taken: Vec<(DeadLetterView, Taken)> = Vec::new();
+            for (view, result) in send.into_iter().zip(results) {
                 match result {
-                    Ok(message_id) => copied.push((view, message_id)),
+                    Ok(message_id) => {
+                        if let Some(key) = view.letter_key() {
+                            sent.insert(key, message_id.clone());
+                        }
+                        taken.push((view, Taken::Sent(message_id)));
+                    }
                     Err(e) => {
                         scan.hold(&view);
                         failed.push(RedriveFailure {
@@ -292,24 +332,47 @@ async fn copy(
                     }
                 }
             }
-            if copied.is_empty() {
+            for view in extra {
+                match view.letter_key().and_then(|k| sent.get(&k).cloned()) {
+                    Some(message_id) => taken.push((view, Taken::Copy(message_id))),
+                    // Its letter could not be sent: it stays, as that copy does.
+                    None => {
+                        scan.hold(&view);
+                        left += 1;
+                    }
+                }
+            }
+            if taken.is_empty() {
                 // Nothing could be sent: the rest would fail the same way.
                 break;
             }
-            let handles: Vec<String> = copied
+            let handles: Vec<String> = taken
                 .iter()
                 .map(|(v, _)| v.receipt_handle.clone())
                 .collect();
             let deleted = sqs::delete(sqs_client, dlq_url, &handles).await;
-            for ((view, message_id), result) in copied.into_iter().zip(deleted) {
-                match result {
-                    Ok(()) => moved.push(Moved {
-                        dlq_message_id: view.message_id,
-                        message_id,
-                        reason: view.reason,
-                        event_id: view.event_id,
-                    }),
-                    Err(e) => {
+            // Sent ones come first in `taken`, so a letter's entry exists before its copies count.
+            for ((view, what), result) in taken.into_iter().zip(deleted) {
+                match (what, result) {
+                    (Taken::Sent(message_id), Ok(())) => {
+                        if let Some(key) = view.letter_key() {
+                            moved_at.insert(key, moved.len());
+                        }
+                        moved.push(Moved {
+                            dlq_message_id: view.message_id,
+                            message_id,
+                            reason: view.reason,
+                            event_id: view.event_id,
+                            copies: 1,
+                        });
+                    }
+                    (Taken::Copy(_), Ok(())) => {
+                        copies_deleted += 1;
+                        if let Some(&i) = view.letter_key().and_then(|k| moved_at.get(&k)) {
+                            moved[i].copies += 1;
+                        }
+                    }
+                    (Taken::Sent(message_id) | Taken::Copy(message_id), Err(e)) => {
                         scan.hold(&view);
                         failed.push(RedriveFailure {
                             dlq_message_id: view.message_id.clone(),
@@ -336,6 +399,7 @@ async fn copy(
         reason: options.reason.clone(),
         max: options.max,
         moved_count: moved.len() as u64,
+        copies_deleted,
         moved,
         left,
         failed,
@@ -343,114 +407,5 @@ async fn copy(
         task: None,
         note: None,
         error,
-    }
-}
-
-/// Starts SQS's move task and waits for it. `Err` only when the task could not be started (then
-/// nothing moved and the copy can run instead); once started, everything goes into the status.
-async fn move_task(
-    sqs_client: &aws_sdk_sqs::Client,
-    dlq_arn: &str,
-    queue_arn: &str,
-) -> Result<MoveTaskStatus, AwsFailure> {
-    // Tasks are listed newest first and finished ones may have no handle: remember the newest
-    // one before ours, so ours is recognized by its start time.
-    let before = latest_task(sqs_client, dlq_arn)
-        .await
-        .ok()
-        .flatten()
-        .map_or(0, |t| t.started_timestamp);
-    let handle = sqs_client
-        .start_message_move_task()
-        .source_arn(dlq_arn)
-        .destination_arn(queue_arn)
-        .send()
-        .await
-        .map_err(|e| describe(&e))?
-        .task_handle;
-    let deadline = tokio::time::Instant::now() + MOVE_TASK_PATIENCE;
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match latest_task(sqs_client, dlq_arn).await {
-            Ok(Some(task))
-                if task.started_timestamp > before
-                    || (handle.is_some() && task.task_handle == handle) =>
-            {
-                let status = MoveTaskStatus {
-                    status: task.status.clone().unwrap_or_else(|| "UNKNOWN".into()),
-                    moved: task.approximate_number_of_messages_moved,
-                    to_move: task.approximate_number_of_messages_to_move,
-                    failure_reason: task.failure_reason.clone(),
-                };
-                let running = matches!(status.status.as_str(), "RUNNING" | "CANCELLING");
-                if !running || tokio::time::Instant::now() >= deadline {
-                    return Ok(status);
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Ok(MoveTaskStatus {
-                    status: "UNKNOWN".into(),
-                    moved: 0,
-                    to_move: None,
-                    failure_reason: Some(format!("started, but ListMessageMoveTasks failed: {e}")),
-                })
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(MoveTaskStatus {
-                status: "UNKNOWN".into(),
-                moved: 0,
-                to_move: None,
-                failure_reason: Some("started, but not listed by ListMessageMoveTasks".into()),
-            });
-        }
-        // SQS has no completion notification for a move task; poll it, gently.
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn latest_task(
-    sqs_client: &aws_sdk_sqs::Client,
-    dlq_arn: &str,
-) -> Result<Option<aws_sdk_sqs::types::ListMessageMoveTasksResultEntry>, AwsFailure> {
-    let out = sqs_client
-        .list_message_move_tasks()
-        .source_arn(dlq_arn)
-        .max_results(1)
-        .send()
-        .await
-        .map_err(|e| describe(&e))?;
-    Ok(out.results.unwrap_or_default().into_iter().next())
-}
-
-fn task_report(
-    dlq_url: &str,
-    queue_url: &str,
-    dlq_arn: &str,
-    task: MoveTaskStatus,
-) -> RedriveReport {
-    let completed = task.status == "COMPLETED";
-    let note = (task.status == "RUNNING" || task.status == "UNKNOWN").then(|| {
-        format!(
-            "the move task is still running in SQS; follow it with: aws sqs list-message-move-tasks --source-arn {dlq_arn}"
-        )
-    });
-    RedriveReport {
-        ok: completed,
-        method: Method::MoveTask,
-        dlq_url: dlq_url.to_owned(),
-        queue_url: queue_url.to_owned(),
-        reason: None,
-        max: None,
-        moved_count: task.moved.max(0) as u64,
-        moved: Vec::new(),
-        left: 0,
-        failed: Vec::new(),
-        hand_back_failures: Vec::new(),
-        task: Some(task),
-        note,
-        error: None,
     }
 }

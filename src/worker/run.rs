@@ -9,13 +9,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::config::limits::RECEIVE_BACKOFF_MAX;
 use crate::worker::events::Received;
 use crate::worker::retry::full_jitter;
 use crate::worker::Worker;
-
-/// The ceiling of the receive retry backoff: a failing receive is retried at most this far apart,
-/// so `worker.stall_timeout_secs` must exceed `receive_wait_secs` plus this.
-pub const RECEIVE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What the receive loop does next.
 enum Next {
@@ -68,7 +65,7 @@ impl Worker {
                 }
                 failed => {
                     self.telemetry.health.receive_failed();
-                    let wait = full_jitter(receive_delays.next().unwrap_or(RECEIVE_RETRY_MAX));
+                    let wait = full_jitter(receive_delays.next().unwrap_or(RECEIVE_BACKOFF_MAX));
                     let error = match failed {
                         Ok(Err(e)) => e.to_string(),
                         Err(e) => format!("receive task: {e}"),
@@ -164,10 +161,12 @@ pub(super) fn report_join(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// Waits between failed receives. Its ceiling is also what `worker.stall_timeout_secs` must
+/// allow for (`config::limits`).
 fn receive_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(RECEIVE_RETRY_MAX)
+        .with_max_delay(RECEIVE_BACKOFF_MAX)
         .without_max_times()
         .build()
 }
