@@ -55,7 +55,7 @@ use crate::config::RateLimitSettings;
 /// Share of the rate's calls in one window that may be throttled without lowering the rate:
 /// sporadic throttles of single tokens, and a rate a few percent over the quota, cost a few retries,
 /// which is cheaper than giving up throughput.
-pub const TOLERATED_SHARE: f64 = 0.05;
+const TOLERATED_SHARE: f64 = 0.05;
 
 /// The deepest cut of the window that ends the slow start: by then the rate may be up to twice the
 /// quota (it doubles each second), so halving it is always allowed, whatever the configured factor.
@@ -90,7 +90,7 @@ impl RatePolicy {
 
 /// The multiplier a window applies to its base rate after `throttles` of its `answers` were throttles,
 /// when the base rate allows `expected_calls` in the window: `1.0` means no cut.
-pub fn window_cut(throttles: u32, answers: u32, expected_calls: f64, deepest: f64) -> f64 {
+fn window_cut(throttles: u32, answers: u32, expected_calls: f64, deepest: f64) -> f64 {
     let calls = f64::from(answers.max(throttles)).max(expected_calls);
     if calls <= 0.0 {
         return 1.0;
@@ -278,8 +278,8 @@ impl AdaptiveRateLimiter {
                 answers: 0,
             },
         };
-        window.throttles += 1;
-        window.answers += 1;
+        window.throttles = window.throttles.saturating_add(1);
+        window.answers = window.answers.saturating_add(1);
         s.window = Some(window);
         let expected = window.base * self.policy.cooldown.as_secs_f64();
         let cut = window_cut(window.throttles, window.answers, expected, window.deepest);
@@ -297,7 +297,7 @@ impl AdaptiveRateLimiter {
         let now = Instant::now();
         if let Some(w) = s.window.as_mut() {
             if now.duration_since(w.opened) < self.policy.cooldown {
-                w.answers += 1;
+                w.answers = w.answers.saturating_add(1);
             }
         }
         let step = if s.probing {
