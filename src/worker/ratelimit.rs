@@ -1,21 +1,65 @@
 //! One adaptive rate limit for ResolveCustomer per process, shared by every in-flight message, so
 //! that concurrency never turns into a throttling storm.
 //!
-//! AIMD with a slow start, as TCP does it: until the API first throttles, every answered call adds
-//! one call per second (the rate doubles each second it is used in full), so an unthrottled API is
-//! not held back by a cautious starting rate; from the first throttle on, each throttle cuts the
-//! rate by a factor (at most once per cool-down, since the throttles of calls already sent all
-//! arrive together) and each answered call adds a little, so the rate settles just under the quota
-//! the API grants this seller and follows it when it changes. Calls are spaced evenly at the
-//! current rate through a fair (FIFO) lock, so a rate change applies to the very next call rather
-//! than to a queue of pre-assigned slots.
+//! **Pacing.** Calls are spaced evenly at the current rate: the next call may go one interval
+//! (1 / rate) after the previous one, computed from the rate at the moment it is due, so a rate
+//! change (up or down) applies to the very next call rather than to a queue of pre-assigned slots.
+//! An idle limiter banks no credit: a burst after a pause is still spaced.
+//!
+//! **Fairness by age.** Waiters are served oldest delivery first, not in arrival order: a caller
+//! says when its delivery first queued for a call ([`AdaptiveRateLimiter::acquire_for`]), so a
+//! throttled retry of an old delivery goes before every delivery that first queued after it, instead
+//! of rejoining the back of the line behind fresh messages. Ties go first come first served. Only the
+//! oldest waiter watches the clock; the others sleep until they become the oldest. A waiter whose
+//! future is dropped leaves the line at once and wakes the next one, so it never blocks the others.
+//! [`AdaptiveRateLimiter::waiting`] and [`AdaptiveRateLimiter::capacity`] let the worker receive only
+//! what the rate can resolve within a delivery's retry budget.
+//!
+//! **Slow start.** Until the API first pushes back in earnest, every answered call adds one call per
+//! second (the rate doubles each second it is used in full), so an unthrottled API is not held back
+//! by a cautious starting rate.
+//!
+//! **Decrease by the share of throttled calls, not per throttle.** A throttle says one call per
+//! second too many was sent, *or* that one token (or one hot account's token) is throttled on its
+//! own: a few tokens throttled many times must not drag the whole process down while the quota is far
+//! from reached. So throttles are counted over a window of one cool-down (`cooldown_ms`), which opens
+//! at the first throttle after the previous window closed; within it
+//!
+//! ```text
+//! share     = throttles in the window / max(answers in the window, base rate × window)
+//! new rate  = base rate × max(deepest, 1 − (share − TOLERATED_SHARE))     (only ever lower)
+//! ```
+//!
+//! where *base rate* is the rate when the window opened and *deepest* is `decrease_factor` (the
+//! largest cut one window may make; 0.5 at most while still in slow start). Each throttle beyond the
+//! tolerated 5% of the rate's calls takes about one call per second off the rate, which is what a
+//! quota measures: sending R calls/s against a quota Q gives (R − Q) throttles per second, so one
+//! window brings the rate down to about Q, never by more than the factor at once, and the throttles
+//! of calls already sent (which arrive together) are not counted twice. A steady trickle of
+//! throttles under the tolerated share (2% of calls, say) does not move the rate at all; half the
+//! calls throttled cuts it by the full factor. The first window that cuts ends the slow start; from
+//! then on each second of answered calls adds `increase_per_sec`. The denominator is at least the
+//! calls the rate allows in the window, so a lone hot token retried while little else is sent
+//! counts as a small share, not as 100%. A `cooldown_ms` of 0 gives every throttle its own window
+//! (every throttle cuts by the full factor).
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::RateLimitSettings;
+
+/// Share of the rate's calls in one window that may be throttled without lowering the rate:
+/// sporadic throttles of single tokens, and a rate a few percent over the quota, cost a few retries,
+/// which is cheaper than giving up throughput.
+const TOLERATED_SHARE: f64 = 0.05;
+
+/// The deepest cut of the window that ends the slow start: by then the rate may be up to twice the
+/// quota (it doubles each second), so halving it is always allowed, whatever the configured factor.
+const SLOW_START_DEEPEST: f64 = 0.5;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RatePolicy {
@@ -23,11 +67,11 @@ pub struct RatePolicy {
     pub min: f64,
     /// Hard ceiling; `None` lets the rate grow until the API pushes back.
     pub max: Option<f64>,
-    /// Multiplier applied on a throttle.
+    /// The lowest multiplier one cool-down window may apply (the cut when most calls are throttled).
     pub decrease: f64,
     /// Calls per second added per second of successful calls at the current rate.
     pub increase: f64,
-    /// Minimum time between two decreases.
+    /// The window throttles are counted over, and so the minimum time between two windows' cuts.
     pub cooldown: Duration,
 }
 
@@ -44,22 +88,82 @@ impl RatePolicy {
     }
 }
 
+/// The multiplier a window applies to its base rate after `throttles` of its `answers` were throttles,
+/// when the base rate allows `expected_calls` in the window: `1.0` means no cut.
+fn window_cut(throttles: u32, answers: u32, expected_calls: f64, deepest: f64) -> f64 {
+    let calls = f64::from(answers.max(throttles)).max(expected_calls);
+    if calls <= 0.0 {
+        return 1.0;
+    }
+    let share = f64::from(throttles) / calls;
+    let excess = (share - TOLERATED_SHARE).max(0.0);
+    (1.0 - excess).max(deepest).min(1.0)
+}
+
+/// Throttles and answers counted since the current window opened.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    opened: Instant,
+    base: f64,
+    deepest: f64,
+    throttles: u32,
+    answers: u32,
+}
+
+/// Where a waiter stands in line: when its delivery first queued, then arrival order.
+type Place = (Instant, u64);
+
 #[derive(Debug)]
 struct State {
     rate: f64,
-    /// Earliest time the next call may go.
-    next: Instant,
-    last_decrease: Option<Instant>,
-    /// Slow start: no throttle seen yet.
+    /// When the last call was let through (the schedule the next one is spaced from).
+    last_call: Option<Instant>,
+    /// Slow start: no window has cut the rate yet.
     probing: bool,
+    window: Option<Window>,
+    /// Waiters, oldest delivery first; each is woken through its own `Notify`.
+    line: BTreeMap<Place, Arc<Notify>>,
+    arrivals: u64,
+}
+
+impl State {
+    /// The oldest waiter may have something new to look at (its turn, or a new rate): wake it.
+    fn wake_first(&self) {
+        if let Some(first) = self.line.values().next() {
+            first.notify_one();
+        }
+    }
+
+    fn is_first(&self, place: &Place) -> bool {
+        self.line.keys().next() == Some(place)
+    }
 }
 
 #[derive(Debug)]
 pub struct AdaptiveRateLimiter {
     policy: RatePolicy,
     state: Mutex<State>,
-    /// Callers wait their turn here, first come first served.
-    turn: tokio::sync::Mutex<()>,
+}
+
+/// A place in line; leaving it (the waiting future dropped) hands the turn on.
+struct Ticket<'a> {
+    limiter: &'a AdaptiveRateLimiter,
+    place: Place,
+    served: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.served {
+            return;
+        }
+        let mut s = self.limiter.lock();
+        let was_first = s.is_first(&self.place);
+        s.line.remove(&self.place);
+        if was_first {
+            s.wake_first();
+        }
+    }
 }
 
 impl AdaptiveRateLimiter {
@@ -69,11 +173,12 @@ impl AdaptiveRateLimiter {
             policy,
             state: Mutex::new(State {
                 rate,
-                next: Instant::now(),
-                last_decrease: None,
+                last_call: None,
                 probing: true,
+                window: None,
+                line: BTreeMap::new(),
+                arrivals: 0,
             }),
-            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -82,54 +187,119 @@ impl AdaptiveRateLimiter {
         self.lock().rate
     }
 
-    /// Waits until this caller may make one call.
+    /// How many callers are waiting for their turn right now.
+    pub fn waiting(&self) -> usize {
+        self.lock().line.len()
+    }
+
+    /// How many deliveries the current rate can give a call within `budget` (rate × budget, rounded
+    /// down), but at least `floor`. The worker keeps the deliveries waiting for a call plus those in
+    /// flight under this, so what it receives can be resolved before its budget runs out.
+    pub fn capacity(&self, budget: Duration, floor: usize) -> usize {
+        let calls = self.rate() * budget.as_secs_f64();
+        // Float to int `as` saturates; the rate is finite and positive.
+        (calls.floor() as usize).max(floor)
+    }
+
+    /// Waits until this caller may make one call, behind every caller already waiting (a fresh
+    /// delivery). Same as `acquire_for(Instant::now())`.
     pub async fn acquire(&self) {
-        let _turn = self.turn.lock().await;
+        self.acquire_for(Instant::now()).await;
+    }
+
+    /// Waits until this caller may make one call. `first_queued` is when the delivery this call is
+    /// for first waited for a call (keep it across its retries): waiters are served oldest first, so
+    /// a retry goes before every delivery that first queued after it. Dropping the future leaves
+    /// the line without holding anyone up.
+    pub async fn acquire_for(&self, first_queued: Instant) {
+        let notify = Arc::new(Notify::new());
+        let place = {
+            let mut s = self.lock();
+            let place = (first_queued, s.arrivals);
+            s.arrivals += 1;
+            s.line.insert(place, notify.clone());
+            place
+        };
+        let mut ticket = Ticket {
+            limiter: self,
+            place,
+            served: false,
+        };
         loop {
-            let wait_until = {
+            let due = {
                 let mut s = self.lock();
-                let now = Instant::now();
-                if s.next <= now {
-                    // An idle limiter does not bank credit: a burst after a pause is still spaced.
-                    s.next = now + interval(s.rate);
-                    return;
+                if !s.is_first(&place) {
+                    None
+                } else {
+                    let now = Instant::now();
+                    let interval = interval(s.rate);
+                    match s.last_call.map(|last| last + interval) {
+                        Some(due) if due > now => Some(due),
+                        due => {
+                            // Late by less than one interval (timer granularity): keep the
+                            // schedule so the rate is not eroded; later (idle): bank nothing.
+                            let on_schedule = due.filter(|d| now.duration_since(*d) < interval);
+                            s.last_call = Some(on_schedule.unwrap_or(now));
+                            s.line.remove(&place);
+                            ticket.served = true;
+                            s.wake_first();
+                            return;
+                        }
+                    }
                 }
-                s.next
             };
-            // The rate may drop while waiting; the loop re-reads the slot after waking.
-            tokio::time::sleep_until(wait_until).await;
+            match due {
+                // First in line: wait for the slot, or for a rate change or a new first waiter.
+                Some(due) => {
+                    let _ = tokio::time::timeout_at(due, notify.notified()).await;
+                }
+                // A permit stored by `notify_one` while we were not yet listening is not lost.
+                None => notify.notified().await,
+            }
         }
     }
 
-    /// The API throttled a call: slow down (once per cool-down).
+    /// The API throttled a call: count it in the current window and lower the rate by the share of
+    /// throttled calls (see the module documentation).
     pub fn throttled(&self) {
         let mut s = self.lock();
-        // Slow start doubles each second, so by the first throttle it may be up to twice the
-        // quota: that first cut halves it, whatever the configured factor.
-        let factor = if s.probing {
-            self.policy.decrease.min(0.5)
-        } else {
-            self.policy.decrease
-        };
-        s.probing = false;
         let now = Instant::now();
-        if s.last_decrease
-            .is_some_and(|t| now.duration_since(t) < self.policy.cooldown)
-        {
-            return;
+        let mut window = match s.window {
+            Some(w) if now.duration_since(w.opened) < self.policy.cooldown => w,
+            _ => Window {
+                opened: now,
+                base: s.rate,
+                deepest: if s.probing {
+                    self.policy.decrease.min(SLOW_START_DEEPEST)
+                } else {
+                    self.policy.decrease
+                },
+                throttles: 0,
+                answers: 0,
+            },
+        };
+        window.throttles = window.throttles.saturating_add(1);
+        window.answers = window.answers.saturating_add(1);
+        s.window = Some(window);
+        let expected = window.base * self.policy.cooldown.as_secs_f64();
+        let cut = window_cut(window.throttles, window.answers, expected, window.deepest);
+        if cut < 1.0 {
+            s.probing = false;
+            let target = clamp(window.base * cut, &self.policy);
+            s.rate = s.rate.min(target);
         }
-        let old_interval = interval(s.rate);
-        s.rate = clamp(s.rate * factor, &self.policy);
-        s.last_decrease = Some(now);
-        // Push the next slot out to the new spacing so the cut takes effect immediately.
-        let pushed = s.next.max(now) + interval(s.rate).saturating_sub(old_interval);
-        s.next = pushed;
     }
 
-    /// A call got an answer that was not a throttle: speed up (fast until the first throttle,
-    /// a little after it).
+    /// A call got an answer that was not a throttle: speed up (fast until the first cut, a little
+    /// after it).
     pub fn succeeded(&self) {
         let mut s = self.lock();
+        let now = Instant::now();
+        if let Some(w) = s.window.as_mut() {
+            if now.duration_since(w.opened) < self.policy.cooldown {
+                w.answers = w.answers.saturating_add(1);
+            }
+        }
         let step = if s.probing {
             1.0
         } else {
@@ -137,6 +307,8 @@ impl AdaptiveRateLimiter {
             self.policy.increase / s.rate
         };
         s.rate = clamp(s.rate + step, &self.policy);
+        // A higher rate brings the next slot forward.
+        s.wake_first();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -152,13 +324,17 @@ fn clamp(rate: f64, p: &RatePolicy) -> f64 {
 }
 
 fn interval(rate: f64) -> Duration {
-    Duration::from_secs_f64(1.0 / rate)
+    // The rate is clamped to a positive floor (0.01/s at the least); should it still be nonsense,
+    // wait an hour rather than panic on an overflowing instant.
+    const LONGEST: Duration = Duration::from_secs(3600);
+    Duration::try_from_secs_f64(rate.recip()).map_or(LONGEST, |d| d.min(LONGEST))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn policy() -> RatePolicy {
         RatePolicy {
@@ -171,16 +347,34 @@ mod tests {
         }
     }
 
-    /// Calls granted in `window` by `callers` tasks hammering the limiter.
+    /// Throttles in one burst, enough to be a share that cuts by the full factor.
+    fn burst_of_throttles(limiter: &AdaptiveRateLimiter) {
+        for _ in 0..1_000 {
+            limiter.throttled();
+        }
+    }
+
+    /// Lets spawned tasks run until `condition` holds (paused time does not move meanwhile).
+    async fn until(condition: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if condition() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("condition not reached");
+    }
+
+    /// Calls granted in `window` by 32 tasks hammering the limiter.
     async fn granted_in(limiter: Arc<AdaptiveRateLimiter>, window: Duration) -> usize {
-        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..32 {
             let (l, c) = (limiter.clone(), counter.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
                     l.acquire().await;
-                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.fetch_add(1, Ordering::Relaxed);
                 }
             }));
         }
@@ -188,7 +382,48 @@ mod tests {
         for t in tasks {
             t.abort();
         }
-        counter.load(std::sync::atomic::Ordering::Relaxed)
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Spawns a caller that records `name` in `order` when it is let through.
+    fn spawn_caller(
+        limiter: &Arc<AdaptiveRateLimiter>,
+        order: &Arc<Mutex<Vec<(&'static str, Instant)>>>,
+        name: &'static str,
+        first_queued: Instant,
+    ) -> tokio::task::JoinHandle<()> {
+        let (l, o) = (limiter.clone(), order.clone());
+        tokio::spawn(async move {
+            l.acquire_for(first_queued).await;
+            o.lock().unwrap().push((name, Instant::now()));
+        })
+    }
+
+    #[test]
+    fn window_cut_table() {
+        // (throttles, answers, calls the base rate allows in the window, deepest) -> multiplier
+        let rows = [
+            ((0, 0, 0.0, 0.7), 1.0),       // nothing counted
+            ((1, 50, 50.0, 0.7), 1.0),     // 2%: tolerated
+            ((2, 40, 40.0, 0.7), 1.0),     // exactly the tolerated 5%
+            ((10, 100, 100.0, 0.7), 0.95), // 10%: 5% over
+            ((25, 50, 50.0, 0.7), 0.7),    // half throttled: the full factor
+            ((50, 50, 50.0, 0.5), 0.5),    // all throttled, slow start: halved
+            // A lone hot token while little is sent: its share of the rate, not of the answers.
+            ((3, 3, 100.0, 0.7), 1.0),
+            ((8, 8, 100.0, 0.7), 0.97),
+            // More answers than the rate allows (a cut just happened): the answers count.
+            ((30, 200, 100.0, 0.7), 0.9),
+            // No cool-down: every throttle is a whole window of its own.
+            ((1, 1, 0.0, 0.7), 0.7),
+        ];
+        for ((throttles, answers, expected, deepest), want) in rows {
+            let got = window_cut(throttles, answers, expected, deepest);
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{throttles}/{answers} of {expected}: {got} != {want}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -200,36 +435,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn throttle_halves_the_rate_once_per_cooldown() {
+    async fn a_burst_cuts_by_the_factor_once_per_cooldown() {
         let limiter = AdaptiveRateLimiter::new(policy());
-        limiter.throttled();
-        limiter.throttled();
-        limiter.throttled();
+        burst_of_throttles(&limiter);
         assert_eq!(limiter.rate(), 5.0);
         tokio::time::advance(Duration::from_millis(1_001)).await;
-        limiter.throttled();
+        burst_of_throttles(&limiter);
         assert_eq!(limiter.rate(), 2.5);
         for _ in 0..100 {
-            limiter.throttled();
+            burst_of_throttles(&limiter);
             tokio::time::advance(Duration::from_secs(2)).await;
         }
         assert_eq!(limiter.rate(), 0.5, "never below the floor");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn slow_start_doubles_until_the_first_throttle() {
+    async fn slow_start_doubles_until_the_first_real_push_back() {
         let limiter = AdaptiveRateLimiter::new(policy());
         // One second of answered calls at 10/s doubles the rate...
         for _ in 0..10 {
             limiter.succeeded();
         }
         assert_eq!(limiter.rate(), 20.0);
+        // ...a lone throttle (a single hot token) does not end the slow start...
+        limiter.throttled();
+        assert_eq!(limiter.rate(), 20.0);
         for _ in 0..20 {
             limiter.succeeded();
         }
         assert_eq!(limiter.rate(), 40.0);
-        // ...until the API pushes back.
-        limiter.throttled();
+        // ...until the API pushes back on a real share of the calls: halved.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        burst_of_throttles(&limiter);
         assert_eq!(limiter.rate(), 20.0);
         for _ in 0..20 {
             limiter.succeeded();
@@ -238,13 +475,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn after_a_throttle_successes_raise_the_rate_slowly_up_to_the_ceiling() {
+    async fn after_a_cut_successes_raise_the_rate_slowly_up_to_the_ceiling() {
         let limiter = AdaptiveRateLimiter::new(RatePolicy {
             max: Some(12.0),
             ..policy()
         });
-        limiter.throttled(); // 5/s, slow start over
-                             // One second of successes at 5/s adds about one call per second.
+        burst_of_throttles(&limiter); // 5/s, slow start over
+                                      // One second of successes at 5/s adds about one call per second.
         for _ in 0..5 {
             limiter.succeeded();
         }
@@ -258,9 +495,296 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cut_applies_to_the_waiting_callers() {
         let limiter = Arc::new(AdaptiveRateLimiter::new(policy()));
-        limiter.throttled(); // 5/s
-        limiter.throttled(); // within cool-down: still 5/s
+        burst_of_throttles(&limiter); // 5/s
+        burst_of_throttles(&limiter); // within cool-down: still 5/s
         let n = granted_in(limiter, Duration::from_secs(4)).await;
         assert!((19..=21).contains(&n), "{n}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_goes_before_fresher_deliveries() {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(policy()));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        limiter.acquire().await; // the slot now runs: the next call is due in 100 ms
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let mut tasks = Vec::new();
+        for name in ["fresh-1", "fresh-2", "fresh-3"] {
+            tasks.push(spawn_caller(&limiter, &order, name, Instant::now()));
+            until(|| limiter.waiting() == tasks.len()).await;
+        }
+        // Two throttled retries arrive last, the older one last of all.
+        let retry_young = start + Duration::from_millis(5);
+        tasks.push(spawn_caller(&limiter, &order, "retry-young", retry_young));
+        tasks.push(spawn_caller(&limiter, &order, "retry-old", start));
+        until(|| limiter.waiting() == 5).await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let names: Vec<_> = order.lock().unwrap().iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            ["retry-old", "retry-young", "fresh-1", "fresh-2", "fresh-3"]
+        );
+        // Still evenly spaced at 10/s.
+        let times: Vec<_> = order
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| *t - start)
+            .collect();
+        let want: Vec<_> = (1..=5).map(|i| Duration::from_millis(100 * i)).collect();
+        assert_eq!(times, want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_change_applies_to_the_very_next_call() {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(policy()));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        limiter.acquire().await;
+        let waiter = spawn_caller(&limiter, &order, "up", start);
+        until(|| limiter.waiting() == 1).await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+        // Slow start: ten answers take the rate from 10/s to 20/s, so the waiter due at 100 ms
+        // goes at 50 ms.
+        for _ in 0..10 {
+            limiter.succeeded();
+        }
+        waiter.await.unwrap();
+        assert_eq!(
+            order.lock().unwrap()[0].1 - start,
+            Duration::from_millis(50)
+        );
+        // A cut to 10/s while the next caller waits pushes it to 100 ms after the last call.
+        let waiter = spawn_caller(&limiter, &order, "down", start);
+        until(|| limiter.waiting() == 1).await;
+        burst_of_throttles(&limiter);
+        assert_eq!(limiter.rate(), 10.0);
+        waiter.await.unwrap();
+        assert_eq!(
+            order.lock().unwrap()[1].1 - start,
+            Duration::from_millis(150)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_counts_the_callers_in_line() {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(policy()));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        assert_eq!(limiter.waiting(), 0);
+        limiter.acquire().await; // an idle limiter lets the first call through at once
+        assert_eq!(limiter.waiting(), 0);
+        let tasks: Vec<_> = (0..4)
+            .map(|_| spawn_caller(&limiter, &order, "x", Instant::now()))
+            .collect();
+        until(|| limiter.waiting() == 4).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        until(|| order.lock().unwrap().len() == 1).await;
+        assert_eq!(limiter.waiting(), 3);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(limiter.waiting(), 0);
+        // 10/s for a 30 s budget: 300 deliveries; a floor wins over a lower figure.
+        assert_eq!(limiter.capacity(Duration::from_secs(30), 10), 300);
+        assert_eq!(limiter.capacity(Duration::from_millis(50), 10), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_waiter_does_not_stall_the_line() {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(policy()));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        limiter.acquire().await;
+        // The oldest waiter, first in line and watching the clock, gives up after 50 ms; a
+        // waiter in the middle of the line is aborted too.
+        let impatient = {
+            let l = limiter.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_millis(50), l.acquire_for(start))
+                    .await
+                    .is_err()
+            })
+        };
+        until(|| limiter.waiting() == 1).await;
+        let patient = spawn_caller(
+            &limiter,
+            &order,
+            "patient",
+            start + Duration::from_millis(1),
+        );
+        let aborted = spawn_caller(
+            &limiter,
+            &order,
+            "aborted",
+            start + Duration::from_millis(2),
+        );
+        let last = spawn_caller(&limiter, &order, "last", start + Duration::from_millis(3));
+        until(|| limiter.waiting() == 4).await;
+        aborted.abort();
+        until(|| limiter.waiting() == 3).await;
+        assert!(impatient.await.unwrap(), "the impatient waiter timed out");
+        assert_eq!(limiter.waiting(), 2);
+        // Bounded, so that a stalled line fails the test instead of hanging it.
+        let rest = async {
+            patient.await.unwrap();
+            last.await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(10), rest)
+            .await
+            .expect("the line stalled behind the dropped waiters");
+        let got: Vec<_> = order
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, t)| (*n, *t - start))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("patient", Duration::from_millis(100)),
+                ("last", Duration::from_millis(200))
+            ]
+        );
+    }
+
+    /// Drives the limiter at a fixed pattern of answers, one call per slot, for `secs` seconds:
+    /// every `every`th answer of each `of` is a throttle. Returns the lowest rate seen.
+    async fn drive_with_throttle_pattern(
+        limiter: &AdaptiveRateLimiter,
+        secs: u64,
+        throttled: impl Fn(usize) -> bool,
+    ) -> f64 {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut lowest = limiter.rate();
+        let mut n = 0;
+        while Instant::now() < end {
+            limiter.acquire().await;
+            if throttled(n) {
+                limiter.throttled();
+            } else {
+                limiter.succeeded();
+            }
+            n += 1;
+            lowest = lowest.min(limiter.rate());
+        }
+        lowest
+    }
+
+    fn settled_policy() -> RatePolicy {
+        // Held at its ceiling so that only cuts move it.
+        RatePolicy {
+            initial: 50.0,
+            max: Some(50.0),
+            decrease: 0.7,
+            ..policy()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_two_percent_of_throttles_barely_moves_the_rate() {
+        let limiter = AdaptiveRateLimiter::new(settled_policy());
+        let lowest = drive_with_throttle_pattern(&limiter, 20, |n| n % 50 == 0).await;
+        assert!(lowest >= 0.95 * 50.0, "{lowest}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_the_calls_throttled_cuts_the_rate_hard() {
+        let limiter = AdaptiveRateLimiter::new(settled_policy());
+        let lowest = drive_with_throttle_pattern(&limiter, 2, |n| n % 2 == 0).await;
+        assert!(lowest <= 0.75 * 50.0, "{lowest}");
+    }
+
+    /// A quota of `quota` calls in any 1 s window; over it, a throttle.
+    struct SlidingQuota {
+        quota: usize,
+        accepted: VecDeque<Instant>,
+    }
+
+    impl SlidingQuota {
+        fn admits(&mut self, now: Instant) -> bool {
+            while self
+                .accepted
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                self.accepted.pop_front();
+            }
+            let admitted = self.accepted.len() < self.quota;
+            if admitted {
+                self.accepted.push_back(now);
+            }
+            admitted
+        }
+    }
+
+    /// 64 callers, 50 ms per call, against a quota: (accepted, throttled) calls in the last 30 s of
+    /// a 60 s run, and the rate at its end.
+    async fn run_against_quota(quota: usize) -> (usize, usize, f64) {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(RatePolicy {
+            decrease: 0.7,
+            ..policy()
+        }));
+        let api = Arc::new(Mutex::new(SlidingQuota {
+            quota,
+            accepted: VecDeque::new(),
+        }));
+        let counted_from = Instant::now() + Duration::from_secs(30);
+        let tally = Arc::new(Mutex::new((0, 0)));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (l, api, tally) = (limiter.clone(), api.clone(), tally.clone());
+                tokio::spawn(async move {
+                    loop {
+                        l.acquire().await;
+                        let sent = Instant::now();
+                        let admitted = api.lock().unwrap().admits(sent);
+                        // The answer takes a while to come back, as over the network.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if admitted {
+                            l.succeeded();
+                        } else {
+                            l.throttled();
+                        }
+                        if sent >= counted_from {
+                            let mut t = tally.lock().unwrap();
+                            if admitted {
+                                t.0 += 1;
+                            } else {
+                                t.1 += 1;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        for t in tasks {
+            t.abort();
+        }
+        let (accepted, throttled) = *tally.lock().unwrap();
+        (accepted, throttled, limiter.rate())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_is_found_and_kept() {
+        // (quota, most throttled share allowed): the additive probe of 1 call/s per second is a
+        // large step against a quota of 3/s, a small one against 100/s.
+        for (quota, worst_share) in [(3, 0.3), (20, 0.12), (100, 0.08)] {
+            let (accepted, throttled, rate) = run_against_quota(quota).await;
+            let goodput = accepted as f64 / 30.0;
+            let share = throttled as f64 / (accepted + throttled) as f64;
+            let q = quota as f64;
+            assert!(goodput >= 0.95 * q, "quota {quota}: goodput {goodput}");
+            assert!(
+                share <= worst_share,
+                "quota {quota}: throttled share {share}"
+            );
+            assert!(
+                (0.9 * q..=1.5 * q).contains(&rate),
+                "quota {quota}: rate {rate}"
+            );
+        }
     }
 }
