@@ -209,7 +209,7 @@ async fn serve_emulator(listen: SocketAddr, settings: EmulatorSettings) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(%listen, ?settings, "Marketplace Metering emulator listening");
+    tracing::info!(%listen, ?settings, "Marketplace Metering and Entitlement emulator listening");
     match emulator::serve(listener, settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
