@@ -29,7 +29,7 @@ pub struct EmulatorSettings {
 impl EmulatorSettings {
     /// Rejects values the emulator could only guess the meaning of. The in-process
     /// [`configure`](super::RunningEmulator::configure) hook skips this, so the engine also copes
-    /// with such values (see [`Self::effective_error_rate`] and the quota bucket).
+    /// with such values (see `effective_error_rate` and the quota bucket).
     pub fn validate(&self) -> Result<(), String> {
         for (key, quota) in [
             ("quota", self.quota),

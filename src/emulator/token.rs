@@ -127,7 +127,7 @@ impl TestToken {
     }
 
     /// Checks each value against the `ResolveCustomer` output model, so the emulator never answers
-    /// something the real service could not (see [`super::model`]).
+    /// something the real service could not (the rules are in `src/emulator/model.rs`).
     pub fn validate(&self) -> Result<(), TokenError> {
         if !model::is_account_id(&self.account) {
             return Err(TokenError::Account);
