@@ -1,5 +1,6 @@
-//! HTTP: the API endpoint at `POST /` (ResolveCustomer and GetEntitlements, told apart by
-//! `X-Amz-Target` as on AWS) and the `/emulator/*` control endpoints.
+//! HTTP: the API endpoints (awsJson 1.1 at `POST /`, operations told apart by `X-Amz-Target` as on
+//! AWS; RPC v2 CBOR at `POST /service/<Service>/operation/<Operation>`) and the `/emulator/*`
+//! control endpoints.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
