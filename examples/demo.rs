@@ -118,14 +118,15 @@ async fn arn_of(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
 async fn run(sqs: &aws_sdk_sqs::Client, settings: &Settings) -> Result<()> {
     let in_an_hour = chrono::Utc::now().timestamp() + 3600;
     let an_hour_ago = chrono::Utc::now().timestamp() - 3600;
-    let token = |t: TestToken| t.encode();
+    // Every fixture here is a value AWS could send; `encode` refuses any that is not.
+    let token = |t: TestToken| t.encode().expect("valid demo token");
     let tokens: Vec<(&str, String)> = vec![
         ("good, legacy integration with a CustomerIdentifier",
          json!({"registrationToken": token(TestToken::new(ACCOUNT, PRODUCT).customer("cust-legacy-1").expires_at(in_an_hour)),
                 "signupId": "signup-001", "context": {"plan": "team"}, "submittedAt": chrono::Utc::now().to_rfc3339()}).to_string()),
         ("good, new integration (no CustomerIdentifier; license and agreement)",
          json!({"x-amzn-marketplace-token": token(TestToken::new("444455556666", PRODUCT)
-                .license("arn:aws:license-manager::444455556666:license/l-demo").agreement("agmt-demo"))}).to_string()),
+                .license("arn:aws:license-manager::444455556666:license:l-demo").agreement("agmt-demo"))}).to_string()),
         ("good, sent as a plain body", token(TestToken::new("777788889999", PRODUCT))),
         ("throttled 3 times, then good", json!({"registrationToken": token(TestToken::new("123123123123", PRODUCT).throttle(3)), "signupId": "signup-throttled"}).to_string()),
         ("internal error twice, then good", json!({"registrationToken": token(TestToken::new("321321321321", PRODUCT).fail(2)), "signupId": "signup-flaky"}).to_string()),

@@ -51,9 +51,9 @@ enum Command {
     Enqueue(ops::cli::EnqueueArgs),
     /// List dead-letters grouped by reason (`dlq list`), or move them back to the token queue (`dlq redrive`).
     Dlq(ops::cli::DlqArgs),
-    /// Serve a local stand-in for the Marketplace Metering ResolveCustomer API.
+    /// Serve a local stand-in for the Marketplace Metering ResolveCustomer and Entitlement Service GetEntitlements APIs.
     #[command(
-        after_help = "Example:\n  mp-resolver emulator --listen 127.0.0.1:4599 --quota 20\n  AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://127.0.0.1:4599 mp-resolver run ..."
+        after_help = "Example:\n  mp-resolver emulator --listen 127.0.0.1:4599 --quota 20\n  AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://127.0.0.1:4599 mp-resolver run ...\n  aws marketplace-entitlement get-entitlements --endpoint-url http://127.0.0.1:4599 --product-code prod-abc"
     )]
     Emulator {
         /// Address to listen on.
@@ -71,6 +71,15 @@ enum Command {
         /// Answer every call with DisabledApiException.
         #[arg(long)]
         disabled: bool,
+        /// A token that resolved once answers ExpiredTokenException on every later call.
+        #[arg(long)]
+        single_use: bool,
+        /// Refuse calls without a SigV4 Authorization header for `aws-marketplace` (the signature itself is not verified).
+        #[arg(long)]
+        strict_auth: bool,
+        /// GetEntitlements calls per second before ThrottlingException (its own bucket). Unlimited when absent.
+        #[arg(long, value_name = "CALLS_PER_S")]
+        entitlement_quota: Option<f64>,
     },
 }
 
@@ -95,6 +104,9 @@ fn main() -> ExitCode {
             latency_ms,
             error_rate,
             disabled,
+            single_use,
+            strict_auth,
+            entitlement_quota,
         } => {
             if !(0.0..=1.0).contains(&error_rate) {
                 eprintln!(
@@ -102,15 +114,23 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            if quota.is_some_and(|q| !q.is_finite() || q < 0.0) {
-                eprintln!("mp-resolver emulator: --quota must be a positive number");
-                return ExitCode::from(2);
+            for (flag, quota) in [
+                ("--quota", quota),
+                ("--entitlement-quota", entitlement_quota),
+            ] {
+                if quota.is_some_and(|q| !q.is_finite() || q < 0.0) {
+                    eprintln!("mp-resolver emulator: {flag} must be a positive number");
+                    return ExitCode::from(2);
+                }
             }
             let settings = EmulatorSettings {
                 quota,
                 latency_ms,
                 error_rate,
                 disabled,
+                single_use,
+                strict_auth,
+                entitlement_quota,
             };
             runtime.block_on(serve_emulator(listen, settings))
         }
@@ -189,7 +209,7 @@ async fn serve_emulator(listen: SocketAddr, settings: EmulatorSettings) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(%listen, ?settings, "Marketplace Metering emulator listening");
+    tracing::info!(%listen, ?settings, "Marketplace Metering and Entitlement emulator listening");
     match emulator::serve(listener, settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

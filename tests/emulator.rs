@@ -18,6 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 const ACCOUNT: &str = "123456789012";
 const PRODUCT: &str = "prod-abc";
 
+fn encode(token: TestToken) -> String {
+    token.encode().expect("valid test token")
+}
+
 async fn start() -> RunningEmulator {
     RunningEmulator::start(EmulatorSettings::default())
         .await
@@ -84,6 +88,18 @@ async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Value) {
+    let (status, _, body) = http_with_headers(endpoint, method, path, headers, body).await;
+    (status, body)
+}
+
+/// [`http`], also returning the response head (lowercased) for header checks.
+async fn http_with_headers(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, Value) {
     let addr = endpoint.strip_prefix("http://").expect("http endpoint");
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut request = format!(
@@ -116,19 +132,20 @@ async fn http(
     } else {
         serde_json::from_str(body).expect("JSON body")
     };
-    (status, body)
+    (status, head.to_ascii_lowercase(), body)
 }
 
 #[tokio::test]
 async fn resolves_a_good_token_with_every_field() {
     let emu = start().await;
     let client = client(emu.endpoint());
-    let token = TestToken::new(ACCOUNT, PRODUCT)
-        .customer("cust-123")
-        .license("arn:aws:license-manager::123456789012:license:l-abc")
-        .agreement("agmt-456")
-        .expires_at(unix_now() + 3600)
-        .encode();
+    let token = encode(
+        TestToken::new(ACCOUNT, PRODUCT)
+            .customer("cust-123")
+            .license("arn:aws:license-manager::123456789012:license:l-abc")
+            .agreement("agmt-456")
+            .expires_at(unix_now() + 3600),
+    );
 
     let output = resolve(&client, &token).await.expect("resolves");
     assert_eq!(output.customer_identifier(), Some("cust-123"));
@@ -143,7 +160,7 @@ async fn resolves_a_good_token_with_every_field() {
         Some("agmt-456")
     );
 
-    let minimal = resolve(&client, &TestToken::new(ACCOUNT, PRODUCT).encode())
+    let minimal = resolve(&client, &encode(TestToken::new(ACCOUNT, PRODUCT)))
         .await
         .expect("resolves");
     assert_eq!(minimal.customer_identifier(), None);
@@ -189,9 +206,7 @@ async fn invalid_tokens_are_rejected_without_echoing_them() {
 async fn expired_token() {
     let emu = start().await;
     let client = client(emu.endpoint());
-    let token = TestToken::new(ACCOUNT, PRODUCT)
-        .expires_at(unix_now() - 1)
-        .encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT).expires_at(unix_now() - 1));
     let error = resolve(&client, &token).await.expect_err("expired");
     assert!(
         matches!(error, ResolveCustomerError::ExpiredTokenException(_)),
@@ -204,7 +219,7 @@ async fn expired_token() {
 async fn throttle_then_success() {
     let emu = start().await;
     let client = client(emu.endpoint());
-    let token = TestToken::new(ACCOUNT, PRODUCT).throttle(3).encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT).throttle(3));
     assert_eq!(
         kinds(&client, &token, 5).await,
         ["Throttling", "Throttling", "Throttling", "ok", "ok"]
@@ -217,15 +232,12 @@ async fn throttle_then_success() {
 async fn fail_then_success_and_throttles_come_first() {
     let emu = start().await;
     let client = client(emu.endpoint());
-    let token = TestToken::new(ACCOUNT, PRODUCT).fail(2).encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT).fail(2));
     assert_eq!(
         kinds(&client, &token, 3).await,
         ["InternalServiceError", "InternalServiceError", "ok"]
     );
-    let both = TestToken::new(ACCOUNT, PRODUCT)
-        .throttle(2)
-        .fail(1)
-        .encode();
+    let both = encode(TestToken::new(ACCOUNT, PRODUCT).throttle(2).fail(1));
     assert_eq!(
         kinds(&client, &both, 4).await,
         ["Throttling", "Throttling", "InternalServiceError", "ok"]
@@ -237,7 +249,7 @@ async fn fail_then_success_and_throttles_come_first() {
 async fn disabled_api() {
     let emu = start().await;
     let client = client(emu.endpoint());
-    let token = TestToken::new(ACCOUNT, PRODUCT).encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
     emu.configure(|s| s.disabled = true);
     let error = resolve(&client, &token).await.expect_err("disabled");
     assert!(
@@ -258,7 +270,7 @@ async fn quota_throttles_a_burst_and_stats_add_up() {
     .await
     .expect("emulator starts");
     let client = client(emu.endpoint());
-    let token = TestToken::new(ACCOUNT, PRODUCT).encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
 
     let started = std::time::Instant::now();
     let results = kinds(&client, &token, 20).await;
@@ -283,7 +295,7 @@ async fn quota_throttles_a_burst_and_stats_add_up() {
 async fn random_errors_come_before_the_token_script() {
     let emu = start().await;
     let client = client(emu.endpoint());
-    let token = TestToken::new(ACCOUNT, PRODUCT).throttle(1).encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT).throttle(1));
     let (status, _) = http(
         &emu.endpoint(),
         "POST",
@@ -308,7 +320,7 @@ async fn latency_delays_each_answer() {
     .expect("emulator starts");
     let client = client(emu.endpoint());
     let started = std::time::Instant::now();
-    let token = TestToken::new(ACCOUNT, PRODUCT).encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
     assert_eq!(kinds(&client, &token, 1).await, ["ok"]);
     assert!(started.elapsed() >= Duration::from_millis(150));
 }
@@ -323,7 +335,8 @@ async fn control_endpoints() {
     assert_eq!(status, 200);
     assert_eq!(
         config,
-        json!({"quota": null, "latencyMs": 0, "errorRate": 0.0, "disabled": false})
+        json!({"quota": null, "latencyMs": 0, "errorRate": 0.0, "disabled": false,
+               "singleUse": false, "strictAuth": false, "entitlementQuota": null})
     );
 
     let (status, config) = http(
@@ -331,13 +344,14 @@ async fn control_endpoints() {
         "POST",
         "/emulator/config",
         &[("Content-Type", "application/json")],
-        r#"{"quota": 20, "disabled": true}"#,
+        r#"{"quota": 20, "disabled": true, "singleUse": true, "entitlementQuota": 3}"#,
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(
         config,
-        json!({"quota": 20.0, "latencyMs": 0, "errorRate": 0.0, "disabled": true})
+        json!({"quota": 20.0, "latencyMs": 0, "errorRate": 0.0, "disabled": true,
+               "singleUse": true, "strictAuth": false, "entitlementQuota": 3.0})
     );
     assert_eq!(emu.settings().quota, Some(20.0));
 
@@ -365,13 +379,13 @@ async fn control_endpoints() {
         "POST",
         "/emulator/config",
         &[],
-        r#"{"quota": null, "disabled": false}"#,
+        r#"{"quota": null, "disabled": false, "singleUse": false}"#,
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(config["quota"], Value::Null);
 
-    let good = TestToken::new(ACCOUNT, PRODUCT).fail(1).encode();
+    let good = encode(TestToken::new(ACCOUNT, PRODUCT).fail(1));
     assert_eq!(
         kinds(&client, &good, 2).await,
         ["InternalServiceError", "ok"]
@@ -382,7 +396,8 @@ async fn control_endpoints() {
     assert_eq!(
         stats,
         json!({"calls": 3, "resolved": 1, "throttled": 0, "invalid": 1, "expired": 0,
-               "internalErrors": 1, "disabled": 0})
+               "internalErrors": 1, "disabled": 0, "rejected": 0, "entitlementCalls": 0,
+               "entitlementThrottled": 0, "entitlementErrors": 0})
     );
 
     let (status, _) = http(&endpoint, "POST", "/emulator/reset", &[], "").await;
@@ -400,7 +415,7 @@ async fn protocol_errors() {
     let emu = start().await;
     let endpoint = emu.endpoint();
     let json_type = ("Content-Type", "application/x-amz-json-1.1");
-    let token = TestToken::new(ACCOUNT, PRODUCT).encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
     let body = json!({ "RegistrationToken": token }).to_string();
 
     let (status, error) = http(
@@ -434,8 +449,9 @@ async fn protocol_errors() {
     assert_eq!(status, 200);
     assert_eq!(resolved["CustomerAWSAccountId"], ACCOUNT);
 
-    // Only well-formed ResolveCustomer calls count.
-    assert_eq!(emu.stats().calls, 1);
+    // Refused requests count too, as rejected.
+    let stats = emu.stats();
+    assert_eq!((stats.calls, stats.rejected, stats.resolved), (4, 3, 1));
 }
 
 #[tokio::test]
@@ -455,7 +471,7 @@ async fn serve_runs_until_shutdown_and_rejects_bad_settings() {
         let _ = stopped.await;
     }));
     let client = client(endpoint.clone());
-    let token = TestToken::new(ACCOUNT, PRODUCT).encode();
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
     assert_eq!(kinds(&client, &token, 1).await, ["ok"]);
     drop(client);
 
@@ -478,4 +494,602 @@ async fn running_emulator_shuts_down() {
         .await
         .expect("shuts down");
     assert!(TcpStream::connect(&addr).await.is_err());
+}
+
+// ---- singleUse and ttl (issue #11) ----
+
+#[tokio::test]
+async fn single_use_tokens_expire_after_resolving_once() {
+    let emu = start().await;
+    let client = client(emu.endpoint());
+    let (status, _) = http(
+        &emu.endpoint(),
+        "POST",
+        "/emulator/config",
+        &[],
+        r#"{"singleUse": true}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(emu.settings().single_use);
+
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT).throttle(1));
+    assert_eq!(
+        kinds(&client, &token, 4).await,
+        ["Throttling", "ok", "ExpiredToken", "ExpiredToken"]
+    );
+    let other = encode(TestToken::new(ACCOUNT, PRODUCT).customer("someone-else"));
+    assert_eq!(kinds(&client, &other, 2).await, ["ok", "ExpiredToken"]);
+    let stats = emu.stats();
+    assert_eq!((stats.resolved, stats.expired), (2, 3));
+}
+
+#[tokio::test]
+async fn ttl_expires_a_token_after_its_first_call() {
+    let emu = start().await;
+    let client = client(emu.endpoint());
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT).ttl(1));
+    assert_eq!(kinds(&client, &token, 1).await, ["ok"]);
+    // Resolves until a second has passed since the first call, then never again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let kind = kind(&resolve(&client, &token).await);
+        seen.push(kind);
+        if kind != "ok" || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.last(), Some(&"ExpiredToken"), "{seen:?}");
+    assert_eq!(kinds(&client, &token, 1).await, ["ExpiredToken"]);
+}
+
+#[tokio::test]
+async fn tokens_with_values_aws_never_sends_do_not_resolve() {
+    let emu = start().await;
+    let client = client(emu.endpoint());
+    // Hand-made, since the builder refuses these values.
+    let raw = |json: &str| {
+        use base64::Engine as _;
+        format!(
+            "emu1.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+        )
+    };
+    for json in [
+        r#"{"account":"42","product":"prod-abc"}"#,
+        r#"{"account":"123456789012","product":"prod abc"}"#,
+        r#"{"account":"123456789012","product":"p","license":"arn:l"}"#,
+        r#"{"account":"123456789012","product":"p","agreement":""}"#,
+    ] {
+        assert_eq!(
+            kinds(&client, &raw(json), 1).await,
+            ["InvalidToken"],
+            "{json}"
+        );
+    }
+    assert!(TestToken::new("42", PRODUCT).encode().is_err());
+}
+
+// ---- GetEntitlements (issue #14) ----
+
+use aws_sdk_marketplaceentitlement as entitlement;
+use entitlement::operation::get_entitlements::GetEntitlementsError;
+use entitlement::types::GetEntitlementFilterName as FilterName;
+use mp_resolver::emulator::{CustomerEntitlements, TestEntitlement};
+
+const OTHER_ACCOUNT: &str = "210987654321";
+const LICENSE: &str = "arn:aws:license-manager::123456789012:license:l-0123456789abcdef";
+
+fn entitlement_client(endpoint: String) -> entitlement::Client {
+    entitlement::Client::from_conf(entitlement_config(endpoint).build())
+}
+
+fn entitlement_config(endpoint: String) -> entitlement::config::Builder {
+    entitlement::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(entitlement::config::Region::new("us-east-1"))
+        .credentials_provider(entitlement::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(endpoint)
+        .retry_config(entitlement::config::retry::RetryConfig::disabled())
+}
+
+/// One customer with 30 integer dimensions, one legacy customer with a value of each other type.
+fn seed(emu: &RunningEmulator) {
+    let mut many = CustomerEntitlements::for_account(PRODUCT, ACCOUNT).license(LICENSE);
+    for i in 0..30 {
+        many = many.with(TestEntitlement::integer(format!("dim-{i:02}"), i));
+    }
+    emu.set_entitlements(many).expect("valid");
+    emu.set_entitlements(
+        CustomerEntitlements::for_customer(PRODUCT, "cust-legacy")
+            .account(OTHER_ACCOUNT)
+            .with(TestEntitlement::double("storage-tb", 2.5))
+            .with(TestEntitlement::boolean("sso", true).expires_at(1_900_000_000))
+            .with(TestEntitlement::string("tier", "gold")),
+    )
+    .expect("valid");
+    emu.set_entitlements(
+        CustomerEntitlements::for_account("prod-other", ACCOUNT)
+            .with(TestEntitlement::integer("dim-00", 99)),
+    )
+    .expect("valid");
+}
+
+fn dimensions(
+    output: &entitlement::operation::get_entitlements::GetEntitlementsOutput,
+) -> Vec<String> {
+    output
+        .entitlements()
+        .iter()
+        .filter_map(|e| e.dimension().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn get_entitlements_pages_through_more_than_25() {
+    let emu = start().await;
+    seed(&emu);
+    let client = entitlement_client(emu.endpoint());
+    let account = || vec![ACCOUNT.to_owned()];
+
+    let first = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .filter(FilterName::CustomerAwsAccountId, account())
+        .send()
+        .await
+        .expect("first page");
+    assert_eq!(first.entitlements().len(), 25);
+    let token = first.next_token().expect("more follow").to_owned();
+    let second = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .filter(FilterName::CustomerAwsAccountId, account())
+        .next_token(token)
+        .send()
+        .await
+        .expect("second page");
+    assert_eq!(second.entitlements().len(), 5);
+    assert_eq!(second.next_token(), None);
+
+    // The SDK's own paginator, with a smaller page, sees every entitlement exactly once.
+    let pages: Vec<_> = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .filter(FilterName::CustomerAwsAccountId, account())
+        .max_results(7)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .expect("all pages");
+    assert_eq!(
+        pages
+            .iter()
+            .map(|p| p.entitlements().len())
+            .collect::<Vec<_>>(),
+        [7, 7, 7, 7, 2]
+    );
+    let all: Vec<String> = pages.iter().flat_map(dimensions).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("dim-{i:02}")).collect();
+    assert_eq!(all, expected);
+
+    let stats = emu.stats();
+    assert_eq!((stats.entitlement_calls, stats.calls), (7, 7));
+}
+
+#[tokio::test]
+async fn get_entitlements_filters_and_values() {
+    let emu = start().await;
+    seed(&emu);
+    let client = entitlement_client(emu.endpoint());
+    let query = |name: FilterName, values: &[&str]| {
+        client
+            .get_entitlements()
+            .product_code(PRODUCT)
+            .filter(name, values.iter().map(|v| (*v).to_owned()).collect())
+            .send()
+    };
+
+    let legacy = query(FilterName::CustomerIdentifier, &["cust-legacy"])
+        .await
+        .expect("ok");
+    assert_eq!(dimensions(&legacy), ["storage-tb", "sso", "tier"]);
+    let by_dimension = |d: &str| {
+        legacy
+            .entitlements()
+            .iter()
+            .find(|e| e.dimension() == Some(d))
+            .expect("present")
+            .clone()
+    };
+    let storage = by_dimension("storage-tb");
+    assert_eq!(storage.value().and_then(|v| v.double_value()), Some(2.5));
+    assert_eq!(storage.customer_identifier(), Some("cust-legacy"));
+    assert_eq!(storage.customer_aws_account_id(), Some(OTHER_ACCOUNT));
+    assert_eq!(storage.product_code(), Some(PRODUCT));
+    let sso = by_dimension("sso");
+    assert_eq!(sso.value().and_then(|v| v.boolean_value()), Some(true));
+    assert_eq!(sso.expiration_date().map(|d| d.secs()), Some(1_900_000_000));
+    let tier = by_dimension("tier");
+    assert_eq!(tier.value().and_then(|v| v.string_value()), Some("gold"));
+    assert_eq!(tier.expiration_date(), None);
+
+    let by_account = query(FilterName::CustomerAwsAccountId, &[OTHER_ACCOUNT])
+        .await
+        .expect("ok");
+    assert_eq!(dimensions(&by_account), ["storage-tb", "sso", "tier"]);
+
+    let by_license = query(FilterName::LicenseArn, &[LICENSE]).await.expect("ok");
+    assert_eq!(by_license.entitlements().len(), 25);
+    let seat = &by_license.entitlements()[3];
+    assert_eq!(seat.license_arn(), Some(LICENSE));
+    assert_eq!(seat.value().and_then(|v| v.integer_value()), Some(3));
+    assert_eq!(seat.customer_identifier(), None);
+
+    // Values OR within a filter; filters AND across keys; other products never leak in.
+    let by_dimension = query(FilterName::Dimension, &["dim-00", "tier"])
+        .await
+        .expect("ok");
+    assert_eq!(dimensions(&by_dimension), ["dim-00", "tier"]);
+    let both = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .filter(FilterName::Dimension, vec!["dim-00".into(), "tier".into()])
+        .filter(FilterName::CustomerAwsAccountId, vec![ACCOUNT.into()])
+        .send()
+        .await
+        .expect("ok");
+    assert_eq!(dimensions(&both), ["dim-00"]);
+    assert_eq!(
+        both.entitlements()[0]
+            .value()
+            .and_then(|v| v.integer_value()),
+        Some(0)
+    );
+    let nothing = query(FilterName::CustomerAwsAccountId, &["999999999999"])
+        .await
+        .expect("ok");
+    assert!(nothing.entitlements().is_empty());
+    assert_eq!(nothing.next_token(), None);
+}
+
+#[tokio::test]
+async fn get_entitlements_rejects_invalid_parameters() {
+    let emu = start().await;
+    seed(&emu);
+    let client = entitlement_client(emu.endpoint());
+    let invalid = |result: Result<_, entitlement::error::SdkError<GetEntitlementsError, _>>| {
+        matches!(
+            result.map_err(|e| e.into_service_error()),
+            Err(GetEntitlementsError::InvalidParameterException(_))
+        )
+    };
+    let mutually_exclusive = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .filter(FilterName::CustomerIdentifier, vec!["cust-legacy".into()])
+        .filter(FilterName::CustomerAwsAccountId, vec![ACCOUNT.into()])
+        .send()
+        .await;
+    assert!(invalid(mutually_exclusive));
+    for max in [0, 26] {
+        let result = client
+            .get_entitlements()
+            .product_code(PRODUCT)
+            .max_results(max)
+            .send()
+            .await;
+        assert!(invalid(result), "MaxResults {max}");
+    }
+    let made_up = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .next_token("made-up")
+        .send()
+        .await;
+    assert!(invalid(made_up));
+    let empty_values = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .filter(FilterName::Dimension, Vec::new())
+        .send()
+        .await;
+    assert!(invalid(empty_values));
+    assert_eq!(emu.stats().rejected, 5);
+}
+
+#[tokio::test]
+async fn get_entitlements_has_its_own_quota() {
+    let emu = RunningEmulator::start(EmulatorSettings {
+        // One call every two seconds, burst one.
+        entitlement_quota: Some(0.5),
+        quota: Some(100.0),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    seed(&emu);
+    let client = entitlement_client(emu.endpoint());
+    let started = std::time::Instant::now();
+    let mut passed = Vec::new();
+    for _ in 0..6 {
+        match client
+            .get_entitlements()
+            .product_code(PRODUCT)
+            .send()
+            .await
+            .map_err(|e| e.into_service_error())
+        {
+            Ok(_) => passed.push(true),
+            Err(GetEntitlementsError::ThrottlingException(_)) => passed.push(false),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    // The burst passes; beyond it only what refilled while the calls ran.
+    let refilled = (started.elapsed().as_secs_f64() * 0.5).floor() as usize;
+    let ok = passed.iter().filter(|p| **p).count();
+    assert!(passed[0], "{passed:?}");
+    assert!(ok <= 1 + refilled, "{passed:?}");
+    let throttled = (6 - ok) as u64;
+    assert!(throttled > 0, "{passed:?}");
+    // ResolveCustomer's bucket is another one: still open.
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
+    assert_eq!(kinds(&client_for(&emu), &token, 3).await, ["ok"; 3]);
+    let stats = emu.stats();
+    assert_eq!(stats.entitlement_throttled, throttled);
+    assert_eq!(stats.throttled, 0);
+
+    // errorRate and disabled apply too, answered with the model's InternalServiceErrorException.
+    emu.configure(|s| {
+        s.entitlement_quota = None;
+        s.disabled = true;
+    });
+    let error = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .send()
+        .await
+        .expect_err("disabled")
+        .into_service_error();
+    assert!(
+        matches!(
+            error,
+            GetEntitlementsError::InternalServiceErrorException(_)
+        ),
+        "{error:?}"
+    );
+}
+
+fn client_for(emu: &RunningEmulator) -> Client {
+    client(emu.endpoint())
+}
+
+#[tokio::test]
+async fn entitlements_control_endpoint() {
+    let emu = start().await;
+    let endpoint = emu.endpoint();
+    let body = json!({
+        "productCode": PRODUCT,
+        "customerAWSAccountId": ACCOUNT,
+        "licenseArn": LICENSE,
+        "entitlements": [
+            {"Dimension": "seats", "Value": {"IntegerValue": 10}, "ExpirationDate": 1_900_000_000},
+            {"Dimension": "sso", "Value": {"BooleanValue": false}},
+        ],
+    });
+    let (status, echoed) = http(
+        &endpoint,
+        "POST",
+        "/emulator/entitlements",
+        &[],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{echoed}");
+    let client = entitlement_client(endpoint.clone());
+    let output = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .send()
+        .await
+        .expect("ok");
+    assert_eq!(dimensions(&output), ["seats", "sso"]);
+    assert_eq!(
+        output.entitlements()[0]
+            .value()
+            .and_then(|v| v.integer_value()),
+        Some(10)
+    );
+
+    // Replacing the customer's set, then bad bodies that change nothing.
+    let replacement = json!({"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT,
+        "entitlements": [{"Dimension": "seats", "Value": {"IntegerValue": 20}}]});
+    let (status, _) = http(
+        &endpoint,
+        "POST",
+        "/emulator/entitlements",
+        &[],
+        &replacement.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for bad in [
+        json!({"productCode": PRODUCT, "entitlements": []}),
+        json!({"productCode": PRODUCT, "customerAWSAccountId": "42", "entitlements": []}),
+        json!({"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT, "licenseArn": "arn:l"}),
+        json!({"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT,
+               "entitlements": [{"Dimension": "x", "Value": {}}]}),
+        json!({"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT, "extra": 1}),
+    ] {
+        let (status, error) = http(
+            &endpoint,
+            "POST",
+            "/emulator/entitlements",
+            &[],
+            &bad.to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let output = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .send()
+        .await
+        .expect("ok");
+    // The in-process setter refuses the same values.
+    assert!(emu
+        .set_entitlements(CustomerEntitlements::for_account(PRODUCT, "42"))
+        .is_err());
+    // The whole set was replaced: one dimension, new value, no license any more.
+    assert_eq!(dimensions(&output), ["seats"]);
+    let seats = &output.entitlements()[0];
+    assert_eq!(seats.value().and_then(|v| v.integer_value()), Some(20));
+    assert_eq!(seats.license_arn(), None);
+    assert_eq!(seats.customer_aws_account_id(), Some(ACCOUNT));
+}
+
+// ---- strictAuth, error headers, over-size bodies ----
+
+#[tokio::test]
+async fn strict_auth_accepts_signed_sdk_calls_and_refuses_unsigned_ones() {
+    let emu = RunningEmulator::start(EmulatorSettings {
+        strict_auth: true,
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    seed(&emu);
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
+    assert_eq!(kinds(&client_for(&emu), &token, 1).await, ["ok"]);
+    entitlement_client(emu.endpoint())
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .send()
+        .await
+        .expect("signed GetEntitlements passes");
+
+    let body = json!({ "RegistrationToken": token }).to_string();
+    let target = ("X-Amz-Target", "AWSMPMeteringService.ResolveCustomer");
+    let (status, head, error) =
+        http_with_headers(&emu.endpoint(), "POST", "/", &[target], &body).await;
+    assert_eq!(status, 403);
+    assert_eq!(error["__type"], "MissingAuthenticationTokenException");
+    assert!(
+        head.contains("x-amzn-errortype: missingauthenticationtokenexception"),
+        "{head}"
+    );
+
+    let wrong_service = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/marketplacemetering/aws4_request, SignedHeaders=host, Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let (status, error) = http(
+        &emu.endpoint(),
+        "POST",
+        "/",
+        &[target, ("Authorization", wrong_service)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(error["__type"], "InvalidSignatureException");
+
+    let stats = emu.stats();
+    assert_eq!((stats.calls, stats.rejected, stats.resolved), (4, 2, 1));
+
+    // Off: the same unsigned request resolves.
+    emu.configure(|s| s.strict_auth = false);
+    let (status, _) = http(&emu.endpoint(), "POST", "/", &[target], &body).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn errors_name_their_type_in_a_header_too() {
+    let emu = start().await;
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT).throttle(1));
+    let body = json!({ "RegistrationToken": token }).to_string();
+    let target = ("X-Amz-Target", "AWSMPMeteringService.ResolveCustomer");
+    let (status, head, error) =
+        http_with_headers(&emu.endpoint(), "POST", "/", &[target], &body).await;
+    assert_eq!(
+        (status, &error["__type"]),
+        (400, &json!("ThrottlingException"))
+    );
+    assert!(
+        head.contains("x-amzn-errortype: throttlingexception"),
+        "{head}"
+    );
+    let (status, head, _) = http_with_headers(&emu.endpoint(), "POST", "/", &[target], &body).await;
+    assert_eq!(status, 200);
+    assert!(!head.contains("x-amzn-errortype"), "{head}");
+    let (_, head, _) = http_with_headers(&emu.endpoint(), "POST", "/", &[], &body).await;
+    assert!(
+        head.contains("x-amzn-errortype: unknownoperationexception"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn over_size_bodies_get_an_error_the_sdk_can_read() {
+    let emu = start().await;
+    let client = client(emu.endpoint());
+    let huge = "x".repeat(1024 * 1024 + 1);
+    let error = resolve(&client, &huge).await.expect_err("refused");
+    assert_eq!(
+        error.code(),
+        Some("RequestEntityTooLargeException"),
+        "{error:?}"
+    );
+    assert!(error.message().is_some_and(|m| m.contains("bytes")));
+    // The emulator keeps serving.
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
+    assert_eq!(kinds(&client, &token, 1).await, ["ok"]);
+    let stats = emu.stats();
+    assert_eq!((stats.calls, stats.rejected), (2, 1));
+}
+
+#[tokio::test]
+async fn get_entitlements_over_aws_json_too() {
+    let emu = start().await;
+    seed(&emu);
+    // Current SDKs send RPC v2 CBOR; the CLI, boto3 and older SDKs send awsJson 1.1.
+    let config = entitlement_config(emu.endpoint())
+        .protocol(aws_smithy_json::protocol::aws_json_rpc::AwsJsonRpcProtocol::aws_json_1_1())
+        .build();
+    let client = entitlement::Client::from_conf(config);
+    let pages: Vec<_> = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .max_results(25)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .expect("all pages");
+    let all: Vec<String> = pages.iter().flat_map(dimensions).collect();
+    assert_eq!(all.len(), 33);
+    let sso = pages
+        .iter()
+        .flat_map(|p| p.entitlements())
+        .find(|e| e.dimension() == Some("sso"))
+        .expect("present");
+    assert_eq!(sso.expiration_date().map(|d| d.secs()), Some(1_900_000_000));
+    assert_eq!(sso.value().and_then(|v| v.boolean_value()), Some(true));
+
+    let error = client
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .max_results(30)
+        .send()
+        .await
+        .expect_err("invalid")
+        .into_service_error();
+    assert!(
+        matches!(error, GetEntitlementsError::InvalidParameterException(_)),
+        "{error:?}"
+    );
 }

@@ -21,6 +21,7 @@ fn token(i: usize) -> String {
     TestToken::new("123456789012", "prod-abc")
         .customer(format!("cust-{i}"))
         .encode()
+        .expect("valid test token")
 }
 
 fn body(token: &str) -> String {
@@ -341,7 +342,8 @@ async fn metrics_health_and_healthcheck_report_what_happened() {
         body(
             &TestToken::new("123456789012", "prod-abc")
                 .throttle(1)
-                .encode(),
+                .encode()
+                .expect("valid test token"),
         ),
         body("not-a-token"),
         "[1]".to_owned(),

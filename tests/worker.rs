@@ -41,9 +41,10 @@ async fn good_token_is_published_with_every_field_and_deleted() {
     let worker = fx.worker();
     let token = good_token()
         .customer("cust-1")
-        .license("arn:aws:license-manager::123456789012:license/l-1")
+        .license("arn:aws:license-manager::123456789012:license:l-1")
         .agreement("agmt-1")
-        .encode();
+        .encode()
+        .expect("valid test token");
     let body = json!({
         "registrationToken": token,
         "signupId": "signup-42",
@@ -73,7 +74,7 @@ async fn good_token_is_published_with_every_field_and_deleted() {
     assert_eq!(event["productCode"], PRODUCT);
     assert_eq!(
         event["licenseArn"],
-        "arn:aws:license-manager::123456789012:license/l-1"
+        "arn:aws:license-manager::123456789012:license:l-1"
     );
     assert_eq!(event["agreementId"], "agmt-1");
     assert_eq!(event["signupId"], "signup-42");
@@ -109,7 +110,7 @@ async fn good_token_is_published_with_every_field_and_deleted() {
 async fn new_integrations_without_customer_identifier_publish_null() {
     let fx = Fixture::new(Topic::Standard).await;
     let worker = fx.worker();
-    let token = good_token().encode();
+    let token = good_token().encode().expect("valid test token");
     process_one(&fx, &worker, &token).await;
     let event = fx.events(1).await[0].json();
     assert_eq!(event["customerIdentifier"], Value::Null);
@@ -122,7 +123,10 @@ async fn new_integrations_without_customer_identifier_publish_null() {
 async fn fifo_topic_gets_group_and_dedup_ids() {
     let fx = Fixture::new(Topic::Fifo).await;
     let worker = fx.worker();
-    let token = good_token().customer("cust-fifo").encode();
+    let token = good_token()
+        .customer("cust-fifo")
+        .encode()
+        .expect("valid test token");
     let outcome = process_one(&fx, &worker, &body_for(&token)).await;
     assert!(matches!(outcome, Outcome::Published { .. }), "{outcome:?}");
 
@@ -161,8 +165,13 @@ async fn api_verdicts_are_dead_lettered_with_their_reason() {
     )
     .await;
     let worker = fx.worker();
-    let expired = good_token().expires_at(unix_now() - 60).encode();
-    let wrong_product = TestToken::new(ACCOUNT, "prod-other").encode();
+    let expired = good_token()
+        .expires_at(unix_now() - 60)
+        .encode()
+        .expect("valid test token");
+    let wrong_product = TestToken::new(ACCOUNT, "prod-other")
+        .encode()
+        .expect("valid test token");
     let cases = [
         (
             body_for("not-a-real-token"),
@@ -221,7 +230,7 @@ async fn api_verdicts_are_dead_lettered_with_their_reason() {
 #[tokio::test]
 async fn malformed_bodies_are_dead_lettered_and_the_worker_keeps_running() {
     let fx = Fixture::new(Topic::Standard).await;
-    let good = good_token().encode();
+    let good = good_token().encode().expect("valid test token");
     let oversize = "t".repeat(8_193);
     let big_context: serde_json::Map<String, Value> =
         (0..40).map(|i| (format!("k{i}"), json!("v"))).collect();
@@ -289,7 +298,7 @@ async fn throttled_and_failing_tokens_resolve_after_retries() {
     let fx = Fixture::new(Topic::Standard).await;
     let worker = fx.worker();
 
-    let throttled = good_token().throttle(3).encode();
+    let throttled = good_token().throttle(3).encode().expect("valid test token");
     let outcome = process_one(&fx, &worker, &body_for(&throttled)).await;
     assert!(
         matches!(outcome, Outcome::Published { attempts: 4, .. }),
@@ -299,7 +308,7 @@ async fn throttled_and_failing_tokens_resolve_after_retries() {
     assert_eq!(event["attempts"], 4);
     assert_eq!(event["eventId"], expected_event_id(&throttled));
 
-    let failing = good_token().fail(2).encode();
+    let failing = good_token().fail(2).encode().expect("valid test token");
     let outcome = process_one(&fx, &worker, &body_for(&failing)).await;
     assert!(
         matches!(outcome, Outcome::Published { attempts: 3, .. }),
@@ -319,7 +328,7 @@ async fn throttled_and_failing_tokens_resolve_after_retries() {
 async fn throttling_beyond_the_attempt_limit_hands_the_message_back() {
     let fx = Fixture::with_env(Topic::Standard, &[("MPR_RESOLVE__MAX_ATTEMPTS", "3")]).await;
     let worker = fx.worker();
-    let token = good_token().throttle(5).encode();
+    let token = good_token().throttle(5).encode().expect("valid test token");
     let id = fx.send(&body_for(&token)).await;
     let message = fx.receive_token_message(&worker).await;
     let outcome = worker.handle(message).await;
@@ -358,7 +367,7 @@ async fn a_publish_that_keeps_failing_is_held_then_dead_lettered_as_unpublished(
     settings.publish.hold_secs = 2;
     settings.publish.hold_max_delay_secs = 1;
     let worker = fx.worker_with(settings);
-    let token = good_token().encode();
+    let token = good_token().encode().expect("valid test token");
     let id = fx.send(&body_for(&token)).await;
     let message = fx.receive_token_message(&worker).await;
 
@@ -392,7 +401,7 @@ async fn a_publish_that_keeps_failing_is_held_then_dead_lettered_as_unpublished(
 #[tokio::test]
 async fn the_same_token_twice_has_one_event_id_and_one_call_per_process() {
     let fx = Fixture::new(Topic::Standard).await;
-    let token = good_token().encode();
+    let token = good_token().encode().expect("valid test token");
     let body = body_for(&token);
 
     let first = fx.worker();
@@ -437,7 +446,12 @@ async fn disabled_api_hands_back_and_never_dead_letters() {
     let fx = Fixture::new(Topic::Standard).await;
     fx.emulator.configure(|s| s.disabled = true);
     let worker = fx.worker();
-    let outcome = process_one(&fx, &worker, &body_for(&good_token().encode())).await;
+    let outcome = process_one(
+        &fx,
+        &worker,
+        &body_for(&good_token().encode().expect("valid test token")),
+    )
+    .await;
     assert!(
         matches!(
             outcome,

@@ -1,30 +1,44 @@
-//! What one `ResolveCustomer` call answers, independent of HTTP: the service-wide checks, the
-//! per-token countdowns, and the counters behind `/emulator/stats`.
+//! What one API call answers, independent of HTTP: the service-wide checks, the per-token
+//! countdowns and lifetimes, the entitlements, and the counters behind `/emulator/stats`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::entitlements::{EntitlementQuery, EntitlementStore, Page};
 use super::quota::TokenBucket;
 use super::settings::EmulatorSettings;
 use super::token::{TestToken, TokenError};
 
-/// Counts of calls by outcome since start or the last reset. Every call lands in exactly one of the
-/// outcome counters, so they add up to `calls`.
+/// Counts of API requests by outcome since start or the last reset. Every request lands in exactly
+/// one counter besides `calls`: `resolved + throttled + invalid + expired + internalErrors +
+/// disabled` (ResolveCustomer) `+ entitlementCalls + rejected == calls`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EmulatorStats {
+    /// Every request to the API endpoint, rejected ones included.
     pub calls: u64,
     pub resolved: u64,
-    /// Both quota and per-token throttling.
+    /// ResolveCustomer: both quota and per-token throttling.
     pub throttled: u64,
     pub invalid: u64,
+    /// Past `exp`, past `ttl`, or resubmitted with `singleUse` on.
     pub expired: u64,
-    /// Both random errors and per-token failures.
+    /// ResolveCustomer: both random errors and per-token failures.
     pub internal_errors: u64,
     pub disabled: u64,
+    /// Refused before reaching an operation: unknown target, unreadable or over-size body, missing
+    /// or invalid parameters, missing signature under `strictAuth`.
+    pub rejected: u64,
+    /// GetEntitlements calls that passed validation, whatever they answered.
+    pub entitlement_calls: u64,
+    /// GetEntitlements calls over `entitlementQuota`.
+    pub entitlement_throttled: u64,
+    /// GetEntitlements calls that answered `InternalServiceErrorException` (random or disabled).
+    pub entitlement_errors: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +69,14 @@ impl Outcome {
     }
 }
 
+/// Why a GetEntitlements call that passed validation still failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntitlementFailure {
+    Disabled,
+    Throttled,
+    RandomFailure,
+}
+
 /// The time and chance a call is judged with, passed in so tests can fix them.
 #[derive(Debug, Clone, Copy)]
 pub struct CallContext {
@@ -68,20 +90,31 @@ pub struct CallContext {
 pub struct Engine {
     settings: EmulatorSettings,
     bucket: Option<TokenBucket>,
+    entitlement_bucket: Option<TokenBucket>,
     stats: EmulatorStats,
     /// For tokens that ask for throttles or failures: how many calls reached the per-token stage.
     /// Tokens without either are never stored, so plain traffic does not grow this map.
     seen: HashMap<String, u64>,
+    /// For tokens with a `ttl`: when their first call was judged.
+    first_calls: HashMap<String, Instant>,
+    /// Tokens that resolved while `singleUse` was on; only filled while it is on.
+    consumed: HashSet<String>,
+    entitlements: EntitlementStore,
 }
 
 impl Engine {
     pub fn new(settings: EmulatorSettings, now: Instant) -> Self {
-        let bucket = settings.quota.and_then(|q| TokenBucket::new(q, now));
         Self {
+            bucket: settings.quota.and_then(|q| TokenBucket::new(q, now)),
+            entitlement_bucket: settings
+                .entitlement_quota
+                .and_then(|q| TokenBucket::new(q, now)),
             settings,
-            bucket,
             stats: EmulatorStats::default(),
             seen: HashMap::new(),
+            first_calls: HashMap::new(),
+            consumed: HashSet::new(),
+            entitlements: EntitlementStore::default(),
         }
     }
 
@@ -95,6 +128,11 @@ impl Engine {
         if settings.quota != self.settings.quota {
             self.bucket = settings.quota.and_then(|q| TokenBucket::new(q, now));
         }
+        if settings.entitlement_quota != self.settings.entitlement_quota {
+            self.entitlement_bucket = settings
+                .entitlement_quota
+                .and_then(|q| TokenBucket::new(q, now));
+        }
         self.settings = settings;
     }
 
@@ -102,12 +140,57 @@ impl Engine {
         self.stats
     }
 
-    /// Zeroes the counters and the per-token countdowns and refills the quota bucket, so a test
-    /// starts from the same state as a freshly started emulator.
+    pub fn entitlements_mut(&mut self) -> &mut EntitlementStore {
+        &mut self.entitlements
+    }
+
+    /// Zeroes the counters, forgets the per-token countdowns, first calls, used tokens and
+    /// entitlements, and refills the quota buckets, so a test starts from the same state as a
+    /// freshly started emulator with the same settings.
     pub fn reset(&mut self, now: Instant) {
-        self.stats = EmulatorStats::default();
-        self.seen.clear();
-        self.bucket = self.settings.quota.and_then(|q| TokenBucket::new(q, now));
+        let settings = self.settings.clone();
+        *self = Self::new(settings, now);
+    }
+
+    /// Counts a request refused before it reached an operation.
+    pub fn reject(&mut self) {
+        self.stats.calls += 1;
+        self.stats.rejected += 1;
+    }
+
+    /// Judges one validated GetEntitlements call and counts it. It shares `disabled`, `errorRate`
+    /// and the order of the checks with ResolveCustomer but has its own quota bucket.
+    pub fn get_entitlements(
+        &mut self,
+        query: &EntitlementQuery,
+        ctx: CallContext,
+    ) -> Result<Page, EntitlementFailure> {
+        self.stats.calls += 1;
+        self.stats.entitlement_calls += 1;
+        let failure = if self.settings.disabled {
+            Some(EntitlementFailure::Disabled)
+        } else if self
+            .entitlement_bucket
+            .as_mut()
+            .is_some_and(|bucket| !bucket.try_acquire(ctx.now))
+        {
+            Some(EntitlementFailure::Throttled)
+        } else if ctx.roll < self.settings.effective_error_rate() {
+            Some(EntitlementFailure::RandomFailure)
+        } else {
+            None
+        };
+        match failure {
+            None => Ok(self.entitlements.query(query)),
+            Some(EntitlementFailure::Throttled) => {
+                self.stats.entitlement_throttled += 1;
+                Err(EntitlementFailure::Throttled)
+            }
+            Some(other) => {
+                self.stats.entitlement_errors += 1;
+                Err(other)
+            }
+        }
     }
 
     /// Judges one call and counts it. Service-wide checks come first, so a call they reject does
@@ -144,9 +227,31 @@ impl Engine {
             Ok(decoded) => decoded,
             Err(error) => return Outcome::Invalid(error),
         };
-        if decoded.is_expired(ctx.unix_now) {
+        if decoded.is_expired(ctx.unix_now) || self.past_ttl(token, &decoded, ctx.now) {
             return Outcome::Expired;
         }
+        // Turning `singleUse` off lets used tokens resolve again, as a fresh emulator would.
+        if self.settings.single_use && self.consumed.contains(token) {
+            return Outcome::Expired;
+        }
+        let outcome = self.run_script(token, decoded);
+        if self.settings.single_use && matches!(outcome, Outcome::Resolved(_)) {
+            self.consumed.insert(token.to_owned());
+        }
+        outcome
+    }
+
+    /// Starts the token's clock on its first judged call; true once `ttl` seconds have passed.
+    fn past_ttl(&mut self, token: &str, decoded: &TestToken, now: Instant) -> bool {
+        let Some(ttl) = decoded.ttl else {
+            return false;
+        };
+        let first = *self.first_calls.entry(token.to_owned()).or_insert(now);
+        now.saturating_duration_since(first) > Duration::from_secs(ttl)
+    }
+
+    /// The token's scripted throttles, then failures, then success.
+    fn run_script(&mut self, token: &str, decoded: TestToken) -> Outcome {
         let throttles = u64::from(decoded.throttle.unwrap_or(0));
         let failures = u64::from(decoded.fail.unwrap_or(0));
         if throttles + failures == 0 {
@@ -203,6 +308,17 @@ mod tests {
         }
     }
 
+    fn valid_token(account: &str) -> TestToken {
+        TestToken::new(account, "prod-abc")
+    }
+
+    fn encode(token: TestToken) -> String {
+        token.encode().expect("valid test token")
+    }
+
+    const A: &str = "123456789012";
+    const B: &str = "210987654321";
+
     fn engine(settings: EmulatorSettings) -> Engine {
         Engine::new(settings, Instant::now())
     }
@@ -215,10 +331,10 @@ mod tests {
 
     #[test]
     fn resolves_a_good_token() {
-        let token = TestToken::new("123456789012", "prod-abc").customer("c");
+        let token = valid_token(A).customer("c");
         let mut engine = engine(EmulatorSettings::default());
         assert_eq!(
-            engine.call(&token.encode(), ctx()),
+            engine.call(&encode(token.clone()), ctx()),
             Outcome::Resolved(token)
         );
         assert_eq!(
@@ -238,9 +354,9 @@ mod tests {
             engine.call("garbage", ctx()),
             Outcome::Invalid(TokenError::Prefix)
         );
-        let expired = TestToken::new("1", "p").expires_at(NOW - 1).encode();
+        let expired = encode(valid_token(A).expires_at(NOW - 1));
         assert_eq!(engine.call(&expired, ctx()), Outcome::Expired);
-        let fresh = TestToken::new("1", "p").expires_at(NOW + 60).encode();
+        let fresh = encode(valid_token(A).expires_at(NOW + 60));
         assert_eq!(engine.call(&fresh, ctx()).label(), "resolved");
         let stats = engine.stats();
         assert_eq!((stats.calls, stats.invalid, stats.expired), (3, 1, 1));
@@ -249,7 +365,7 @@ mod tests {
     #[test]
     fn throttles_are_used_before_failures_then_the_token_resolves() {
         let mut engine = engine(EmulatorSettings::default());
-        let token = TestToken::new("1", "p").throttle(2).fail(1).encode();
+        let token = encode(valid_token(A).throttle(2).fail(1));
         assert_eq!(
             labels(&mut engine, &token, 5),
             [
@@ -275,8 +391,8 @@ mod tests {
     #[test]
     fn countdowns_are_per_token_and_reset_clears_them() {
         let mut engine = engine(EmulatorSettings::default());
-        let a = TestToken::new("1", "p").fail(1).encode();
-        let b = TestToken::new("2", "p").fail(1).encode();
+        let a = encode(valid_token(A).fail(1));
+        let b = encode(valid_token(B).fail(1));
         assert_eq!(labels(&mut engine, &a, 2), ["token-failure", "resolved"]);
         assert_eq!(labels(&mut engine, &b, 1), ["token-failure"]);
         engine.reset(Instant::now());
@@ -287,10 +403,7 @@ mod tests {
     #[test]
     fn expired_and_invalid_calls_do_not_use_up_the_script() {
         let mut engine = engine(EmulatorSettings::default());
-        let token = TestToken::new("1", "p")
-            .expires_at(NOW)
-            .throttle(1)
-            .encode();
+        let token = encode(valid_token(A).expires_at(NOW).throttle(1));
         assert_eq!(labels(&mut engine, &token, 2), ["expired", "expired"]);
         assert!(engine.seen.is_empty());
     }
@@ -313,7 +426,7 @@ mod tests {
             error_rate: 0.25,
             ..Default::default()
         });
-        let token = TestToken::new("1", "p").throttle(1).encode();
+        let token = encode(valid_token(A).throttle(1));
         let at = |roll| CallContext { roll, ..ctx() };
         assert_eq!(engine.call(&token, at(0.1)), Outcome::RandomFailure);
         assert_eq!(engine.call(&token, at(0.25)), Outcome::TokenThrottled);
@@ -347,7 +460,7 @@ mod tests {
             quota: Some(2.0),
             ..Default::default()
         });
-        let token = TestToken::new("1", "p").fail(1).encode();
+        let token = encode(valid_token(A).fail(1));
         assert_eq!(
             labels(&mut engine, &token, 4),
             [
@@ -357,7 +470,7 @@ mod tests {
                 "quota-exceeded"
             ]
         );
-        let script = TestToken::new("1", "p").throttle(1).encode();
+        let script = encode(valid_token(A).throttle(1));
         assert_eq!(labels(&mut engine, &script, 1), ["quota-exceeded"]);
         advance(Duration::from_millis(500)).await;
         assert_eq!(
@@ -398,5 +511,157 @@ mod tests {
 
         engine.set_settings(EmulatorSettings::default(), Instant::now());
         assert_eq!(labels(&mut engine, "x", 50), ["invalid"; 50]);
+    }
+
+    #[test]
+    fn single_use_expires_a_token_after_it_resolved_once() {
+        let mut engine = engine(EmulatorSettings {
+            single_use: true,
+            ..Default::default()
+        });
+        let once = encode(valid_token(A));
+        assert_eq!(
+            labels(&mut engine, &once, 3),
+            ["resolved", "expired", "expired"]
+        );
+        // Scripted throttles and failures do not use the token up; only a resolution does.
+        let flaky = encode(valid_token(B).throttle(1).fail(1));
+        assert_eq!(
+            labels(&mut engine, &flaky, 4),
+            ["token-throttled", "token-failure", "resolved", "expired"]
+        );
+        let stats = engine.stats();
+        assert_eq!((stats.resolved, stats.expired), (2, 3));
+
+        // Off again: used tokens resolve as on a fresh emulator, and nothing more is remembered.
+        let mut settings = engine.settings().clone();
+        settings.single_use = false;
+        engine.set_settings(settings, Instant::now());
+        assert_eq!(labels(&mut engine, &once, 2), ["resolved", "resolved"]);
+        assert!(!engine
+            .consumed
+            .contains(&encode(valid_token(A).customer("new"))));
+    }
+
+    #[test]
+    fn single_use_is_forgotten_on_reset() {
+        let mut engine = engine(EmulatorSettings {
+            single_use: true,
+            ..Default::default()
+        });
+        let once = encode(valid_token(A));
+        assert_eq!(labels(&mut engine, &once, 2), ["resolved", "expired"]);
+        engine.reset(Instant::now());
+        assert_eq!(labels(&mut engine, &once, 1), ["resolved"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_counts_from_the_first_call() {
+        let mut engine = engine(EmulatorSettings::default());
+        let token = encode(valid_token(A).ttl(30));
+        // The clock starts at the first call, not at creation.
+        advance(Duration::from_secs(3600)).await;
+        assert_eq!(labels(&mut engine, &token, 1), ["resolved"]);
+        advance(Duration::from_secs(30)).await;
+        assert_eq!(labels(&mut engine, &token, 1), ["resolved"]);
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(labels(&mut engine, &token, 2), ["expired", "expired"]);
+        // Each token has its own clock.
+        let other = encode(valid_token(B).ttl(30));
+        assert_eq!(labels(&mut engine, &other, 1), ["resolved"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_starts_on_a_throttled_call_but_not_on_a_refused_one() {
+        let mut engine = engine(EmulatorSettings {
+            disabled: true,
+            ..Default::default()
+        });
+        let token = encode(valid_token(A).ttl(10).throttle(1));
+        assert_eq!(labels(&mut engine, &token, 1), ["disabled"]);
+        engine.set_settings(EmulatorSettings::default(), Instant::now());
+        advance(Duration::from_secs(60)).await;
+        assert_eq!(
+            labels(&mut engine, &token, 2),
+            ["token-throttled", "resolved"]
+        );
+        advance(Duration::from_secs(11)).await;
+        assert_eq!(labels(&mut engine, &token, 1), ["expired"]);
+    }
+
+    #[test]
+    fn rejected_requests_count_as_calls() {
+        let mut engine = engine(EmulatorSettings::default());
+        engine.reject();
+        engine.call(&encode(valid_token(A)), ctx());
+        let stats = engine.stats();
+        assert_eq!((stats.calls, stats.rejected, stats.resolved), (2, 1, 1));
+    }
+
+    fn query() -> EntitlementQuery {
+        EntitlementQuery {
+            product_code: "prod-abc".to_owned(),
+            filter: Default::default(),
+            offset: 0,
+            page_size: 25,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entitlements_have_their_own_quota_and_share_the_other_knobs() {
+        use crate::emulator::{CustomerEntitlements, TestEntitlement};
+        let mut engine = engine(EmulatorSettings {
+            quota: Some(1.0),
+            entitlement_quota: Some(2.0),
+            ..Default::default()
+        });
+        engine
+            .entitlements_mut()
+            .set(
+                CustomerEntitlements::for_account("prod-abc", A)
+                    .with(TestEntitlement::integer("seats", 5)),
+            )
+            .expect("valid");
+        // The metering bucket running dry does not throttle entitlements, and vice versa.
+        assert_eq!(
+            labels(&mut engine, &encode(valid_token(A)), 2),
+            ["resolved", "quota-exceeded"]
+        );
+        let results: Vec<_> = (0..3)
+            .map(|_| engine.get_entitlements(&query(), ctx()))
+            .collect();
+        assert_eq!(results[0].as_ref().map(|p| p.entitlements.len()), Ok(1));
+        assert!(results[1].is_ok());
+        assert_eq!(results[2], Err(EntitlementFailure::Throttled));
+        advance(Duration::from_millis(500)).await;
+        assert!(engine.get_entitlements(&query(), ctx()).is_ok());
+
+        let mut settings = engine.settings().clone();
+        settings.error_rate = 0.5;
+        engine.set_settings(settings.clone(), Instant::now());
+        advance(Duration::from_secs(1)).await;
+        let roll = CallContext { roll: 0.1, ..ctx() };
+        assert_eq!(
+            engine.get_entitlements(&query(), roll),
+            Err(EntitlementFailure::RandomFailure)
+        );
+        settings.disabled = true;
+        engine.set_settings(settings, Instant::now());
+        assert_eq!(
+            engine.get_entitlements(&query(), ctx()),
+            Err(EntitlementFailure::Disabled)
+        );
+
+        let stats = engine.stats();
+        assert_eq!(
+            (
+                stats.calls,
+                stats.entitlement_calls,
+                stats.entitlement_throttled,
+                stats.entitlement_errors
+            ),
+            (8, 6, 1, 2)
+        );
+        assert_eq!(stats.throttled, 1);
     }
 }

@@ -1,12 +1,19 @@
-//! A local stand-in for the AWS Marketplace Metering `ResolveCustomer` API.
+//! A local stand-in for the AWS Marketplace Metering `ResolveCustomer` API and the Entitlement
+//! Service's `GetEntitlements`, on one listener.
 //!
-//! It speaks the real awsJson 1.1 protocol, so `aws-sdk-marketplacemetering` works against it
-//! through an endpoint URL, and it resolves self-describing test tokens ([`TestToken`]) whose
-//! contents script what each call answers. Service-wide misbehaviour (quota, latency, random
-//! errors, a disabled API) is set at start and changed live, over `/emulator/config` or
-//! [`RunningEmulator::configure`].
+//! It speaks the real awsJson 1.1 protocol, so `aws-sdk-marketplacemetering` and
+//! `aws-sdk-marketplaceentitlement` work against it through an endpoint URL. It resolves
+//! self-describing test tokens ([`TestToken`]) whose contents script what each call answers, and
+//! serves the entitlements tests set ([`CustomerEntitlements`]). Service-wide misbehaviour (quotas,
+//! latency, random errors, a disabled API, single-use tokens, strict authentication) is set at
+//! start and changed live, over `/emulator/config` or [`RunningEmulator::configure`].
 
+mod auth;
 mod engine;
+mod entitlements;
+mod entitlements_wire;
+mod model;
+mod protocol;
 mod quota;
 mod server;
 mod settings;
@@ -22,7 +29,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use auth::SIGNING_NAME;
 pub use engine::EmulatorStats;
+pub use entitlements::{CustomerEntitlements, EntitlementError, EntitlementValue, TestEntitlement};
 pub use settings::EmulatorSettings;
 pub use token::{TestToken, TokenError, TOKEN_PREFIX};
 
@@ -99,7 +108,14 @@ impl RunningEmulator {
         });
     }
 
-    /// Zeroes the stats, forgets per-token throttle/fail progress and refills the quota.
+    /// Replaces one customer's entitlements for one product, as `POST /emulator/entitlements`
+    /// does; an empty list removes them. Refuses values the real service could never return.
+    pub fn set_entitlements(&self, set: CustomerEntitlements) -> Result<(), EntitlementError> {
+        self.engine.with(|e| e.entitlements_mut().set(set))
+    }
+
+    /// Zeroes the stats, forgets per-token throttle/fail progress, first calls, used tokens and
+    /// entitlements, and refills the quotas.
     pub fn reset(&self) {
         self.engine.with(|e| e.reset(Instant::now()));
     }

@@ -1,26 +1,38 @@
-//! HTTP: the `ResolveCustomer` endpoint at `POST /` and the `/emulator/*` control endpoints.
+//! HTTP: the API endpoints (awsJson 1.1 at `POST /`, operations told apart by `X-Amz-Target` as on
+//! AWS; RPC v2 CBOR at `POST /service/<Service>/operation/<Operation>`) and the `/emulator/*`
+//! control endpoints.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use super::engine::{CallContext, SharedEngine};
+use super::auth;
+use super::engine::{CallContext, Engine, SharedEngine};
+use super::entitlements::CustomerEntitlements;
+use super::entitlements_wire::{
+    self, ENTITLEMENT_SERVICE, GET_ENTITLEMENTS, GET_ENTITLEMENTS_TARGET,
+};
+use super::protocol::Protocol;
 use super::settings::SettingsPatch;
 use super::token::fingerprint;
-use super::wire::{self, ApiError};
+use super::wire::{self, ApiError, MAX_BODY_BYTES};
 
 pub fn router(engine: SharedEngine) -> Router {
     Router::new()
-        .route("/", post(resolve_customer))
+        .route("/", post(api))
+        .route("/service/{service}/operation/{operation}", post(cbor_api))
         .route("/emulator/config", get(get_config).post(post_config))
+        .route("/emulator/entitlements", post(post_entitlements))
         .route("/emulator/stats", get(get_stats))
         .route("/emulator/reset", post(reset))
         .with_state(engine)
@@ -36,38 +48,149 @@ pub async fn run(
         .await
 }
 
-async fn resolve_customer(
-    State(engine): State<SharedEngine>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let target = headers
-        .get(wire::TARGET_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if target != Some(wire::RESOLVE_CUSTOMER_TARGET) {
-        return aws_json(Err(ApiError::unknown_operation()));
-    }
-    let token = match wire::parse_request(&body) {
-        Ok(token) => token,
-        Err(error) => return aws_json(Err(error)),
+/// An awsJson 1.1 request: the operation is named by `X-Amz-Target`.
+async fn api(State(engine): State<SharedEngine>, headers: HeaderMap, body: Body) -> Response {
+    let operation = match headers.get(wire::TARGET_HEADER).map(HeaderValue::to_str) {
+        Some(Ok(wire::RESOLVE_CUSTOMER_TARGET)) => Some(Operation::ResolveCustomer),
+        Some(Ok(GET_ENTITLEMENTS_TARGET)) => Some(Operation::GetEntitlements),
+        _ => None,
     };
+    serve_call(&engine, Protocol::AwsJson, operation, &headers, body).await
+}
 
+/// A Smithy RPC v2 CBOR request: the operation is named by the path. Only the Entitlement Service
+/// speaks it; the Metering Service is awsJson only.
+async fn cbor_api(
+    State(engine): State<SharedEngine>,
+    Path((service, operation)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let operation = (service == ENTITLEMENT_SERVICE && operation == GET_ENTITLEMENTS)
+        .then_some(Operation::GetEntitlements);
+    serve_call(&engine, Protocol::RpcV2Cbor, operation, &headers, body).await
+}
+
+enum Operation {
+    ResolveCustomer,
+    GetEntitlements,
+}
+
+/// Authentication (under `strictAuth`), the body, then the operation. Requests refused before an
+/// operation runs are counted as `rejected`.
+async fn serve_call(
+    engine: &SharedEngine,
+    protocol: Protocol,
+    operation: Option<Operation>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let admitted = admit(engine, protocol, operation, headers, body).await;
+    match admitted {
+        Ok((Operation::ResolveCustomer, request)) => resolve_customer(engine, request).await,
+        Ok((Operation::GetEntitlements, request)) => {
+            get_entitlements(engine, protocol, request).await
+        }
+        Err(error) => {
+            engine.with(|e| e.reject());
+            protocol.respond::<()>(Err(error))
+        }
+    }
+}
+
+async fn admit(
+    engine: &SharedEngine,
+    protocol: Protocol,
+    operation: Option<Operation>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Operation, serde_json::Value), ApiError> {
+    if engine.with(|e| e.settings().strict_auth) {
+        auth::check(headers)?;
+    }
+    let operation = operation.ok_or_else(ApiError::unknown_operation)?;
+    let body = read_body(body).await?;
+    Ok((operation, protocol.decode(&body)?))
+}
+
+/// The whole body, or an error the SDKs can parse when it is too large to be a real request.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::too_large())
+        }
+        Err(_) => Err(wire::serialization_error(
+            "The request body could not be read",
+        )),
+    }
+}
+
+async fn latency(engine: &SharedEngine) {
     let latency = engine.with(|e| e.settings().latency_ms);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let ctx = CallContext {
+}
+
+fn call_context() -> CallContext {
+    CallContext {
         now: Instant::now(),
         unix_now: unix_now(),
         roll: rand::random::<f64>(),
+    }
+}
+
+/// Runs a parsed request through the engine after the configured latency; a request that did not
+/// parse is counted as rejected and answered at once.
+async fn run_operation<Q, T: Serialize>(
+    engine: &SharedEngine,
+    protocol: Protocol,
+    request: Result<Q, ApiError>,
+    judge: impl FnOnce(&mut Engine, &Q, CallContext) -> Result<T, ApiError>,
+) -> Response {
+    let request = match request {
+        Ok(request) => request,
+        Err(error) => {
+            engine.with(|e| e.reject());
+            return protocol.respond::<()>(Err(error));
+        }
     };
-    let outcome = engine.with(|e| e.call(&token, ctx));
-    tracing::debug!(
-        token = %fingerprint(&token),
-        outcome = outcome.label(),
-        "emulated ResolveCustomer"
-    );
-    aws_json(wire::respond(outcome))
+    latency(engine).await;
+    let ctx = call_context();
+    protocol.respond(engine.with(|e| judge(e, &request, ctx)))
+}
+
+async fn resolve_customer(engine: &SharedEngine, request: serde_json::Value) -> Response {
+    let token = wire::token_from(request);
+    run_operation(engine, Protocol::AwsJson, token, |e, token, ctx| {
+        let outcome = e.call(token, ctx);
+        tracing::debug!(
+            token = %fingerprint(token),
+            outcome = outcome.label(),
+            "emulated ResolveCustomer"
+        );
+        wire::respond(outcome)
+    })
+    .await
+}
+
+async fn get_entitlements(
+    engine: &SharedEngine,
+    protocol: Protocol,
+    request: serde_json::Value,
+) -> Response {
+    let query = entitlements_wire::query_from(request);
+    run_operation(engine, protocol, query, |e, query, ctx| {
+        let result = e.get_entitlements(query, ctx);
+        tracing::debug!(
+            product = %query.product_code,
+            ok = result.is_ok(),
+            "emulated GetEntitlements"
+        );
+        result.map_err(entitlements_wire::failure)
+    })
+    .await
 }
 
 fn unix_now() -> i64 {
@@ -75,40 +198,6 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// An awsJson 1.1 response, with a request id as the SDK reports it in errors.
-fn aws_json(result: Result<wire::ResolveCustomerResponse, ApiError>) -> Response {
-    let (status, body) = match result {
-        Ok(output) => (StatusCode::OK, serde_json::to_value(output)),
-        Err(error) => (error.status, Ok(error.body())),
-    };
-    let mut response = match body {
-        Ok(body) => (status, Json(body)).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    };
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(wire::CONTENT_TYPE),
-    );
-    if let Ok(id) = HeaderValue::from_str(&request_id()) {
-        headers.insert(wire::REQUEST_ID_HEADER, id);
-    }
-    response
-}
-
-/// A random id in UUID layout, like the real service's.
-fn request_id() -> String {
-    let hex = format!("{:032x}", rand::random::<u128>());
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 async fn get_config(State(engine): State<SharedEngine>) -> Response {
@@ -132,6 +221,18 @@ async fn post_config(State(engine): State<SharedEngine>, body: Bytes) -> Respons
             Json(settings).into_response()
         }
         Err(message) => bad_request(message),
+    }
+}
+
+/// Replaces one customer's entitlements for one product (see [`CustomerEntitlements`]).
+async fn post_entitlements(State(engine): State<SharedEngine>, body: Bytes) -> Response {
+    let set: CustomerEntitlements = match serde_json::from_slice(&body) {
+        Ok(set) => set,
+        Err(e) => return bad_request(format!("invalid entitlements: {e}")),
+    };
+    match engine.with(|e| e.entitlements_mut().set(set.clone())) {
+        Ok(()) => Json(set).into_response(),
+        Err(error) => bad_request(error.to_string()),
     }
 }
 

@@ -12,20 +12,35 @@ pub struct EmulatorSettings {
     pub latency_ms: u64,
     /// Fraction (0..=1) of calls that answer `InternalServiceErrorException` at random.
     pub error_rate: f64,
-    /// Every call answers `DisabledApiException`.
+    /// Every call answers `DisabledApiException` (GetEntitlements, whose model has no such error:
+    /// `InternalServiceErrorException`).
     pub disabled: bool,
+    /// A token that resolved once answers `ExpiredTokenException` on every later call, as AWS does
+    /// when a buyer resubmits a registration token.
+    pub single_use: bool,
+    /// Refuse API calls without a SigV4 `Authorization` header for the `aws-marketplace` signing
+    /// name. The signature itself is not verified.
+    pub strict_auth: bool,
+    /// GetEntitlements calls per second, a bucket of its own (the real services have separate
+    /// quotas); `None` or `0` means unlimited.
+    pub entitlement_quota: Option<f64>,
 }
 
 impl EmulatorSettings {
     /// Rejects values the emulator could only guess the meaning of. The in-process
     /// [`configure`](super::RunningEmulator::configure) hook skips this, so the engine also copes
-    /// with such values (see [`Self::effective_error_rate`] and the quota bucket).
+    /// with such values (see `effective_error_rate` and the quota bucket).
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(quota) = self.quota {
-            if !quota.is_finite() || quota < 0.0 {
-                return Err(format!(
-                    "quota must be a finite number >= 0 (0 or null means unlimited), got {quota}"
-                ));
+        for (key, quota) in [
+            ("quota", self.quota),
+            ("entitlementQuota", self.entitlement_quota),
+        ] {
+            if let Some(quota) = quota {
+                if !quota.is_finite() || quota < 0.0 {
+                    return Err(format!(
+                        "{key} must be a finite number >= 0 (0 or null means unlimited), got {quota}"
+                    ));
+                }
             }
         }
         if !(0.0..=1.0).contains(&self.error_rate) {
@@ -47,7 +62,7 @@ impl EmulatorSettings {
     }
 }
 
-/// Body of `POST /emulator/config`: any subset of the settings. For `quota`, an absent member keeps
+/// Body of `POST /emulator/config`: any subset of the settings. For the quotas, an absent member keeps
 /// the current value while an explicit `null` makes the service unlimited, hence the double option.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -57,6 +72,10 @@ pub struct SettingsPatch {
     pub latency_ms: Option<u64>,
     pub error_rate: Option<f64>,
     pub disabled: Option<bool>,
+    pub single_use: Option<bool>,
+    pub strict_auth: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub entitlement_quota: Option<Option<f64>>,
 }
 
 /// Only runs when the member is present, so `null` becomes `Some(None)`.
@@ -99,6 +118,15 @@ impl SettingsPatch {
         if let Some(disabled) = self.disabled {
             next.disabled = disabled;
         }
+        if let Some(single_use) = self.single_use {
+            next.single_use = single_use;
+        }
+        if let Some(strict_auth) = self.strict_auth {
+            next.strict_auth = strict_auth;
+        }
+        if let Some(quota) = self.entitlement_quota {
+            next.entitlement_quota = quota;
+        }
         next.validate()?;
         Ok(next)
     }
@@ -119,6 +147,7 @@ mod tests {
             latency_ms: 5,
             error_rate: 0.5,
             disabled: true,
+            ..Default::default()
         };
         assert_eq!(patch("{}").apply_to(&current), Ok(current.clone()));
         assert_eq!(patch(" ").apply_to(&current), Ok(current.clone()));
@@ -135,8 +164,19 @@ mod tests {
                 latency_ms: 7,
                 error_rate: 0.0,
                 disabled: true,
+                ..Default::default()
             })
         );
+        let next = patch(r#"{"singleUse": true, "strictAuth": true, "entitlementQuota": 2}"#)
+            .apply_to(&current)
+            .expect("valid");
+        assert!(next.single_use && next.strict_auth);
+        assert_eq!(next.entitlement_quota, Some(2.0));
+        assert_eq!(next.quota, Some(20.0));
+        let next = patch(r#"{"entitlementQuota": null}"#)
+            .apply_to(&next)
+            .expect("valid");
+        assert_eq!(next.entitlement_quota, None);
     }
 
     #[test]
@@ -146,6 +186,7 @@ mod tests {
             r#"{"errorRate": 1.5}"#,
             r#"{"errorRate": -0.1}"#,
             r#"{"quota": -1}"#,
+            r#"{"entitlementQuota": -2}"#,
         ] {
             assert!(patch(json).apply_to(&current).is_err(), "{json}");
         }
@@ -153,6 +194,7 @@ mod tests {
             r#"{"latencyMs": -1}"#,
             r#"{"quota": "fast"}"#,
             r#"{"errorrate": 0.1}"#,
+            r#"{"singleUse": "yes"}"#,
             "[null, null, null, null]",
             "not json",
         ] {

@@ -8,6 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::model;
+
 /// Prefix of every token the emulator can resolve. Versioned so the scheme can change without old
 /// tokens silently meaning something else.
 pub const TOKEN_PREFIX: &str = "emu1.";
@@ -27,6 +29,10 @@ pub struct TestToken {
     /// Unix seconds; at or after this instant the token answers `ExpiredTokenException`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
+    /// Seconds after the token's first call; from then on it answers `ExpiredTokenException`, as
+    /// AWS does when the seller "held on to the registration token for too long".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
     /// The first `n` calls for this token are throttled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<u32>,
@@ -49,6 +55,16 @@ pub enum TokenError {
     MissingAccount,
     #[error("the registration token does not name a product")]
     MissingProduct,
+    #[error("the registration token's account is not a 12-digit AWS account id")]
+    Account,
+    #[error("the registration token's product code does not match the API model's ProductCode")]
+    Product,
+    #[error("the registration token's customer identifier is not 1 to 255 characters")]
+    Customer,
+    #[error("the registration token's license is not a license ARN (arn:aws:license-manager::…)")]
+    License,
+    #[error("the registration token's agreement id is not 1 to 64 characters")]
+    Agreement,
 }
 
 impl TestToken {
@@ -60,6 +76,7 @@ impl TestToken {
             license: None,
             agreement: None,
             exp: None,
+            ttl: None,
             throttle: None,
             fail: None,
         }
@@ -85,6 +102,12 @@ impl TestToken {
         self
     }
 
+    /// Expires `seconds` after the first call that reaches it (see [`TestToken::ttl`](Self#structfield.ttl)).
+    pub fn ttl(mut self, seconds: u64) -> Self {
+        self.ttl = Some(seconds);
+        self
+    }
+
     pub fn throttle(mut self, calls: u32) -> Self {
         self.throttle = Some(calls);
         self
@@ -95,11 +118,45 @@ impl TestToken {
         self
     }
 
-    pub fn encode(&self) -> String {
-        // Serializing a struct of strings and integers cannot fail; the fallback only exists so
-        // this function has no panic path.
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(json))
+    /// The token string, or why AWS could never answer with these values (a fixture the real
+    /// service would not produce fails here rather than passing a test it should not).
+    pub fn encode(&self) -> Result<String, TokenError> {
+        self.validate()?;
+        let json = serde_json::to_vec(self).map_err(|_| TokenError::Json)?;
+        Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(json)))
+    }
+
+    /// Checks each value against the `ResolveCustomer` output model, so the emulator never answers
+    /// something the real service could not (the rules are in `src/emulator/model.rs`).
+    pub fn validate(&self) -> Result<(), TokenError> {
+        if !model::is_account_id(&self.account) {
+            return Err(TokenError::Account);
+        }
+        if !model::is_product_code(&self.product) {
+            return Err(TokenError::Product);
+        }
+        if self
+            .customer
+            .as_deref()
+            .is_some_and(|c| !model::is_customer_identifier(c))
+        {
+            return Err(TokenError::Customer);
+        }
+        if self
+            .license
+            .as_deref()
+            .is_some_and(|l| !model::is_license_arn(l))
+        {
+            return Err(TokenError::License);
+        }
+        if self
+            .agreement
+            .as_deref()
+            .is_some_and(|a| !model::is_agreement_id(a))
+        {
+            return Err(TokenError::Agreement);
+        }
+        Ok(())
     }
 
     pub fn decode(token: &str) -> Result<Self, TokenError> {
@@ -128,7 +185,9 @@ impl TestToken {
         if !has("product") {
             return Err(TokenError::MissingProduct);
         }
-        serde_json::from_value(value).map_err(|_| TokenError::Json)
+        let token: Self = serde_json::from_value(value).map_err(|_| TokenError::Json)?;
+        token.validate()?;
+        Ok(token)
     }
 
     /// Expired once the clock reaches `exp`, so `expires_at(now)` is already expired.
@@ -158,12 +217,13 @@ mod tests {
     fn round_trip_keeps_every_field() {
         let token = TestToken::new("123456789012", "prod-abc")
             .customer("cust-1")
-            .license("arn:aws:license-manager::123456789012:license/l-1")
+            .license("arn:aws:license-manager::123456789012:license:l-1")
             .agreement("agmt-1")
             .expires_at(4_000_000_000)
+            .ttl(30)
             .throttle(2)
             .fail(1);
-        let encoded = token.encode();
+        let encoded = token.encode().expect("valid token");
         assert!(encoded.starts_with(TOKEN_PREFIX));
         assert!(!encoded.contains('='), "no padding: {encoded}");
         assert_eq!(TestToken::decode(&encoded), Ok(token));
@@ -172,7 +232,7 @@ mod tests {
     #[test]
     fn minimal_token_omits_optional_members() {
         let token = TestToken::new("123456789012", "prod-abc");
-        let payload = token.encode();
+        let payload = token.encode().expect("valid token");
         let json = URL_SAFE_NO_PAD
             .decode(&payload[TOKEN_PREFIX.len()..])
             .expect("own encoding is valid base64");
@@ -186,7 +246,7 @@ mod tests {
     #[test]
     fn decodes_hand_written_json_with_unknown_members() {
         let token = TestToken::decode(&raw(
-            r#"{"account":"1","product":"p","exp":5,"extra":true}"#,
+            r#"{"account":"123456789012","product":"p","exp":5,"extra":true}"#,
         ))
         .expect("valid");
         assert_eq!(token.exp, Some(5));
@@ -228,8 +288,36 @@ mod tests {
     }
 
     #[test]
+    fn values_aws_would_never_send_are_refused_by_the_builder_and_the_decoder() {
+        let base = || TestToken::new("123456789012", "prod-abc");
+        let cases = [
+            (TestToken::new("1234", "prod-abc"), TokenError::Account),
+            (
+                TestToken::new("123456789012", "prod abc"),
+                TokenError::Product,
+            ),
+            (base().customer("c".repeat(256)), TokenError::Customer),
+            (base().license("arn:l"), TokenError::License),
+            (
+                base().license("arn:aws:license-manager::123456789012:license/l-1"),
+                TokenError::License,
+            ),
+            (base().agreement(""), TokenError::Agreement),
+            (base().agreement("a".repeat(65)), TokenError::Agreement),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(token.encode(), Err(expected), "{token:?}");
+            // A hand-made token with the same values does not resolve either.
+            let raw = raw(&serde_json::to_string(&token).expect("serializes"));
+            assert_eq!(TestToken::decode(&raw), Err(expected), "{token:?}");
+        }
+    }
+
+    #[test]
     fn fingerprint_is_short_and_does_not_echo_the_token() {
-        let token = TestToken::new("123456789012", "prod-abc").encode();
+        let token = TestToken::new("123456789012", "prod-abc")
+            .encode()
+            .expect("valid token");
         let print = fingerprint(&token);
         assert_eq!(print.len(), 12);
         assert_eq!(print, fingerprint(&token));

@@ -12,6 +12,11 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 pub const TARGET_HEADER: &str = "x-amz-target";
 pub const RESOLVE_CUSTOMER_TARGET: &str = "AWSMPMeteringService.ResolveCustomer";
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
+/// AWS JSON services name the error in this header too; some clients read it before the body.
+pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
+/// The largest request body accepted. ResolveCustomer and GetEntitlements requests are a few hundred
+/// bytes; anything near this is a mistake.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 struct ResolveCustomerRequest {
@@ -71,18 +76,30 @@ struct ErrorBody<'a> {
 }
 
 impl ApiError {
-    fn client(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
+            status,
             code,
             message: message.into(),
         }
+    }
+
+    fn client(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn unknown_operation() -> Self {
         Self::client(
             "UnknownOperationException",
             "The requested operation is not supported by the emulator",
+        )
+    }
+
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLargeException",
+            format!("The request body is larger than {MAX_BODY_BYTES} bytes"),
         )
     }
 
@@ -94,33 +111,51 @@ impl ApiError {
     }
 }
 
-/// The registration token from a request body.
-pub fn parse_request(body: &[u8]) -> Result<String, ApiError> {
+pub fn serialization_error(message: impl Into<String>) -> ApiError {
+    ApiError::client("SerializationException", message)
+}
+
+pub fn throttled() -> ApiError {
+    ApiError::client("ThrottlingException", "Rate exceeded")
+}
+
+pub fn internal_error() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServiceErrorException",
+        "An internal error occurred; please retry",
+    )
+}
+
+/// A request body as the JSON object the protocol sends.
+pub fn parse_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     // serde_json's messages can quote input strings, so only its position goes back.
-    let serialization = |e: serde_json::Error| {
-        ApiError::client(
-            "SerializationException",
-            format!(
-                "Could not parse the request body (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    };
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(serialization)?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        serialization_error(format!(
+            "Could not parse the request body (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
     // serde's derived visitor would also take a JSON array; the protocol sends an object.
     if !value.is_object() {
-        return Err(ApiError::client(
-            "SerializationException",
+        return Err(serialization_error(
             "The request body must be a JSON object",
         ));
     }
-    let request: ResolveCustomerRequest = serde_json::from_value(value).map_err(|_| {
-        ApiError::client(
-            "SerializationException",
-            "RegistrationToken must be a string",
-        )
-    })?;
+    Ok(value)
+}
+
+/// The registration token from an awsJson request body.
+#[cfg(test)]
+pub fn parse_request(body: &[u8]) -> Result<String, ApiError> {
+    token_from(parse_object(body)?)
+}
+
+/// The registration token from a decoded request object.
+pub fn token_from(value: serde_json::Value) -> Result<String, ApiError> {
+    let request: ResolveCustomerRequest = serde_json::from_value(value)
+        .map_err(|_| serialization_error("RegistrationToken must be a string"))?;
     request.registration_token.ok_or_else(|| {
         ApiError::client(
             "ValidationException",
@@ -132,12 +167,6 @@ pub fn parse_request(body: &[u8]) -> Result<String, ApiError> {
 
 /// What the service answers for a judged call.
 pub fn respond(outcome: Outcome) -> Result<ResolveCustomerResponse, ApiError> {
-    let throttled = || ApiError::client("ThrottlingException", "Rate exceeded");
-    let internal = || ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        code: "InternalServiceErrorException",
-        message: "An internal error occurred; please retry".to_owned(),
-    };
     match outcome {
         Outcome::Resolved(token) => Ok(token.into()),
         Outcome::Disabled => Err(ApiError::client(
@@ -145,7 +174,7 @@ pub fn respond(outcome: Outcome) -> Result<ResolveCustomerResponse, ApiError> {
             "The API is disabled in the emulator",
         )),
         Outcome::QuotaExceeded | Outcome::TokenThrottled => Err(throttled()),
-        Outcome::RandomFailure | Outcome::TokenFailure => Err(internal()),
+        Outcome::RandomFailure | Outcome::TokenFailure => Err(internal_error()),
         Outcome::Invalid(reason) => Err(ApiError::client(
             "InvalidTokenException",
             format!("Invalid registration token: {reason}"),
@@ -164,9 +193,10 @@ mod tests {
 
     #[test]
     fn success_body_uses_sdk_member_names_and_omits_absent_ones() {
+        let license = "arn:aws:license-manager::123456789012:license:l-1";
         let full = TestToken::new("123456789012", "prod-abc")
             .customer("c")
-            .license("arn:l")
+            .license(license)
             .agreement("a");
         let json = serde_json::to_value(respond(Outcome::Resolved(full)).expect("ok"))
             .expect("serializes");
@@ -176,14 +206,14 @@ mod tests {
                 "CustomerIdentifier": "c",
                 "CustomerAWSAccountId": "123456789012",
                 "ProductCode": "prod-abc",
-                "LicenseArn": "arn:l",
+                "LicenseArn": license,
                 "Metadata": {"AgreementId": "a"},
             })
         );
-        let bare = respond(Outcome::Resolved(TestToken::new("1", "p"))).expect("ok");
+        let bare = respond(Outcome::Resolved(TestToken::new("123456789012", "p"))).expect("ok");
         assert_eq!(
             serde_json::to_value(bare).expect("serializes"),
-            serde_json::json!({"CustomerAWSAccountId": "1", "ProductCode": "p"})
+            serde_json::json!({"CustomerAWSAccountId": "123456789012", "ProductCode": "p"})
         );
     }
 

@@ -37,11 +37,14 @@ impl Ledger {
                     Expect::DeadLetter("invalid_token"),
                 ),
                 8 => (
-                    base.expires_at(past).encode(),
+                    base.expires_at(past).encode().expect("valid test token"),
                     Expect::DeadLetter("expired_token"),
                 ),
-                9 => (base.throttle(2).encode(), Expect::Published),
-                _ => (base.encode(), Expect::Published),
+                9 => (
+                    base.throttle(2).encode().expect("valid test token"),
+                    Expect::Published,
+                ),
+                _ => (base.encode().expect("valid test token"), Expect::Published),
             };
             ledger.add(token, expect);
         }
@@ -54,7 +57,8 @@ impl Ledger {
         for i in 0..n {
             let token = TestToken::new("123456789012", "prod-abc")
                 .customer(format!("{tag}-{i}"))
-                .encode();
+                .encode()
+                .expect("valid test token");
             ledger.add(token, Expect::Published);
         }
         ledger
