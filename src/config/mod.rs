@@ -11,6 +11,10 @@ use figment::value::{Dict, Value};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod marketplace;
+
+pub use marketplace::MarketplaceSettings;
+
 /// The documented defaults; compiled in so the binary and the document cannot disagree.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Prefix of the environment variables that set configuration keys.
@@ -26,6 +30,11 @@ pub struct Settings {
     pub topic_arn: String,
     #[serde(deserialize_with = "comma_separated")]
     pub product_codes: Vec<String>,
+    /// The optional lifecycle queue (agreement, license and legacy SNS notifications); empty = off.
+    pub lifecycle_queue_url: String,
+    /// Its dead-letter queue; required when `lifecycle_queue_url` is set.
+    pub lifecycle_dlq_url: String,
+    pub marketplace: MarketplaceSettings,
     pub worker: WorkerSettings,
     pub resolve: ResolveSettings,
     pub publish: PublishSettings,
@@ -420,6 +429,7 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     )?;
 
     check_range("aws.max_attempts", s.aws.max_attempts, 1, 10)?;
+    marketplace::validate(s)?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(s.log.level.trim()) {
         return Err(invalid(
             "log.level",
