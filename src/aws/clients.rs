@@ -11,6 +11,8 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_marketplacemetering::config::SharedCredentialsProvider;
+use aws_smithy_async::time::SystemTimeSource;
+use aws_smithy_json::protocol::aws_json_rpc::AwsJsonRpcProtocol;
 
 use crate::config::{MarketplaceSettings, Settings};
 
@@ -83,7 +85,11 @@ impl Clients {
             .retry_config(RetryConfig::disabled())
             .timeout_config(marketplace_timeouts.clone())
             .build();
+        // The service accepts awsJson 1.1 and Smithy RPC v2 CBOR, and this SDK defaults to CBOR.
+        // Pin awsJson 1.1: the protocol the service has always spoken, the one boto3, the AWS CLI
+        // and the JS SDK use, and the one the emulator serves.
         let entitlement = aws_sdk_marketplaceentitlement::config::Builder::from(marketplace)
+            .protocol(AwsJsonRpcProtocol::aws_json_1_1())
             .region(Region::from_static(ENTITLEMENT_REGION))
             .retry_config(RetryConfig::disabled())
             .timeout_config(marketplace_timeouts)
@@ -105,9 +111,18 @@ pub async fn marketplace_sdk_config(shared: &SdkConfig, m: &MarketplaceSettings)
     let Some((role_arn, external_id)) = m.role() else {
         return shared.clone();
     };
+    // aws-config's loader always sets a time source; a hand-built SdkConfig may not, and the
+    // provider needs one.
+    let sts_config = match shared.time_source() {
+        Some(_) => shared.clone(),
+        None => shared
+            .to_builder()
+            .time_source(SystemTimeSource::new())
+            .build(),
+    };
     let mut builder = AssumeRoleProvider::builder(role_arn)
         .session_name(ROLE_SESSION_NAME)
-        .configure(shared);
+        .configure(&sts_config);
     if let Some(id) = external_id {
         builder = builder.external_id(id);
     }
