@@ -28,7 +28,8 @@ impl MarketplaceSettings {
 pub(super) fn validate(s: &Settings) -> Result<(), ConfigError> {
     let (queue, dlq) = (&s.lifecycle_queue_url, &s.lifecycle_dlq_url);
     for (key, url) in [("lifecycle_queue_url", queue), ("lifecycle_dlq_url", dlq)] {
-        if !url.is_empty() && !(url.starts_with("https://") || url.starts_with("http://")) {
+        let is_url = url.starts_with("https://") || url.starts_with("http://");
+        if !(url.is_empty() || is_url) {
             return Err(invalid(key, "must be an SQS queue URL (https://...)"));
         }
     }
@@ -55,9 +56,9 @@ pub(super) fn validate(s: &Settings) -> Result<(), ConfigError> {
 
     let m = &s.marketplace;
     let role = m.role_arn.trim();
-    if !role.is_empty()
-        && !(role.starts_with("arn:") && role.contains(":iam::") && role.contains(":role/"))
-    {
+    let is_role_arn =
+        role.starts_with("arn:") && role.contains(":iam::") && role.contains(":role/");
+    if !(role.is_empty() || is_role_arn) {
         return Err(invalid(
             "marketplace.role_arn",
             "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
