@@ -15,12 +15,13 @@ use mp_resolver::aws::clients::marketplace_sdk_config;
 use mp_resolver::aws::entitlement::{EntitlementReader, EntitlementsResult};
 use mp_resolver::aws::metering::{classify, CallResult, FailureKind};
 use mp_resolver::aws::Clients;
-use mp_resolver::config::{self, Settings, Sources};
+use mp_resolver::config::Settings;
 use mp_resolver::contract::lifecycle::EntitlementFilter;
 use mp_resolver::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
+use serde_json::json;
+use support::aws_stub::{self, Recorded};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 
 const BASE_KEY: &str = "AKIDBASECHAIN";
 
@@ -36,24 +37,11 @@ fn base_config(endpoint: &str) -> SdkConfig {
 }
 
 fn settings(role_arn: &str, external_id: &str) -> Settings {
-    let env = [
-        ("MPR_QUEUE_URL", "http://127.0.0.1:4566/000000000000/q"),
-        ("MPR_DLQ_URL", "http://127.0.0.1:4566/000000000000/q-dlq"),
-        ("MPR_TOPIC_ARN", "arn:aws:sns:us-east-1:000000000000:t"),
+    aws_stub::client_settings(&[
         ("MPR_MARKETPLACE__ROLE_ARN", role_arn),
         ("MPR_MARKETPLACE__EXTERNAL_ID", external_id),
-        ("MPR_RESOLVE__ATTEMPT_TIMEOUT_MS", "3000"),
         ("MPR_AWS__MAX_ATTEMPTS", "1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    config::load(&Sources {
-        env,
-        ..Sources::default()
-    })
-    .expect("test settings are valid")
-    .settings
+    ])
 }
 
 fn form_encode(pairs: &[(&str, &str)]) -> String {
@@ -109,42 +97,6 @@ async fn create_role(endpoint: &str, name: &str) -> String {
     arn.to_owned()
 }
 
-/// A stand-in Marketplace endpoint that records each request's headers and answers an error.
-async fn recording_endpoint() -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
-            }
-            let body = r#"{"__type":"InternalServiceErrorException","message":"stub"}"#;
-            let reply = format!(
-                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.1\r\n\
-                 x-amzn-ErrorType: InternalServiceErrorException\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(reply.as_bytes()).await;
-            let _ = tx.send(String::from_utf8_lossy(&seen).into_owned()).await;
-        }
-    });
-    (url, rx)
-}
-
-fn header<'a>(request: &'a str, name: &str) -> Option<&'a str> {
-    request.lines().find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 fn service_of(api: &str) -> &'static str {
     match api {
         "ResolveCustomer" => "AWSMPMeteringService",
@@ -152,8 +104,10 @@ fn service_of(api: &str) -> &'static str {
     }
 }
 
-fn signing_key(request: &str) -> String {
-    let auth = header(request, "authorization").expect("the request is signed");
+fn signing_key(request: &Recorded) -> String {
+    let auth = request
+        .header("authorization")
+        .expect("the request is signed");
     auth.split("Credential=")
         .nth(1)
         .and_then(|c| c.split('/').next())
@@ -193,7 +147,8 @@ async fn marketplace_clients_sign_with_the_assumed_role_and_queues_do_not() {
     assert!(creds.expiry().is_some(), "session credentials expire");
 
     // And the requests they send are signed with the session, not the base key.
-    let (stub, mut requests) = recording_endpoint().await;
+    let error = json!({"__type": "InternalServiceErrorException", "message": "stub"});
+    let (stub, mut requests) = aws_stub::start(vec![(500, error.clone()); 3]).await;
     // SQS keeps the default chain (one attempt: MPR_AWS__MAX_ATTEMPTS=1).
     let sqs = aws_sdk_sqs::Client::from_conf(
         clients
@@ -209,7 +164,7 @@ async fn marketplace_clients_sign_with_the_assumed_role_and_queues_do_not() {
         .expect("the stub saw the SQS request")
         .expect("a request");
     assert_eq!(signing_key(&request), BASE_KEY, "SQS must not use the role");
-    assert!(header(&request, "x-amz-security-token").is_none());
+    assert!(request.header("x-amz-security-token").is_none());
 
     let metering = aws_sdk_marketplacemetering::Client::from_conf(
         clients
@@ -258,19 +213,24 @@ async fn marketplace_clients_sign_with_the_assumed_role_and_queues_do_not() {
         let key = signing_key(&request);
         assert_ne!(key, BASE_KEY, "{api} is signed with the base credentials");
         assert!(
-            header(&request, "x-amz-security-token").is_some(),
+            request.header("x-amz-security-token").is_some(),
             "{api} carries the session token"
         );
-        let target = header(&request, "x-amz-target").unwrap_or("");
+        let target = request.header("x-amz-target").unwrap_or("");
         // Both speak awsJson 1.1 (the Entitlement client is pinned to it; see aws::clients).
-        assert_eq!(target, format!("{}.{api}", service_of(api)), "{request}");
         assert_eq!(
-            header(&request, "content-type"),
+            target,
+            format!("{}.{api}", service_of(api)),
+            "{}",
+            request.head
+        );
+        assert_eq!(
+            request.header("content-type"),
             Some("application/x-amz-json-1.1")
         );
         if api == "GetEntitlements" {
             // The Entitlement Service exists only in us-east-1, whatever the worker's region.
-            let auth = header(&request, "authorization").unwrap_or("");
+            let auth = request.header("authorization").unwrap_or("");
             assert!(auth.contains("/us-east-1/aws-marketplace/"), "{auth}");
         }
     }

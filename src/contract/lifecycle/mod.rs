@@ -93,14 +93,24 @@ impl Access {
     }
 }
 
-/// A notification that parsed: every field the event publishes, normalised and trimmed.
+/// A notification that parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     pub kind: NotificationKind,
-    pub source: Source,
+    /// Every field the event publishes as it is, normalised and trimmed.
+    pub fields: NotificationFields,
+    /// `isFreeTrialTermPresent` of subscribe notifications (not published in schema version 1).
+    pub free_trial: Option<bool>,
+}
+
+/// What a notification says about whom: published in the event as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationFields {
     /// Deterministic from the source's own id, so every delivery carries the same one.
     pub event_id: Fingerprint,
     pub product_code: Option<String>,
+    #[serde(rename = "customerAWSAccountId")]
     pub customer_aws_account_id: Option<String>,
     /// Legacy SNS notifications name the customer by this instead of an account id.
     pub customer_identifier: Option<String>,
@@ -110,8 +120,7 @@ pub struct Notification {
     pub intent: Option<String>,
     pub status: Option<String>,
     pub occurred_at: Option<String>,
-    /// `isFreeTrialTermPresent` of subscribe notifications (not published in schema version 1).
-    pub free_trial: Option<bool>,
+    pub source: Source,
 }
 
 /// How a notification's `access` is found.
@@ -141,7 +150,8 @@ impl Notification {
             K::AgreementCreated | K::SubscribeSuccess => AccessRule::Fixed(Access::Grant),
             K::LicenseDeprovisioned | K::UnsubscribeSuccess => AccessRule::Fixed(Access::Revoke),
             K::AgreementEnded => {
-                let status = self.status.as_deref().unwrap_or("").to_ascii_uppercase();
+                let status = self.fields.status.as_deref().unwrap_or("");
+                let status = status.to_ascii_uppercase();
                 match status.as_str() {
                     "CANCELLED" | "EXPIRED" | "TERMINATED" => AccessRule::Fixed(Access::Revoke),
                     _ => AccessRule::Fixed(Access::Unchanged),
@@ -159,12 +169,13 @@ impl Notification {
         if !self.kind.needs_entitlements() {
             return None;
         }
-        if let Some(arn) = &self.license_arn {
+        let f = &self.fields;
+        if let Some(arn) = &f.license_arn {
             Some(EntitlementFilter::LicenseArn(arn.clone()))
-        } else if let Some(account) = &self.customer_aws_account_id {
+        } else if let Some(account) = &f.customer_aws_account_id {
             Some(EntitlementFilter::CustomerAwsAccountId(account.clone()))
         } else {
-            self.customer_identifier
+            f.customer_identifier
                 .clone()
                 .map(EntitlementFilter::CustomerIdentifier)
         }
@@ -218,19 +229,9 @@ pub fn access_from_entitlements(entitlements: &[Entitlement], now: DateTime<Utc>
 pub struct LifecycleEvent {
     pub event_type: &'static str,
     pub schema_version: u32,
-    pub event_id: Fingerprint,
     pub access: Access,
-    pub product_code: Option<String>,
-    #[serde(rename = "customerAWSAccountId")]
-    pub customer_aws_account_id: Option<String>,
-    pub customer_identifier: Option<String>,
-    pub license_arn: Option<String>,
-    pub agreement_id: Option<String>,
-    pub offer_id: Option<String>,
-    pub intent: Option<String>,
-    pub status: Option<String>,
-    pub occurred_at: Option<String>,
-    pub source: Source,
+    #[serde(flatten)]
+    pub fields: NotificationFields,
     /// The customer's current entitlements for license and entitlement updates, else `null`.
     pub entitlements: Option<Vec<Entitlement>>,
 }
@@ -251,22 +252,11 @@ pub fn decide(
             None => (Access::Unchanged, None),
         },
     };
-    let n = notification.clone();
     LifecycleEvent {
-        event_type: n.kind.event_type(),
+        event_type: notification.kind.event_type(),
         schema_version: LIFECYCLE_SCHEMA_VERSION,
-        event_id: n.event_id,
         access,
-        product_code: n.product_code,
-        customer_aws_account_id: n.customer_aws_account_id,
-        customer_identifier: n.customer_identifier,
-        license_arn: n.license_arn,
-        agreement_id: n.agreement_id,
-        offer_id: n.offer_id,
-        intent: n.intent,
-        status: n.status,
-        occurred_at: n.occurred_at,
-        source: n.source,
+        fields: notification.fields.clone(),
         entitlements,
     }
 }
@@ -284,10 +274,10 @@ impl LifecycleEvent {
             ("eventType", self.event_type),
             ("access", self.access.as_str()),
         ];
-        if let Some(code) = &self.product_code {
+        if let Some(code) = &self.fields.product_code {
             attributes.push(("productCode", code));
         }
-        if let Some(account) = &self.customer_aws_account_id {
+        if let Some(account) = &self.fields.customer_aws_account_id {
             attributes.push(("customerAWSAccountId", account));
         }
         attributes

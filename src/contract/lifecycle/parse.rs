@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Notification, NotificationKind, Source};
+use super::{Notification, NotificationFields, NotificationKind, Source};
 use crate::contract::{
     is_sns_notification, json_type, parse_json_object, sns_message_object, Fingerprint,
 };
@@ -99,17 +99,19 @@ fn parse_eventbridge(event: &Map<String, Value>, body: &str) -> Result<Notificat
     let agreement = nested(detail, "agreement")?;
     let notification = Notification {
         kind,
-        source: Source::EventBridge,
-        event_id,
-        product_code: nested_str(detail, "product", "code")?,
-        customer_aws_account_id: nested_str(detail, "acceptor", "accountId")?,
-        customer_identifier: None,
-        license_arn: nested_str(detail, "license", "arn")?.map(|a| normalize_license_arn(&a)),
-        agreement_id: field_str(agreement, "id")?,
-        offer_id: nested_str(detail, "offer", "id")?,
-        intent: field_str(agreement, "intent")?,
-        status: field_str(agreement, "status")?,
-        occurred_at: optional_str(event, "time")?,
+        fields: NotificationFields {
+            event_id,
+            product_code: nested_str(detail, "product", "code")?,
+            customer_aws_account_id: nested_str(detail, "acceptor", "accountId")?,
+            customer_identifier: None,
+            license_arn: nested_str(detail, "license", "arn")?.map(|a| normalize_license_arn(&a)),
+            agreement_id: field_str(agreement, "id")?,
+            offer_id: nested_str(detail, "offer", "id")?,
+            intent: field_str(agreement, "intent")?,
+            status: field_str(agreement, "status")?,
+            occurred_at: optional_str(event, "time")?,
+            source: Source::EventBridge,
+        },
         free_trial: None,
     };
     require_what_the_kind_needs(notification)
@@ -176,17 +178,19 @@ fn parse_legacy(
     };
     Ok(Notification {
         kind,
-        source: Source::Sns,
-        event_id,
-        product_code: Some(product_code),
-        customer_aws_account_id: optional_str(message, "customer-aws-account-id")?,
-        customer_identifier: Some(customer_identifier),
-        license_arn: None,
-        agreement_id: None,
-        offer_id: optional_str(message, "offer-identifier")?,
-        intent: None,
-        status: None,
-        occurred_at,
+        fields: NotificationFields {
+            event_id,
+            product_code: Some(product_code),
+            customer_aws_account_id: optional_str(message, "customer-aws-account-id")?,
+            customer_identifier: Some(customer_identifier),
+            license_arn: None,
+            agreement_id: None,
+            offer_id: optional_str(message, "offer-identifier")?,
+            intent: None,
+            status: None,
+            occurred_at,
+            source: Source::Sns,
+        },
         free_trial,
     })
 }
@@ -197,15 +201,16 @@ fn require_what_the_kind_needs(n: Notification) -> Result<Notification, Unrecogn
     if !n.kind.needs_entitlements() {
         return Ok(n);
     }
-    if n.product_code.is_none() {
+    let f = &n.fields;
+    if f.product_code.is_none() {
         return Err(Unrecognized::new(format!(
             "{} without a product code: its entitlements cannot be read",
             n.kind.event_type()
         )));
     }
-    if n.license_arn.is_none()
-        && n.customer_aws_account_id.is_none()
-        && n.customer_identifier.is_none()
+    if f.license_arn.is_none()
+        && f.customer_aws_account_id.is_none()
+        && f.customer_identifier.is_none()
     {
         return Err(Unrecognized::new(format!(
             "{} names no license or customer: its entitlements cannot be read",

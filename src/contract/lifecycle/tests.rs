@@ -139,31 +139,43 @@ fn every_aws_sample_maps_to_its_event_type_and_access() {
 #[test]
 fn eventbridge_fields_come_from_the_envelope_and_detail() {
     let n = ok(fixture("agreement-created-manufacturer"));
-    assert_eq!(n.source, Source::EventBridge);
-    assert_eq!(n.customer_aws_account_id.as_deref(), Some("845735284135"));
+    assert_eq!(n.fields.source, Source::EventBridge);
     assert_eq!(
-        n.agreement_id.as_deref(),
+        n.fields.customer_aws_account_id.as_deref(),
+        Some("845735284135")
+    );
+    assert_eq!(
+        n.fields.agreement_id.as_deref(),
         Some("agmt-4mwg1nevbokzw95eca5797ixs")
     );
-    assert_eq!(n.offer_id.as_deref(), Some("offer-1234567890123"));
-    assert_eq!(n.intent.as_deref(), Some("NEW"));
-    assert_eq!(n.status.as_deref(), Some("ACTIVE"));
-    assert_eq!(n.occurred_at.as_deref(), Some("2024-08-30T21:36:03Z"));
-    // Agreement events name the product by id only; the product code is not known.
-    assert_eq!(n.product_code, None);
-    assert_eq!(n.license_arn, None);
+    assert_eq!(n.fields.offer_id.as_deref(), Some("offer-1234567890123"));
+    assert_eq!(n.fields.intent.as_deref(), Some("NEW"));
+    assert_eq!(n.fields.status.as_deref(), Some("ACTIVE"));
     assert_eq!(
-        n.event_id,
+        n.fields.occurred_at.as_deref(),
+        Some("2024-08-30T21:36:03Z")
+    );
+    // Agreement events name the product by id only; the product code is not known.
+    assert_eq!(n.fields.product_code, None);
+    assert_eq!(n.fields.license_arn, None);
+    assert_eq!(
+        n.fields.event_id,
         Fingerprint::of("eventbridge:12345678-1234-1234-1234-123456789012")
     );
 
     let n = ok(fixture("license-updated-manufacturer"));
-    assert_eq!(n.product_code.as_deref(), Some("aw4fgf5tyo5w2ap6fEXAMPLE"));
     assert_eq!(
-        n.license_arn.as_deref(),
+        n.fields.product_code.as_deref(),
+        Some("aw4fgf5tyo5w2ap6fEXAMPLE")
+    );
+    assert_eq!(
+        n.fields.license_arn.as_deref(),
         Some("arn:aws:license-manager:us-east-1:123456789012:l-e52ca6f38bf84d0fafb8802ca15ac11x")
     );
-    assert_eq!(n.offer_id.as_deref(), Some("8kkr91jo647j3qxlcjhlqce7y"));
+    assert_eq!(
+        n.fields.offer_id.as_deref(),
+        Some("8kkr91jo647j3qxlcjhlqce7y")
+    );
 }
 
 #[test]
@@ -276,17 +288,26 @@ fn legacy_actions_raw_and_in_the_sns_envelope() {
                 AccessRule::Fixed(access),
                 "{action} {form}"
             );
-            assert_eq!(n.source, Source::Sns);
-            assert_eq!(n.customer_identifier.as_deref(), Some("X01EXAMPLEX"));
-            assert_eq!(n.product_code.as_deref(), Some("n0123EXAMPLEXXXXXXXXXXXX"));
-            assert_eq!(n.offer_id.as_deref(), Some("offer-abc"));
-            assert_eq!(n.customer_aws_account_id, None);
+            assert_eq!(n.fields.source, Source::Sns);
+            assert_eq!(n.fields.customer_identifier.as_deref(), Some("X01EXAMPLEX"));
+            assert_eq!(
+                n.fields.product_code.as_deref(),
+                Some("n0123EXAMPLEXXXXXXXXXXXX")
+            );
+            assert_eq!(n.fields.offer_id.as_deref(), Some("offer-abc"));
+            assert_eq!(n.fields.customer_aws_account_id, None);
             if form == "envelope" {
-                assert_eq!(n.event_id, Fingerprint::of("sns:m-1"));
-                assert_eq!(n.occurred_at.as_deref(), Some("2026-11-30T10:00:00.000Z"));
+                assert_eq!(n.fields.event_id, Fingerprint::of("sns:m-1"));
+                assert_eq!(
+                    n.fields.occurred_at.as_deref(),
+                    Some("2026-11-30T10:00:00.000Z")
+                );
             } else {
-                assert_eq!(n.event_id, Fingerprint::of(&format!("sns-body:{body}")));
-                assert_eq!(n.occurred_at, None);
+                assert_eq!(
+                    n.fields.event_id,
+                    Fingerprint::of(&format!("sns-body:{body}"))
+                );
+                assert_eq!(n.fields.occurred_at, None);
             }
         }
     }
@@ -321,11 +342,14 @@ fn free_trial_flag_accepts_booleans_and_strings() {
 #[test]
 fn event_ids_are_stable_across_deliveries_and_distinct_across_events() {
     let body = fixture("license-updated-manufacturer");
-    assert_eq!(ok(body).event_id, ok(body).event_id);
+    assert_eq!(ok(body).fields.event_id, ok(body).fields.event_id);
     let mut other: Value = serde_json::from_str(body).unwrap();
     other["id"] = json!("another-id");
-    assert_ne!(ok(body).event_id, ok(&other.to_string()).event_id);
-    assert_eq!(ok(body).event_id.as_str().len(), 32);
+    assert_ne!(
+        ok(body).fields.event_id,
+        ok(&other.to_string()).fields.event_id
+    );
+    assert_eq!(ok(body).fields.event_id.as_str().len(), 32);
 }
 
 #[test]
@@ -428,10 +452,8 @@ fn ended_agreements_revoke_only_when_access_really_ends() {
     ];
     let base = ok(fixture("agreement-ended-proposer"));
     for (status, expected) in cases {
-        let n = Notification {
-            status: status.map(str::to_owned),
-            ..base.clone()
-        };
+        let mut n = base.clone();
+        n.fields.status = status.map(str::to_owned);
         assert_eq!(decide(&n, None, now()).access, expected, "{status:?}");
     }
 }
@@ -463,10 +485,8 @@ fn entitlement_filter_prefers_the_license_then_the_account() {
         license.entitlement_filter(),
         Some(EntitlementFilter::LicenseArn(a)) if a.starts_with("arn:aws:license-manager")
     ));
-    let by_account = Notification {
-        license_arn: None,
-        ..license.clone()
-    };
+    let mut by_account = license.clone();
+    by_account.fields.license_arn = None;
     assert_eq!(
         by_account.entitlement_filter(),
         Some(EntitlementFilter::CustomerAwsAccountId(
