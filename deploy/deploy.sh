@@ -115,6 +115,10 @@ params=(
     "TopicArn=$(out TopicArn)"
     "KmsKeyArn=$(out KmsKeyArn)"
     "VisibilityTimeoutSeconds=$(out VisibilityTimeoutSeconds)"
+    "LifecycleQueueUrl=$(out LifecycleQueueUrl)"
+    "LifecycleQueueArn=$(out LifecycleQueueArn)"
+    "LifecycleDlqUrl=$(out LifecycleDlqUrl)"
+    "LifecycleDlqArn=$(out LifecycleDlqArn)"
 )
 [[ -n $image ]] && params+=("ImageUri=$image")
 [[ -n $vpc ]] && params+=("VpcId=$vpc")

@@ -11,23 +11,36 @@
 #   4. the image's build steps replayed on the Docker build context (.dockerignore's allow-list):
 #      the stub-source dependency layer, then `cargo build --release --locked` of the crate;
 #   5. deploy/deploy.sh --messaging-only into LocalStack's CloudFormation (its own LocalStack on
-#      127.0.0.1:4569 with SERVICES=sqs,sns,cloudformation,iam,sts), for a standard and a FIFO
-#      topic; the stack's queues, policies and outputs checked; then `mp-resolver run` against
+#      127.0.0.1:4569 with SERVICES=sqs,sns,events,cloudformation,iam,sts), for a standard and a
+#      FIFO topic; the stack's queues, policies and outputs checked; an aws.agreement-marketplace
+#      event put on the default bus and a legacy Marketplace SNS notification must reach the
+#      lifecycle queue through the stack's rule and subscription; then `mp-resolver run` against
 #      the stack's outputs and the Marketplace Metering emulator: one good token must come out as
 #      an event on a queue subscribed to the stack's topic, one invalid token on the stack's DLQ;
 #      `mp-resolver healthcheck` (the container's health check) unhealthy before, healthy during.
 #
 # Usage: scripts/deploy-check.sh            (from any directory; same needs as scripts/test.sh)
-# Settings: MPR_DEPLOY_CHECK_PORT (LocalStack port, default 4569; a LocalStack already answering
-# there, with the services above, is used and left running: MPR_DEPLOY_CHECK_PORT=4566 uses the
-# tests' one), MPR_DEPLOY_CHECK_RELEASE=0 skips step 4 (a release build from scratch takes a
-# while). Everything it starts, it stops, by PID.
+# Settings: MPR_DEPLOY_CHECK_PORT (LocalStack port, default 4569), MPR_DEPLOY_CHECK_RELEASE=0 skips
+# step 4 (a release build from scratch takes a while), MPR_DEPLOY_CHECK_PREFIX (stack name prefix,
+# default mprcheck). MPR_DEPLOY_CHECK_ENDPOINT=http://127.0.0.1:PORT uses a LocalStack that is
+# already running there (with sqs,sns,events,cloudformation,iam,sts) as is: never installed,
+# started or stopped, and cfn-lint taken from its venv (MPR_VENV). Everything it starts, it stops,
+# by PID.
 set -euo pipefail
 
-# Our own LocalStack, apart from the one the tests use (4566).
-export MPR_LOCALSTACK_PORT="${MPR_DEPLOY_CHECK_PORT:-4569}"
+external_endpoint="${MPR_DEPLOY_CHECK_ENDPOINT:-}"
+external_endpoint="${external_endpoint%/}"
+if [[ -n $external_endpoint ]]; then
+    [[ $external_endpoint =~ ^http://127\.0\.0\.1:([0-9]+)$ ]] ||
+        { echo "MPR_DEPLOY_CHECK_ENDPOINT must be http://127.0.0.1:PORT, got '$external_endpoint'" >&2; exit 2; }
+    export MPR_LOCALSTACK_PORT="${BASH_REMATCH[1]}"
+else
+    # Our own LocalStack, apart from the one the tests use (4566).
+    export MPR_LOCALSTACK_PORT="${MPR_DEPLOY_CHECK_PORT:-4569}"
+fi
 export MPR_STATE_DIR="${MPR_DEPLOY_CHECK_STATE_DIR:-$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)/target/localstack-deploy}"
-export MPR_LOCALSTACK_SERVICES=sqs,sns,cloudformation,iam,sts
+export MPR_LOCALSTACK_SERVICES=sqs,sns,events,cloudformation,iam,sts
+PREFIX_BASE="${MPR_DEPLOY_CHECK_PREFIX:-mprcheck}"
 # shellcheck source=scripts/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 cd -- "$MPR_ROOT"
@@ -83,7 +96,7 @@ mkdir -p -- "$WORK"
 
 # ------------------------------------------------------------------------------------------------
 step "cfn-lint deploy/cloudformation/*.yaml"
-"${LOCALSTACK[@]}" ensure
+[[ -n $external_endpoint ]] || "${LOCALSTACK[@]}" ensure
 CFN_LINT="$MPR_VENV/bin/cfn-lint"
 # cfn-lint comes with LocalStack (moto-ext[all]) and is pinned by scripts/localstack-constraints.txt.
 [[ -x $CFN_LINT ]] || fail "$CFN_LINT is missing; is cfn-lint still in scripts/localstack-constraints.txt?"
@@ -129,6 +142,10 @@ case "$*" in
         printf 'TopicArn\tarn:aws:sns:us-east-1:111122223333:stub-customers\n'
         printf 'SenderPolicyArn\tarn:aws:iam::111122223333:policy/stub-sender\n'
         printf 'VisibilityTimeoutSeconds\t90\n'
+        printf 'LifecycleQueueUrl\thttps://sqs.us-east-1.amazonaws.com/111122223333/stub-lifecycle\n'
+        printf 'LifecycleQueueArn\tarn:aws:sqs:us-east-1:111122223333:stub-lifecycle\n'
+        printf 'LifecycleDlqUrl\thttps://sqs.us-east-1.amazonaws.com/111122223333/stub-lifecycle-dlq\n'
+        printf 'LifecycleDlqArn\tarn:aws:sqs:us-east-1:111122223333:stub-lifecycle-dlq\n'
         ;;
     "cloudformation deploy --stack-name stub-service"*) : >"$STUB_DIR/service-exists" ;;
 esac
@@ -148,7 +165,11 @@ for want in "--template-file $MPR_ROOT/deploy/cloudformation/service.yaml" --cap
     DlqUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-tokens-dlq \
     DlqArn=arn:aws:sqs:us-east-1:111122223333:stub-tokens-dlq \
     TopicArn=arn:aws:sns:us-east-1:111122223333:stub-customers KmsKeyArn= \
-    VisibilityTimeoutSeconds=90 ImageUri=img:1 VpcId=vpc-1 SubnetIds=subnet-a,subnet-b MaxTasks=8; do
+    VisibilityTimeoutSeconds=90 ImageUri=img:1 VpcId=vpc-1 SubnetIds=subnet-a,subnet-b MaxTasks=8 \
+    LifecycleQueueUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-lifecycle \
+    LifecycleQueueArn=arn:aws:sqs:us-east-1:111122223333:stub-lifecycle \
+    LifecycleDlqUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-lifecycle-dlq \
+    LifecycleDlqArn=arn:aws:sqs:us-east-1:111122223333:stub-lifecycle-dlq; do
     [[ " $call " == *" $want "* ]] || fail "deploy.sh: the service deploy lacks '$want': $call"
 done
 ok "first deploy: the messaging outputs, image, network and extra parameters reach the service stack"
@@ -194,11 +215,16 @@ fi
 
 # ------------------------------------------------------------------------------------------------
 step "LocalStack with CloudFormation on 127.0.0.1:$MPR_LOCALSTACK_PORT"
-ls_status=0
-"${LOCALSTACK[@]}" status >/dev/null 2>&1 || ls_status=$?
-if ((ls_status == 0 || ls_status == 2)); then
-    # 0: started earlier by scripts/localstack.sh; 2: another one (e.g. the tests') answers.
-    mpr_info "Reusing the LocalStack at $MPR_LS_ENDPOINT (left running)"
+if [[ -n $external_endpoint ]]; then
+    health="$(curl -sf --noproxy '*' "$MPR_LS_ENDPOINT/_localstack/health")" ||
+        fail "no LocalStack answers at $MPR_LS_ENDPOINT (MPR_DEPLOY_CHECK_ENDPOINT)"
+    for service in ${MPR_LOCALSTACK_SERVICES//,/ }; do
+        grep -Eq "\"$service\": \"(running|available)\"" <<<"$health" ||
+            fail "the LocalStack at $MPR_LS_ENDPOINT does not run $service"
+    done
+    mpr_info "Using the LocalStack at $MPR_LS_ENDPOINT as is (MPR_DEPLOY_CHECK_ENDPOINT)"
+elif "${LOCALSTACK[@]}" status >/dev/null 2>&1; then
+    mpr_info "Reusing the LocalStack in $MPR_STATE_DIR (left running)"
 else
     started_localstack=1
     "${LOCALSTACK[@]}" start
@@ -285,9 +311,29 @@ receive_one() {
             printf '%s\n' "$got"
             return 0
         fi
-        kill -0 "$worker_pid" 2>/dev/null || fail "the worker exited while waiting for $what (log: $WORK/worker-*.log)"
+        [[ -z $worker_pid ]] || kill -0 "$worker_pid" 2>/dev/null ||
+            fail "the worker exited while waiting for $what (log: $WORK/worker-*.log)"
     done
     fail "no $what within $WAIT_SECS s (worker log: $WORK/worker-*.log)"
+}
+
+# Receives, and deletes, messages from QUEUE_URL until one contains MARKER (within WAIT_SECS);
+# prints its body or fails. Messages without the marker (another run's) are deleted too.
+take_marked() {
+    local queue_url="$1" marker="$2" what="$3" deadline=$((SECONDS + WAIT_SECS)) got body handle
+    while ((SECONDS < deadline)); do
+        got="$(aws_ sqs receive-message --queue-url "$queue_url" --wait-time-seconds 5 \
+            --max-number-of-messages 1 --query 'Messages[0].[ReceiptHandle, Body]')"
+        if [[ -n $got && $got != None ]]; then
+            handle="${got%%$'\t'*}" body="${got#*$'\t'}"
+            aws_ sqs delete-message --queue-url "$queue_url" --receipt-handle "$handle" >/dev/null
+            if [[ $body == *"$marker"* ]]; then
+                printf '%s\n' "$body"
+                return 0
+            fi
+        fi
+    done
+    fail "no $what within $WAIT_SECS s"
 }
 
 json_field() {
@@ -304,9 +350,16 @@ exec_clean() {
 
 # ------------------------------------------------------------------------------------------------
 check_variant() {
-    local variant="$1" prefix="mprcheck-$1" outputs
+    local variant="$1" prefix="$PREFIX_BASE-$1" outputs
     local -a extra=()
     [[ $variant == fifo ]] && extra=(--messaging TopicType=fifo)
+    # A stand-in for the product's aws-mp-subscription-notification topic (standard variant only,
+    # so the FIFO variant deploys without the optional subscription).
+    local legacy_topic_arn=""
+    if [[ $variant == standard ]]; then
+        legacy_topic_arn="$(aws_ sns create-topic --name "$prefix-aws-mp-subscription-notification" --query TopicArn)"
+        extra=(--messaging "LegacySubscriptionTopicArn=$legacy_topic_arn")
+    fi
 
     step "deploy/deploy.sh --messaging-only: $prefix-messaging ($variant topic)"
     outputs="$(deploy/deploy.sh --prefix "$prefix" --messaging-only ${extra[@]+"${extra[@]}"})"
@@ -314,7 +367,8 @@ check_variant() {
     local queue_url dlq_url dlq_arn topic_arn visibility
     queue_url="$(out QueueUrl)" dlq_url="$(out DlqUrl)" dlq_arn="$(out DlqArn)"
     topic_arn="$(out TopicArn)" visibility="$(out VisibilityTimeoutSeconds)"
-    for key in QueueUrl QueueArn DlqUrl DlqArn TopicArn SenderPolicyArn OperatorPolicyArn VisibilityTimeoutSeconds; do
+    for key in QueueUrl QueueArn DlqUrl DlqArn TopicArn SenderPolicyArn OperatorPolicyArn VisibilityTimeoutSeconds \
+        LifecycleQueueUrl LifecycleQueueArn LifecycleDlqUrl LifecycleDlqArn MarketplaceEventsRuleArn; do
         [[ -n "$(out "$key")" ]] || fail "output $key missing"
     done
     ok "stack outputs: $(cut -f1 <<<"$outputs" | tr '\n' ' ')"
@@ -346,6 +400,41 @@ check_variant() {
     done
     ok "managed policies exist: sender, operator"
 
+    # The lifecycle queue: encrypted, redriven to its own DLQ, written to only by the stack's rule
+    # (and the legacy topic); Marketplace events on the default bus must arrive through the rule.
+    local lifecycle_url lifecycle_dlq_arn rule_arn
+    lifecycle_url="$(out LifecycleQueueUrl)" lifecycle_dlq_arn="$(out LifecycleDlqArn)"
+    rule_arn="$(out MarketplaceEventsRuleArn)"
+    attrs="$(aws_ sqs get-queue-attributes --queue-url "$lifecycle_url" \
+        --attribute-names RedrivePolicy SqsManagedSseEnabled --query 'Attributes.[RedrivePolicy, SqsManagedSseEnabled]')"
+    [[ $attrs == *"\"deadLetterTargetArn\": \"$lifecycle_dlq_arn\""* && $attrs == *$'\t'true ]] ||
+        fail "lifecycle queue RedrivePolicy / SSE: $attrs"
+    local policy_doc
+    policy_doc="$(aws_ sqs get-queue-attributes --queue-url "$lifecycle_url" --attribute-names Policy --query Attributes.Policy)"
+    [[ $policy_doc == *"events.amazonaws.com"* && $policy_doc == *"$rule_arn"* ]] ||
+        fail "lifecycle queue policy does not allow exactly the stack's rule: $policy_doc"
+    [[ "$(aws_ events describe-rule --name "$prefix-marketplace-lifecycle" --query EventPattern)" == *'aws.agreement-marketplace'* ]] ||
+        fail "rule $prefix-marketplace-lifecycle does not match source aws.agreement-marketplace"
+    [[ "$(aws_ events list-targets-by-rule --rule "$prefix-marketplace-lifecycle" --query 'Targets[0].Arn')" == "$(out LifecycleQueueArn)" ]] ||
+        fail "rule $prefix-marketplace-lifecycle does not target the lifecycle queue"
+    ok "lifecycle queue: SSE-SQS, redrive to its DLQ, policy for the rule $rule_arn only"
+    local detail_type="License Updated - Manufacturer" marker="deploy-check-$variant-$RANDOM" body
+    local detail="{\"requestId\":\"$marker\",\"product\":{\"code\":\"$PRODUCT\"},\"acceptor\":{\"accountId\":\"$ACCOUNT\"}}"
+    aws_ events put-events --entries "$(python3 -c 'import json, sys; print(json.dumps([{"Source": "aws.agreement-marketplace", "DetailType": sys.argv[1], "Detail": sys.argv[2], "EventBusName": "default"}]))' "$detail_type" "$detail")" \
+        --query FailedEntryCount | grep -qx 0 || fail "put-events was refused"
+    body="$(take_marked "$lifecycle_url" "$marker" "Marketplace event on the lifecycle queue")"
+    [[ "$(json_field "$body" detail-type)" == "$detail_type" ]] ||
+        fail "lifecycle queue got something else: $body"
+    ok "an aws.agreement-marketplace event on the default bus reached the lifecycle queue through the rule"
+    if [[ -n $legacy_topic_arn ]]; then
+        aws_ sns publish --topic-arn "$legacy_topic_arn" \
+            --message "{\"action\":\"subscribe-success\",\"customer-identifier\":\"$marker\",\"product-code\":\"$PRODUCT\"}" >/dev/null
+        body="$(take_marked "$lifecycle_url" "$marker" "legacy SNS notification on the lifecycle queue")"
+        [[ "$(json_field "$body" Type)" == Notification ]] ||
+            fail "lifecycle queue got something else than the enveloped notification: $body"
+        ok "a notification on the legacy Marketplace topic reached the lifecycle queue in its SNS envelope"
+    fi
+
     # A queue subscribed to the stack's topic with raw delivery, as a seller's system would.
     local sub_name="$prefix-subscriber" sub_url sub_arn
     local -a sub_attrs=()
@@ -364,6 +453,7 @@ check_variant() {
     local -a worker_env=(
         "MPR_QUEUE_URL=$queue_url" "MPR_DLQ_URL=$dlq_url" "MPR_TOPIC_ARN=$topic_arn"
         "MPR_PRODUCT_CODES=$PRODUCT" "MPR_WORKER__VISIBILITY_TIMEOUT_SECS=$visibility"
+        "MPR_LIFECYCLE_QUEUE_URL=$lifecycle_url" "MPR_LIFECYCLE_DLQ_URL=$(out LifecycleDlqUrl)"
         "MPR_ADMIN__LISTEN=127.0.0.1:$admin_port" "MPR_LOG__FORMAT=json"
         "MPR_WORKER__RECEIVE_WAIT_SECS=1" "MPR_WORKER__SHUTDOWN_GRACE_SECS=5"
         "AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://$emulator_addr"

@@ -423,9 +423,11 @@ async fn a_receive_loop_that_keeps_failing_turns_unhealthy() {
     settings.queue_url = format!("{}-deleted", fx.queue_url);
     let running = Running::start(fx.worker_with(settings)).await;
 
-    eventually_within("healthz turns unhealthy", Duration::from_secs(60), || async {
-        running.get("/healthz").await.0 == 503
-    })
+    eventually_within(
+        "healthz turns unhealthy",
+        Duration::from_secs(60),
+        || async { running.get("/healthz").await.0 == 503 },
+    )
     .await;
     let (_, ready) = running.get("/readyz").await;
     assert!(ready.contains("queue not reachable"), "{ready}");

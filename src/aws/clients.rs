@@ -1,34 +1,61 @@
 //! The AWS clients, built from the SDK's standard configuration chain with retries set on purpose:
 //! the SDK retries SQS and SNS calls (the only retry layer for those), and does not retry
-//! ResolveCustomer, whose retries are the worker's own backoff (`resolve::Resolver`).
+//! ResolveCustomer or GetEntitlements, whose retries are the worker's own backoff
+//! (`metering::Resolver`). The two Marketplace clients may use an assumed role
+//! (`[marketplace] role_arn`), since they must act as the seller account; SQS and SNS never do.
 
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_marketplacemetering::config::SharedCredentialsProvider;
+use aws_smithy_async::time::SystemTimeSource;
+use aws_smithy_json::protocol::aws_json_rpc::AwsJsonRpcProtocol;
 
-use crate::config::Settings;
+use crate::config::{MarketplaceSettings, Settings};
 
 /// Connection attempts that take longer than this fail fast and count as transient errors.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The AWS Marketplace Entitlement Service has one endpoint, in us-east-1.
+pub const ENTITLEMENT_REGION: &str = "us-east-1";
+
+/// The STS session name of the assumed role, as CloudTrail shows it in the seller account.
+pub const ROLE_SESSION_NAME: &str = "mp-resolver";
 
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
     pub metering: aws_sdk_marketplacemetering::Client,
+    pub entitlement: aws_sdk_marketplaceentitlement::Client,
 }
 
 impl Clients {
     /// Credentials, region and endpoints (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`,
-    /// `AWS_ENDPOINT_URL_SNS`, `AWS_ENDPOINT_URL_MARKETPLACE_METERING`) from the SDK's own chain.
+    /// `AWS_ENDPOINT_URL_SNS`, `AWS_ENDPOINT_URL_MARKETPLACE_METERING`,
+    /// `AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE`) from the SDK's own chain, and the
+    /// assumed role of `[marketplace]` when one is set.
     pub async fn from_environment(settings: &Settings) -> Self {
         let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Self::from_sdk_config(&shared, settings)
+        Self::from_sdk_config_with_role(&shared, settings).await
     }
 
+    /// Like [`Clients::from_sdk_config`], with the Marketplace clients on the assumed role of
+    /// `[marketplace] role_arn` when one is set.
+    pub async fn from_sdk_config_with_role(shared: &SdkConfig, settings: &Settings) -> Self {
+        let marketplace = marketplace_sdk_config(shared, &settings.marketplace).await;
+        Self::build(shared, &marketplace, settings)
+    }
+
+    /// Every client on `shared` as it is (no assumed role).
     pub fn from_sdk_config(shared: &SdkConfig, settings: &Settings) -> Self {
+        Self::build(shared, shared, settings)
+    }
+
+    fn build(shared: &SdkConfig, marketplace: &SdkConfig, settings: &Settings) -> Self {
         let sdk_retry = RetryConfig::standard().with_max_attempts(settings.aws.max_attempts);
         // A long poll holds the request open for receive_wait_secs; give it room on top.
         let sqs_timeouts = TimeoutConfig::builder()
@@ -41,7 +68,7 @@ impl Clients {
             .connect_timeout(CONNECT_TIMEOUT)
             .operation_attempt_timeout(Duration::from_secs(10))
             .build();
-        let metering_timeouts = TimeoutConfig::builder()
+        let marketplace_timeouts = TimeoutConfig::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(settings.resolve.attempt_timeout()))
             .operation_attempt_timeout(settings.resolve.attempt_timeout())
             .build();
@@ -54,14 +81,54 @@ impl Clients {
             .retry_config(sdk_retry)
             .timeout_config(sns_timeouts)
             .build();
-        let metering = aws_sdk_marketplacemetering::config::Builder::from(shared)
+        let metering = aws_sdk_marketplacemetering::config::Builder::from(marketplace)
             .retry_config(RetryConfig::disabled())
-            .timeout_config(metering_timeouts)
+            .timeout_config(marketplace_timeouts.clone())
+            .build();
+        // The service accepts awsJson 1.1 and Smithy RPC v2 CBOR, and this SDK defaults to CBOR.
+        // Pin awsJson 1.1: the protocol the service has always spoken, the one boto3, the AWS CLI
+        // and the JS SDK use, and the one the emulator serves.
+        let entitlement = aws_sdk_marketplaceentitlement::config::Builder::from(marketplace)
+            .protocol(AwsJsonRpcProtocol::aws_json_1_1())
+            .region(Region::from_static(ENTITLEMENT_REGION))
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(marketplace_timeouts)
             .build();
         Clients {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             sns: aws_sdk_sns::Client::from_conf(sns),
             metering: aws_sdk_marketplacemetering::Client::from_conf(metering),
+            entitlement: aws_sdk_marketplaceentitlement::Client::from_conf(entitlement),
         }
     }
+}
+
+/// `shared`, with its credentials replaced by those of the assumed role when one is configured.
+/// aws-config's `AssumeRoleProvider` calls STS with `shared`'s own credentials, region and
+/// endpoint (`AWS_ENDPOINT_URL_STS`), and the clients' identity cache refreshes the session
+/// before it expires.
+pub async fn marketplace_sdk_config(shared: &SdkConfig, m: &MarketplaceSettings) -> SdkConfig {
+    let Some((role_arn, external_id)) = m.role() else {
+        return shared.clone();
+    };
+    // aws-config's loader always sets a time source; a hand-built SdkConfig may not, and the
+    // provider needs one.
+    let sts_config = match shared.time_source() {
+        Some(_) => shared.clone(),
+        None => shared
+            .to_builder()
+            .time_source(SystemTimeSource::new())
+            .build(),
+    };
+    let mut builder = AssumeRoleProvider::builder(role_arn)
+        .session_name(ROLE_SESSION_NAME)
+        .configure(&sts_config);
+    if let Some(id) = external_id {
+        builder = builder.external_id(id);
+    }
+    let provider = builder.build().await;
+    shared
+        .to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build()
 }

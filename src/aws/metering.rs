@@ -57,25 +57,9 @@ pub fn classify(
         Ok(output) => return resolved(output),
         Err(error) => error,
     };
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let service_error = match error {
-        SdkError::ServiceError(context) => context.into_err(),
-        SdkError::TimeoutError(_) => return transient("ResolveCustomer timed out"),
-        SdkError::DispatchFailure(e) => {
-            let what = if e.is_timeout() {
-                "timed out connecting"
-            } else if e.is_io() {
-                "connection error"
-            } else {
-                "could not send the request"
-            };
-            return transient(format!("ResolveCustomer {what}"));
-        }
-        SdkError::ResponseError(_) => return transient("ResolveCustomer response unreadable"),
-        SdkError::ConstructionFailure(_) => {
-            return transient("ResolveCustomer request could not be built")
-        }
-        other => return transient(format!("ResolveCustomer failed: {other}")),
+    let (service_error, status) = match service_error("ResolveCustomer", error) {
+        Ok(pair) => pair,
+        Err(failure) => return CallResult::Failed(failure),
     };
     let message = service_error.message().unwrap_or("").to_owned();
     let code = service_error.code().unwrap_or("unknown").to_owned();
@@ -106,19 +90,54 @@ pub fn classify(
         ResolveCustomerError::InternalServiceErrorException(_) => {
             transient("ResolveCustomer: InternalServiceErrorException")
         }
-        _ if status == Some(429)
-            || code.contains("Throttl")
-            || code == "TooManyRequestsException" =>
-        {
-            CallResult::Failed(Failure {
-                kind: FailureKind::Throttled,
-                detail: format!("ResolveCustomer: {code}"),
-            })
-        }
-        _ => transient(match status {
-            Some(s) => format!("ResolveCustomer: {code} (HTTP {s})"),
-            None => format!("ResolveCustomer: {code}"),
+        _ if is_throttling(&code, status) => CallResult::Failed(Failure {
+            kind: FailureKind::Throttled,
+            detail: format!("ResolveCustomer: {code}"),
         }),
+        _ => transient(code_detail("ResolveCustomer", &code, status)),
+    }
+}
+
+/// The service's own error and the HTTP status; or, when the call never got one (timeout,
+/// connection, unreadable response), a transient failure of `api`. Shared by every Marketplace API.
+pub(crate) fn service_error<E>(api: &str, error: SdkError<E>) -> Result<(E, Option<u16>), Failure>
+where
+    E: std::error::Error + 'static,
+{
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    let detail = match error {
+        SdkError::ServiceError(context) => return Ok((context.into_err(), status)),
+        SdkError::TimeoutError(_) => format!("{api} timed out"),
+        SdkError::DispatchFailure(e) => {
+            let what = if e.is_timeout() {
+                "timed out connecting"
+            } else if e.is_io() {
+                "connection error"
+            } else {
+                "could not send the request"
+            };
+            format!("{api} {what}")
+        }
+        SdkError::ResponseError(_) => format!("{api} response unreadable"),
+        SdkError::ConstructionFailure(_) => format!("{api} request could not be built"),
+        other => format!("{api} failed: {other}"),
+    };
+    Err(Failure {
+        kind: FailureKind::Transient,
+        detail,
+    })
+}
+
+/// A throttle the SDK did not model as ThrottlingException: an HTTP 429 or a throttling code.
+pub(crate) fn is_throttling(code: &str, status: Option<u16>) -> bool {
+    status == Some(429) || code.contains("Throttl") || code == "TooManyRequestsException"
+}
+
+/// `API: Code (HTTP status)`, for an error the classification has no better words for.
+pub(crate) fn code_detail(api: &str, code: &str, status: Option<u16>) -> String {
+    match status {
+        Some(s) => format!("{api}: {code} (HTTP {s})"),
+        None => format!("{api}: {code}"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! calls and errors into the crate's own types.
 
 pub mod clients;
+pub mod entitlement;
 pub mod error;
 pub mod metering;
 pub mod sns;

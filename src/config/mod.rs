@@ -17,6 +17,10 @@ use figment::Figment;
 pub use settings::*;
 pub use validate::validate;
 
+mod marketplace;
+
+pub use marketplace::MarketplaceSettings;
+
 /// The documented defaults; compiled in so the binary and the document cannot disagree.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Prefix of the environment variables that set configuration keys.

@@ -13,6 +13,11 @@ pub struct Settings {
     pub topic_arn: String,
     #[serde(deserialize_with = "comma_separated")]
     pub product_codes: Vec<String>,
+    /// The optional lifecycle queue (agreement, license and legacy SNS notifications); empty = off.
+    pub lifecycle_queue_url: String,
+    /// Its dead-letter queue; required when `lifecycle_queue_url` is set.
+    pub lifecycle_dlq_url: String,
+    pub marketplace: super::MarketplaceSettings,
     pub worker: WorkerSettings,
     pub resolve: ResolveSettings,
     pub publish: PublishSettings,

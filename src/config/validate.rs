@@ -10,6 +10,7 @@ use super::{invalid, ConfigError, Settings};
 
 pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     resources(s)?;
+    super::marketplace::validate(s)?;
     finite_numbers(s)?;
     ranges(s)?;
     timing(s)?;

@@ -8,6 +8,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+pub mod lifecycle;
+
 /// Longest registration token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8_192;
 /// Longest `signupId`, in characters.
@@ -112,18 +114,29 @@ pub fn parse_body(body: &str) -> Result<TokenRequest, Malformed> {
     if !trimmed.starts_with(['{', '[', '"']) {
         return parse_plain_token(trimmed);
     }
-    let value: Value = serde_json::from_str(trimmed)
-        .map_err(|e| Malformed::new(format!("body is not valid JSON ({})", json_error_kind(&e))))?;
-    let Value::Object(object) = value else {
-        return Err(Malformed::new(format!(
-            "body is JSON but not an object (found {})",
-            json_type(&value)
-        )));
-    };
-    if object.get("Type").and_then(Value::as_str) == Some("Notification") {
-        return parse_sns_envelope(&object);
+    let object = parse_json_object(trimmed)?;
+    if is_sns_notification(&object) {
+        return parse_token_object(&sns_message_object(&object)?);
     }
     parse_token_object(&object)
+}
+
+/// A (trimmed) body that must be one JSON object.
+fn parse_json_object(trimmed: &str) -> Result<Map<String, Value>, Malformed> {
+    let value: Value = serde_json::from_str(trimmed)
+        .map_err(|e| Malformed::new(format!("body is not valid JSON ({})", json_error_kind(&e))))?;
+    match value {
+        Value::Object(object) => Ok(object),
+        other => Err(Malformed::new(format!(
+            "body is JSON but not an object (found {})",
+            json_type(&other)
+        ))),
+    }
+}
+
+/// An SNS notification envelope, as SNS writes it to a subscribed queue without raw delivery.
+fn is_sns_notification(object: &Map<String, Value>) -> bool {
+    object.get("Type").and_then(Value::as_str) == Some("Notification")
 }
 
 fn parse_plain_token(trimmed: &str) -> Result<TokenRequest, Malformed> {
@@ -135,7 +148,8 @@ fn parse_plain_token(trimmed: &str) -> Result<TokenRequest, Malformed> {
     })
 }
 
-fn parse_sns_envelope(envelope: &Map<String, Value>) -> Result<TokenRequest, Malformed> {
+/// The JSON object an SNS notification envelope carries as a string in its `Message`.
+fn sns_message_object(envelope: &Map<String, Value>) -> Result<Map<String, Value>, Malformed> {
     let inner = match envelope.get("Message") {
         Some(Value::String(s)) => s,
         Some(other) => {
@@ -153,7 +167,7 @@ fn parse_sns_envelope(envelope: &Map<String, Value>) -> Result<TokenRequest, Mal
         ))
     })?;
     match value {
-        Value::Object(object) => parse_token_object(&object),
+        Value::Object(object) => Ok(object),
         other => Err(Malformed::new(format!(
             "SNS envelope `Message` must be a JSON object, found {}",
             json_type(&other)

@@ -2,6 +2,7 @@
 //! fresh set of queues and a topic per test so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
+pub mod aws_stub;
 pub mod faults;
 pub mod ledger;
 pub mod process;
