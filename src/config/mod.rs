@@ -11,6 +11,9 @@ use figment::value::{Dict, Value};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod metrics;
+pub use metrics::MetricsSettings;
+
 /// The documented defaults; compiled in so the binary and the document cannot disagree.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Prefix of the environment variables that set configuration keys.
@@ -34,6 +37,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub aws: AwsSettings,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -426,6 +430,7 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
             format!("is not a log filter (e.g. `info` or `mp_resolver=debug,info`): {e}"),
         ));
     }
+    s.metrics.validate()?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! What the process tells about itself: metrics, health, logs and the admin listener.
 
 pub mod admin;
+pub mod emf;
 pub mod logging;
 pub mod metrics;
