@@ -51,7 +51,7 @@ enum Command {
     Enqueue(ops::cli::EnqueueArgs),
     /// List dead-letters grouped by reason (`dlq list`), or move them back to the token queue (`dlq redrive`).
     Dlq(ops::cli::DlqArgs),
-    /// List the metrics the worker emits, as CloudWatch (EMF) names: name, kind, unit.
+    /// List the metrics the worker emits, as CloudWatch (EMF) names: name, kind, unit, label dimensions.
     #[command(
         after_help = "The names /metrics uses, without the _total suffix; labels become dimensions (after Service and QueueName).\nscripts/deploy-check.sh compares them with the metrics the deployment's dashboard and alarms name."
     )]
@@ -95,14 +95,9 @@ fn main() -> ExitCode {
         Command::Enqueue(args) => runtime.block_on(ops::cli::enqueue(args)),
         Command::Dlq(args) => runtime.block_on(ops::cli::dlq(args)),
         Command::Metrics => {
-            for family in emf::catalogue() {
-                println!(
-                    "{}\t{}\t{}",
-                    family.name,
-                    family.kind.as_str(),
-                    family.unit()
-                );
-            }
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ =
+                std::io::Write::write_all(&mut std::io::stdout(), emf::catalogue_text().as_bytes());
             ExitCode::SUCCESS
         }
         Command::Emulator {

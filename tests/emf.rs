@@ -53,10 +53,7 @@ type Targets = HashMap<(String, Vec<(String, String)>), Vec<Value>>;
 /// The EMF specification's structure: the `_aws` block with a millisecond timestamp, directives
 /// with namespace, dimension sets whose keys are string members, metric definitions with units
 /// whose targets are numbers or Values/Counts arrays. Returns (metric, dimensions) → targets.
-fn check_emf(
-    lines: &[Value],
-    namespace: &str,
-) -> Targets {
+fn check_emf(lines: &[Value], namespace: &str) -> Targets {
     let units = ["Seconds", "Count", "Count/Second", "None"];
     let mut targets = Targets::new();
     for line in lines {

@@ -82,6 +82,15 @@ impl Family {
     pub fn unit(&self) -> &'static str {
         unit(&self.name, self.kind)
     }
+
+    /// The label names of its series, which become its dimensions after the configured ones.
+    pub fn label_names(&self) -> Vec<&str> {
+        self.series
+            .keys()
+            .next()
+            .map(|labels| labels.iter().map(|(k, _)| k.as_str()).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// CloudWatch unit by name and kind: durations are named `_seconds`, the limiter's rate
@@ -428,6 +437,22 @@ pub fn catalogue() -> Vec<Family> {
     m.lifecycle_event("subscribe-success", "granted");
     m.intake_request("accepted");
     parse(&t.render())
+}
+
+/// `mp-resolver metrics`: one line per metric, `name<TAB>kind<TAB>unit<TAB>label,names`.
+pub fn catalogue_text() -> String {
+    catalogue()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}\t{}\t{}\t{}\n",
+                f.name,
+                f.kind.as_str(),
+                f.unit(),
+                f.label_names().join(",")
+            )
+        })
+        .collect()
 }
 
 fn now_ms() -> u64 {
