@@ -11,6 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::output::{age, Render};
+use super::progress;
 use crate::aws::sqs_ops::{self, CallError, EntryFailure};
 use crate::contract::{dlq_attr, parse_body, DeadLetterReason};
 
@@ -321,6 +322,9 @@ pub async fn list(
         (Some(visible), None) => Some(visible),
         _ => None,
     };
+    if let Some(total) = approximate_total {
+        progress::set_total(total.min(max as u64));
+    }
     let mut scan = Scan::new(sqs_client, dlq_url);
     let mut listed: Vec<DeadLetterView> = Vec::new();
     let mut truncated = false;
@@ -334,6 +338,7 @@ pub async fn list(
                 scan.hold(&view);
                 if listed.len() < max {
                     listed.push(view);
+                    progress::advance(1);
                 } else {
                     truncated = true;
                 }

@@ -13,6 +13,7 @@ pub mod dlq;
 pub mod enqueue;
 pub mod load;
 pub mod output;
+pub mod progress;
 pub mod redrive;
 
 /// Exit code when a check fails or part of a batch operation failed.

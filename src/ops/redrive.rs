@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::dlq::{DeadLetterView, HandBackFailure, Scan};
 use super::output::Render;
+use super::progress;
 use crate::aws::error::{describe, AwsFailure};
 use crate::aws::sqs_ops::{self, CallError, Outgoing};
 
@@ -302,12 +303,15 @@ async fn copy(
             let deleted = sqs_ops::delete(sqs_client, dlq_url, &handles).await;
             for ((view, message_id), result) in copied.into_iter().zip(deleted) {
                 match result {
-                    Ok(()) => moved.push(Moved {
-                        dlq_message_id: view.message_id,
-                        message_id,
-                        reason: view.reason,
-                        event_id: view.event_id,
-                    }),
+                    Ok(()) => {
+                        progress::advance(1);
+                        moved.push(Moved {
+                            dlq_message_id: view.message_id,
+                            message_id,
+                            reason: view.reason,
+                            event_id: view.event_id,
+                        });
+                    }
                     Err(e) => {
                         scan.hold(&view);
                         failed.push(RedriveFailure {
