@@ -4,3 +4,4 @@ pub mod admin;
 pub mod emf;
 pub mod logging;
 pub mod metrics;
+pub mod openmetrics;
