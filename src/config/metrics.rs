@@ -48,3 +48,40 @@ impl MetricsSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> MetricsSettings {
+        MetricsSettings {
+            emf: true,
+            emf_interval_secs: 60,
+            namespace: "MpResolver".into(),
+            service: "svc".into(),
+            queue_name_dimension: true,
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(settings().validate().is_ok());
+        let cases: [(&str, fn(&mut MetricsSettings)); 5] = [
+            ("metrics.emf_interval_secs", |m| m.emf_interval_secs = 0),
+            ("metrics.namespace", |m| m.namespace.clear()),
+            ("metrics.namespace", |m| m.namespace = "AWS/SQS".into()),
+            ("metrics.namespace", |m| m.namespace = "bad\"name".into()),
+            ("metrics.service", |m| m.service = "x".repeat(1025)),
+        ];
+        for (key, spoil) in cases {
+            let mut m = settings();
+            spoil(&mut m);
+            let error = m.validate().expect_err(key).to_string();
+            assert!(error.contains(key), "{error}");
+            assert!(error.contains(&format!("MPR_{}", key.replace('.', "__").to_uppercase())));
+        }
+        let mut no_service = settings();
+        no_service.service.clear();
+        assert!(no_service.validate().is_ok(), "empty service: no dimension");
+    }
+}
