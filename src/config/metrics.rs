@@ -66,7 +66,8 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         assert!(settings().validate().is_ok());
-        let cases: [(&str, fn(&mut MetricsSettings)); 5] = [
+        type Spoil = fn(&mut MetricsSettings);
+        let cases: [(&str, Spoil); 5] = [
             ("metrics.emf_interval_secs", |m| m.emf_interval_secs = 0),
             ("metrics.namespace", |m| m.namespace.clear()),
             ("metrics.namespace", |m| m.namespace = "AWS/SQS".into()),
