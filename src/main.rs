@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use mp_resolver::aws::Clients;
 use mp_resolver::config::{self, Sources, EXIT_CONFIG};
 use mp_resolver::emulator::{self, EmulatorSettings};
-use mp_resolver::observe::{admin, logging};
+use mp_resolver::observe::{admin, emf, logging};
 use mp_resolver::{ops, worker::Worker};
 
 #[derive(Parser)]
@@ -51,6 +51,11 @@ enum Command {
     Enqueue(ops::cli::EnqueueArgs),
     /// List dead-letters grouped by reason (`dlq list`), or move them back to the token queue (`dlq redrive`).
     Dlq(ops::cli::DlqArgs),
+    /// List the metrics the worker emits, as CloudWatch (EMF) names: name, kind, unit, label dimensions.
+    #[command(
+        after_help = "The names /metrics uses, without the _total suffix; labels become dimensions (after Service and QueueName).\nscripts/deploy-check.sh compares them with the metrics the deployment's dashboard and alarms name."
+    )]
+    Metrics,
     /// Serve a local stand-in for the Marketplace Metering ResolveCustomer and Entitlement Service GetEntitlements APIs.
     #[command(
         after_help = "Example:\n  mp-resolver emulator --listen 127.0.0.1:4599 --quota 20\n  AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://127.0.0.1:4599 mp-resolver run ...\n  aws marketplace-entitlement get-entitlements --endpoint-url http://127.0.0.1:4599 --product-code prod-abc"
@@ -98,6 +103,12 @@ fn main() -> ExitCode {
         Command::Check(args) => runtime.block_on(ops::cli::check(args)),
         Command::Enqueue(args) => runtime.block_on(ops::cli::enqueue(args)),
         Command::Dlq(args) => runtime.block_on(ops::cli::dlq(args)),
+        Command::Metrics => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ =
+                std::io::Write::write_all(&mut std::io::stdout(), emf::catalogue_text().as_bytes());
+            ExitCode::SUCCESS
+        }
         Command::Emulator {
             listen,
             quota,
@@ -163,8 +174,11 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
     };
     tracing::info!(admin = %settings.admin.listen, "health and metrics listening");
     let clients = Clients::from_environment(&settings).await;
-    let worker = Worker::new(clients, settings);
-    match worker.run_with_admin(admin, shutdown_signal()).await {
+    let worker = Worker::new(clients, settings.clone());
+    let emf = emf::spawn(worker.telemetry().clone(), &settings);
+    let result = worker.run_with_admin(admin, shutdown_signal()).await;
+    emf.finish().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "admin listener failed");

@@ -18,8 +18,10 @@ pub use settings::*;
 pub use validate::validate;
 
 mod marketplace;
+mod metrics;
 
 pub use marketplace::MarketplaceSettings;
+pub use metrics::MetricsSettings;
 
 /// The documented defaults; compiled in so the binary and the document cannot disagree.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");

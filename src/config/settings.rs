@@ -26,6 +26,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub aws: AwsSettings,
     pub log: LogSettings,
+    pub metrics: super::MetricsSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use super::{invalid, ConfigError, Settings};
 pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     resources(s)?;
     super::marketplace::validate(s)?;
+    s.metrics.validate()?;
     finite_numbers(s)?;
     ranges(s)?;
     timing(s)?;
@@ -85,7 +86,7 @@ fn finite_numbers(s: &Settings) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_range<T: PartialOrd + std::fmt::Display>(
+pub(super) fn check_range<T: PartialOrd + std::fmt::Display>(
     key: &str,
     value: T,
     min: T,

@@ -41,6 +41,12 @@ struct AwsCallLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LifecycleLabel {
+    event_type: &'static str,
+    access: &'static str,
+}
+
 /// The worker's metrics. Cheap to clone handles; registered once in `Telemetry::new`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -57,7 +63,11 @@ pub struct Metrics {
     heartbeats: Counter,
     rate_limit: Gauge<f64, AtomicU64>,
     paused: Gauge,
+    // Families the dashboard names, fed by the lifecycle, held-publish and intake features.
     held: Gauge,
+    lifecycle_events: Family<LifecycleLabel, Counter>,
+    intake_requests: Family<ResultLabel, Counter>,
+    intake_send_seconds: Histogram,
 }
 
 impl Metrics {
@@ -81,6 +91,11 @@ impl Metrics {
             rate_limit: Gauge::default(),
             paused: Gauge::default(),
             held: Gauge::default(),
+            lifecycle_events: Family::default(),
+            intake_requests: Family::default(),
+            intake_send_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
         };
         let r = registry;
         r.register(
@@ -150,8 +165,23 @@ impl Metrics {
         );
         r.register(
             "mpr_held_messages",
-            "Resolved events held because their publish keeps failing (retried up to publish.hold_secs)",
+            "Resolved events waiting for a failing publish to succeed",
             m.held.clone(),
+        );
+        r.register(
+            "mpr_lifecycle_events",
+            "Subscription lifecycle events, by type and the access they give",
+            m.lifecycle_events.clone(),
+        );
+        r.register(
+            "mpr_intake_requests",
+            "Registration requests at the intake endpoint, by result",
+            m.intake_requests.clone(),
+        );
+        r.register(
+            "mpr_intake_send_seconds",
+            "Time the intake endpoint took to put a token on the queue",
+            m.intake_send_seconds.clone(),
         );
         m
     }
@@ -222,6 +252,23 @@ impl Metrics {
 
     pub fn paused(&self, paused: bool) {
         self.paused.set(i64::from(paused));
+    }
+
+    /// Resolved events currently held because publishing them keeps failing.
+    pub fn lifecycle_event(&self, event_type: &'static str, access: &'static str) {
+        self.lifecycle_events
+            .get_or_create(&LifecycleLabel { event_type, access })
+            .inc();
+    }
+
+    pub fn intake_request(&self, result: &'static str) {
+        self.intake_requests
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn intake_send(&self, took: Duration) {
+        self.intake_send_seconds.observe(took.as_secs_f64());
     }
 }
 

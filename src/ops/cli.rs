@@ -13,6 +13,7 @@ use super::dlq;
 use super::enqueue::{self, Extras};
 use super::load::{self, Needs, Required};
 use super::output::{self, ErrorBody, ErrorDocument, Format};
+use super::progress::{Job, Progress};
 use super::redrive::{self, RedriveOptions};
 use super::{EXIT_DATA, EXIT_FAILURE};
 use crate::aws::error::CallError;
@@ -234,7 +235,17 @@ pub async fn enqueue(args: EnqueueArgs) -> ExitCode {
         }
     };
     let clients = Clients::from_environment(&loaded.settings).await;
-    let report = enqueue::enqueue(&clients.sqs, &loaded.settings.queue_url, &prepared).await;
+    let job = Job {
+        command: "enqueue",
+        unit: "tokens",
+    };
+    let report = Progress::on_stderr(format, job, Some(prepared.len() as u64))
+        .run(enqueue::enqueue(
+            &clients.sqs,
+            &loaded.settings.queue_url,
+            &prepared,
+        ))
+        .await;
     output::print(&report, format);
     exit(report.ok)
 }
@@ -265,7 +276,14 @@ async fn dlq_list(args: DlqListArgs) -> ExitCode {
     };
     let clients = Clients::from_environment(&loaded.settings).await;
     let max = usize::try_from(args.max).unwrap_or(usize::MAX);
-    match dlq::list(&clients.sqs, &loaded.settings.dlq_url, max).await {
+    let job = Job {
+        command: "dlq list",
+        unit: "messages",
+    };
+    let listing = Progress::on_stderr(format, job, None)
+        .run(dlq::list(&clients.sqs, &loaded.settings.dlq_url, max))
+        .await;
+    match listing {
         Ok(report) => {
             output::print(&report, format);
             exit(report.ok)
@@ -300,7 +318,19 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
         move_task: args.move_task,
     };
     let s = &loaded.settings;
-    match redrive::redrive(&clients.sqs, &s.dlq_url, &s.queue_url, &options).await {
+    let job = Job {
+        command: "dlq redrive",
+        unit: "moved",
+    };
+    let redriven = Progress::on_stderr(format, job, None)
+        .run(redrive::redrive(
+            &clients.sqs,
+            &s.dlq_url,
+            &s.queue_url,
+            &options,
+        ))
+        .await;
+    match redriven {
         Ok(report) => {
             output::print(&report, format);
             exit(report.ok)

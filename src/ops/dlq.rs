@@ -17,6 +17,7 @@ use serde::Serialize;
 
 pub use super::letter::{LetterReason, REDRIVE_POLICY};
 use super::output::{age, Render};
+use super::progress;
 use crate::aws::error::{CallError, EntryFailure};
 use crate::aws::sqs;
 use crate::contract::{dlq_attr, parse_body};
@@ -374,6 +375,9 @@ pub async fn list(
         (Some(visible), None) => Some(visible),
         _ => None,
     };
+    if let Some(total) = approximate_total {
+        progress::set_total(total.min(max as u64));
+    }
     let mut scan = Scan::new(sqs_client, dlq_url);
     let mut listed: Vec<DeadLetterView> = Vec::new();
     let mut truncated = false;
@@ -387,6 +391,7 @@ pub async fn list(
                 scan.hold(&view);
                 if listed.len() < max {
                     listed.push(view);
+                    progress::advance(1);
                 } else {
                     truncated = true;
                 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::output::Render;
+use super::progress;
 use crate::aws::sqs::now_rfc3339;
 use crate::aws::sqs::{self, Outgoing};
 use crate::contract::{parse_body, Fingerprint};
@@ -200,6 +201,7 @@ pub async fn enqueue(
             })
             .collect();
         let results = sqs::send(sqs_client, queue_url, &outgoing).await;
+        progress::advance(chunk.len());
         for (p, result) in chunk.iter().zip(results) {
             match result {
                 Ok(message_id) => sent.push(Sent {

@@ -15,6 +15,7 @@ mod letter;
 pub mod load;
 mod move_task;
 pub mod output;
+pub mod progress;
 pub mod redrive;
 
 /// Exit code when a check fails or part of a batch operation failed.

@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::dlq::{DeadLetterView, HandBackFailure, LetterKey, LetterReason, Scan};
 use super::move_task::{move_task, task_report};
 use super::output::Render;
+use super::progress;
 use crate::aws::error::CallError;
 use crate::aws::sqs::{self, Outgoing};
 
@@ -355,6 +356,7 @@ async fn copy(
             for ((view, what), result) in taken.into_iter().zip(deleted) {
                 match (what, result) {
                     (Taken::Sent(message_id), Ok(())) => {
+                        progress::advance(1);
                         if let Some(key) = view.letter_key() {
                             moved_at.insert(key, moved.len());
                         }
