@@ -77,43 +77,77 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 }
 
 #[tokio::test]
-async fn heartbeat_keeps_a_slow_message_invisible_until_it_is_done() {
-    // The API answers after 6 s, the worker holds messages for 4 s at a time: without the
-    // heartbeat the message would reappear and be received (and resolved) a second time.
+async fn held_messages_stay_hidden_while_the_topic_is_away_and_publish_once_when_it_is_back() {
+    // Single-use tokens (a second ResolveCustomer call would answer ExpiredToken, as AWS does for a
+    // resubmitted token) resolve while the topic is gone, and stay gone for longer than 20 s, past
+    // the visibility timeout (18 s: the smallest the configuration allows with the fixture's
+    // budget). The worker holds each resolved event, the heartbeat keeps each message hidden, and
+    // when the topic is back every token is published exactly once.
+    const TOKENS: usize = 5;
     let fx = Fixture::with_env(
         Topic::Standard,
         &[
-            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "4"),
-            ("MPR_WORKER__MAX_IN_FLIGHT", "4"),
-            ("MPR_RESOLVE__ATTEMPT_TIMEOUT_MS", "10000"),
-            ("MPR_RESOLVE__BUDGET_SECS", "15"),
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "18"),
+            ("MPR_PUBLISH__HOLD_MAX_DELAY_SECS", "2"),
         ],
     )
     .await;
-    fx.emulator.configure(|s| s.latency_ms = 6_000);
-    let t = token(1);
-    fx.send(&body(&t)).await;
+    fx.emulator.configure(|s| s.single_use = true);
+    fx.delete_topic().await;
+    let tokens: Vec<String> = (0..TOKENS).map(token).collect();
+    for t in &tokens {
+        fx.send(&body(t)).await;
+    }
     let worker = fx.worker();
     let running = Running::start(worker.clone()).await;
 
-    let events = fx.events(1).await;
-    assert_eq!(events[0].json()["eventId"], expected_event_id(&t));
+    eventually("every token is resolved and its event held", || async {
+        metric(&running.get("/metrics").await.1, "mpr_held_messages") == TOKENS as f64
+    })
+    .await;
+    let (status, _) = running.get("/readyz").await;
+    assert_eq!(status, 503, "not ready while holding");
+    // The heartbeat extends each message every 6 s: four rounds is past 20 s.
+    eventually_within(
+        "the heartbeat keeps the held messages hidden for 20 s",
+        Duration::from_secs(45),
+        || async {
+            metric(
+                &running.get("/metrics").await.1,
+                "mpr_visibility_extensions_total",
+            ) >= (4 * TOKENS) as f64
+        },
+    )
+    .await;
+    fx.recreate_topic().await;
+
+    let events = fx.events(TOKENS).await;
+    let mut got: Vec<String> = events
+        .iter()
+        .map(|e| e.json()["eventId"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = tokens.iter().map(|t| expected_event_id(t)).collect();
+    want.sort();
+    assert_eq!(got, want, "every token published");
     let (_, text) = running.get("/metrics").await;
     running.stop().await;
 
-    assert_eq!(fx.emulator.stats().calls, 1, "resolved once");
+    assert_eq!(
+        fx.emulator.stats().calls,
+        TOKENS as u64,
+        "each token resolved by exactly one call"
+    );
     assert_eq!(
         metric(&text, "mpr_messages_received_total"),
-        1.0,
-        "no second receive"
+        TOKENS as f64,
+        "no message came back while held"
     );
-    assert!(
-        metric(&text, "mpr_visibility_extensions_total") >= 1.0,
-        "{text}"
-    );
+    assert_eq!(metric(&text, "mpr_held_messages"), 0.0);
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0, "none dead-lettered");
     assert!(
         fx.read_once(&fx.subscriber_url, 1).await.is_empty(),
-        "one event"
+        "each published exactly once"
     );
     assert_eq!(fx.depth(&fx.queue_url).await, 0);
 }

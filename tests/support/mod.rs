@@ -352,6 +352,42 @@ impl Fixture {
         out
     }
 
+    /// Deletes the topic (its subscription goes with it), as a misconfiguration or an outage would.
+    pub async fn delete_topic(&self) {
+        self.sns
+            .delete_topic()
+            .topic_arn(&self.topic_arn)
+            .send()
+            .await
+            .expect("delete topic");
+    }
+
+    /// Creates the topic again under the same name (so the same ARN) and subscribes the subscriber
+    /// queue to it again.
+    pub async fn recreate_topic(&self) {
+        let name = self.topic_arn.rsplit(':').next().expect("topic name");
+        let arn = self
+            .sns
+            .create_topic()
+            .name(name)
+            .send()
+            .await
+            .expect("create topic")
+            .topic_arn
+            .expect("topic arn");
+        assert_eq!(arn, self.topic_arn);
+        let subscriber_arn = queue_arn(&self.sqs, &self.subscriber_url).await;
+        self.sns
+            .subscribe()
+            .topic_arn(&arn)
+            .protocol("sqs")
+            .endpoint(&subscriber_arn)
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .expect("subscribe");
+    }
+
     pub async fn events(&self, n: usize) -> Vec<Received> {
         self.collect(&self.subscriber_url, n).await
     }
