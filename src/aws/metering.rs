@@ -6,6 +6,7 @@ use aws_sdk_marketplacemetering::operation::resolve_customer::{
     ResolveCustomerError, ResolveCustomerOutput,
 };
 
+use crate::aws::error::{describe, AwsFailure};
 use crate::contract::{DeadLetterReason, ResolvedCustomer};
 
 /// What the API said about one call, reduced to what the worker acts on.
@@ -73,7 +74,7 @@ pub fn classify(
         ResolveCustomerError::ExpiredTokenException(_)
             if message.to_ascii_lowercase().contains("security token") =>
         {
-            transient("ResolveCustomer: the worker's AWS credentials have expired")
+            transient(EXPIRED_CREDENTIALS)
         }
         ResolveCustomerError::ExpiredTokenException(_) => CallResult::Rejected {
             reason: DeadLetterReason::ExpiredToken,
@@ -187,6 +188,28 @@ fn resolved(output: ResolveCustomerOutput) -> CallResult {
 /// than DisabledApiException (normally InvalidTokenException) shows the API answers this caller.
 /// Printable ASCII, so it passes the API's own input validation.
 pub const PROBE_TOKEN: &str = "mp-resolver-probe-not-a-token";
+
+/// The detail of a call that failed because the caller's own AWS credentials expired (AWS answers
+/// that with the same ExpiredTokenException code as an expired registration token).
+pub const EXPIRED_CREDENTIALS: &str = "ResolveCustomer: the worker's AWS credentials have expired";
+
+/// One ResolveCustomer answer: what the worker acts on, and, for a failed call, what an operator
+/// needs to fix it (`check` judges both; the worker needs only `result`).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub result: CallResult,
+    pub failure: Option<AwsFailure>,
+}
+
+/// [`resolve_customer`], keeping the operator's view of a failure.
+pub async fn ask(client: &aws_sdk_marketplacemetering::Client, token: &str) -> Answer {
+    let response = client.resolve_customer().registration_token(token).send().await;
+    let failure = response.as_ref().err().map(describe);
+    Answer {
+        result: classify(response),
+        failure,
+    }
+}
 
 /// One ResolveCustomer request, classified. The client must have the SDK's retries off (see
 /// `aws::Clients`): the worker's backoff is the only retry layer for this call.

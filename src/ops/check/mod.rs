@@ -257,15 +257,8 @@ pub async fn run_checks(clients: &Clients, settings: &Settings) -> CheckReport {
     results.push(topic::topic_reachable(&settings.topic_arn, &topic));
     results.push(topic::topic_fifo(&settings.topic_arn, topic.as_ref().ok()));
 
-    let answer = clients
-        .metering
-        .resolve_customer()
-        .registration_token(PROBE_TOKEN)
-        .send()
-        .await;
-    results.push(resolve_customer(
-        answer.map(|_| ()).map_err(|e| describe(&e)),
-    ));
+    let answer = crate::aws::metering::ask(&clients.metering, PROBE_TOKEN).await;
+    results.push(resolve_customer(&answer));
     CheckReport::new(results)
 }
 
