@@ -8,70 +8,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::Method;
-use mp_resolver::config::Settings;
 use mp_resolver::emulator::TestToken;
-use mp_resolver::intake::Intake;
 use serde_json::Value;
 use support::faults::FaultProxy;
 use support::http::{get, post_form, send, Answer};
+use support::intake::{intake_settings, RunningIntake, REGISTRATION};
 use support::process::WorkerProcess;
 use support::{eventually, Fixture, Topic};
-use tokio::net::TcpListener;
 use url::Url;
-
-const REGISTRATION: &str = "https://seller.example/signup?plan=gold&ref=a%20b#form";
-
-struct RunningIntake {
-    base: String,
-    admin: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl RunningIntake {
-    async fn start(sqs: aws_sdk_sqs::Client, settings: &Settings) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let admin = admin_listener.local_addr().unwrap();
-        let intake = Intake::new(sqs, settings).expect("intake settings");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(intake.run(listener, admin_listener, async {
-            let _ = stopped.await;
-        }));
-        RunningIntake {
-            base,
-            admin,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn admin_get(&self, path: &str) -> (u16, String) {
-        mp_resolver::observe::admin::http_get(self.admin, path)
-            .await
-            .expect("admin listener answers")
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn intake_settings(fx: &Fixture, edit: impl FnOnce(&mut Settings)) -> Settings {
-    let mut settings = fx.settings.clone();
-    settings.intake.registration_url = REGISTRATION.to_owned();
-    settings.intake.readiness_interval_secs = 1;
-    edit(&mut settings);
-    settings
-}
 
 fn token() -> String {
     TestToken::new("123456789012", "prod-abc").encode()

@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod http;
+pub mod intake;
 pub mod ledger;
 pub mod process;
 
