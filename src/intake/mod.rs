@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use url::Url;
 
+use crate::aws::error::Problem;
 use crate::aws::sqs_ops;
 use crate::config::{ConfigError, IntakeSettings, Settings};
 use crate::contract::Fingerprint;
@@ -124,15 +125,16 @@ impl Intake {
         served.and(admin_result)
     }
 
-    /// `/readyz` asks the queue at start and every `readiness_interval_secs` (GetQueueAttributes,
-    /// which the task role may not even need to succeed: any answer but "unreachable" would do,
-    /// but a denied call is reported so the role gets fixed). Idle clients' limiter state is
-    /// dropped on the same beat.
+    /// `/readyz` asks the queue at start and every `readiness_interval_secs` with
+    /// GetQueueAttributes. The task role may only SendMessage (deploy/iam/intake-task-policy.json),
+    /// so `AccessDenied` counts as reachable: SQS answered a correctly signed request. Idle
+    /// clients' limiter state is dropped on the same beat.
     async fn watch_queue(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
         let interval = Duration::from_secs(self.settings.readiness_interval_secs);
         loop {
             let reachable = match sqs_ops::queue_attributes(&self.sqs, &self.queue_url).await {
                 Ok(_) => true,
+                Err(e) if e.failure.problem == Problem::Denied => true,
                 Err(e) => {
                     tracing::warn!(error = %e, "token queue not reachable: not ready");
                     false
