@@ -403,3 +403,94 @@ async fn without_a_registration_url_intake_exits_78_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// The bench behind BENCHMARKS.md's "intake" section (not a test: no assertion on speed).
+/// Offers POSTs at fixed rates, open loop: each request starts at its scheduled time whether or
+/// not earlier ones have answered, and its latency counts from that time, so a slow server cannot
+/// hide its queueing. Run with `scripts/bench-intake.sh` (a release build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: scripts/bench-intake.sh"]
+async fn bench_intake_at_fixed_offered_rates() {
+    let rates: Vec<u32> = std::env::var("MPR_BENCH_RATES")
+        .unwrap_or_else(|_| "50,100,200".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let secs: u32 = std::env::var("MPR_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let fx = Fixture::new(Topic::Standard).await;
+    // scripts/bench-intake.sh points this at the release build.
+    let program =
+        std::env::var("MPR_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mp-resolver").into());
+    let mut process = WorkerProcess::spawn_program(
+        &program,
+        &["intake"],
+        fx.binary_env(&[
+            ("MPR_INTAKE__LISTEN", "127.0.0.1:0"),
+            ("MPR_INTAKE__REGISTRATION_URL", REGISTRATION),
+            // One driver address: the per-client limit is not what is measured.
+            ("MPR_INTAKE__RATE_LIMIT_PER_MINUTE", "1000000"),
+            ("MPR_LOG__LEVEL", "warn"),
+        ]),
+    );
+    let (base, _) = bound_addresses(&process).await;
+    let url = format!("{base}/");
+    let body = form_for(&token());
+    println!("| offered (req/s) | duration (s) | answered 303 | other | achieved (req/s) | p50 (ms) | p99 (ms) | max (ms) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for rate in rates {
+        let total = rate * secs;
+        let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::with_capacity(total as usize);
+        for i in 0..total {
+            let scheduled = start + period * i;
+            tokio::time::sleep_until(scheduled).await;
+            let (url, body) = (url.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                let answer = post_form(&url, &[], &body).await;
+                (
+                    answer.status,
+                    scheduled.elapsed(),
+                    tokio::time::Instant::now(),
+                )
+            }));
+        }
+        let mut latencies = Vec::with_capacity(tasks.len());
+        let (mut ok, mut other, mut last) = (0u32, 0u32, start);
+        for task in tasks {
+            let (status, took, done) = task.await.expect("request task");
+            if status == 303 {
+                ok += 1;
+            } else {
+                other += 1;
+            }
+            latencies.push(took);
+            last = last.max(done);
+        }
+        latencies.sort();
+        let pct = |p: f64| {
+            let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+            latencies[i].as_secs_f64() * 1000.0
+        };
+        let elapsed = last.duration_since(start).as_secs_f64();
+        println!(
+            "| {rate} | {secs} | {ok} | {other} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            f64::from(ok) / elapsed,
+            pct(0.50),
+            pct(0.99),
+            pct(1.0)
+        );
+        // Keep the next rate's queue from starting full: drain what this one sent.
+        fx.sqs
+            .purge_queue()
+            .queue_url(&fx.queue_url)
+            .send()
+            .await
+            .ok();
+    }
+    process.signal("-TERM");
+    process.wait(Duration::from_secs(20)).await;
+}

@@ -22,7 +22,12 @@ impl WorkerProcess {
 
     /// Any subcommand (`intake`, ...), configured the same way.
     pub fn spawn_command(args: &[&str], env: Vec<(String, String)>) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
+        Self::spawn_program(env!("CARGO_BIN_EXE_mp-resolver"), args, env)
+    }
+
+    /// Another build of the binary (the benches run the release one).
+    pub fn spawn_program(program: &str, args: &[&str], env: Vec<(String, String)>) -> Self {
+        let mut child = Command::new(program)
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
