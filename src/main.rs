@@ -42,7 +42,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Exit 0 when the local worker's /healthz says healthy (for container health checks; no curl needed).
+    /// Exit 0 when the local worker's (or intake's) /healthz says healthy (for container health checks; no curl needed).
     #[command(
         after_help = "Example (ECS task definition healthCheck):\n  [\"CMD\", \"/usr/local/bin/mp-resolver\", \"healthcheck\"]\n\nThe address is [admin] listen from the configuration (MPR_ADMIN__LISTEN, default 0.0.0.0:9090, asked on 127.0.0.1)."
     )]
