@@ -23,8 +23,21 @@ use support::intake::{intake_settings, RunningIntake};
 use support::{eventually, expected_event_id, Fixture, Topic};
 use tokio::net::TcpListener;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The first of `names` found on PATH (Debian installs `chromium` and `chromedriver` in /usr/bin).
+fn on_path(names: &[&str]) -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|candidate| candidate.is_file())
+        .map(|found| found.display().to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} not on PATH: apt-get install -y chromium chromium-driver \
+                 (scripts/test.sh and .ci/run do it when missing)",
+                names.join(" or ")
+            )
+        })
+}
 
 /// `chromedriver` on a free loopback port, stopped by its own pid when dropped.
 struct Chromedriver {
@@ -34,17 +47,12 @@ struct Chromedriver {
 
 impl Chromedriver {
     async fn start() -> Self {
-        for tool in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                std::path::Path::new(tool).exists(),
-                "{tool} is missing: apt-get install -y chromium chromium-driver (.ci/run does)"
-            );
-        }
+        let chromedriver = on_path(&["chromedriver"]);
         let port = StdListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(CHROMEDRIVER)
+        let child = Command::new(chromedriver)
             .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -120,7 +128,7 @@ fn chromium_capabilities(profile: &std::path::Path) -> serde_json::Map<String, s
     .collect::<Vec<_>>();
     let caps = json!({
         "browserName": "chrome",
-        "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        "goog:chromeOptions": {"binary": on_path(&["chromium", "chromium-browser"]), "args": args},
     });
     caps.as_object().cloned().unwrap_or_default()
 }
