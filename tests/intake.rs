@@ -432,17 +432,19 @@ async fn bench_intake_at_fixed_offered_rates() {
             ("MPR_INTAKE__REGISTRATION_URL", REGISTRATION),
             // One driver address: the per-client limit is not what is measured.
             ("MPR_INTAKE__RATE_LIMIT_PER_MINUTE", "1000000"),
-            ("MPR_LOG__LEVEL", "warn"),
+            // The default level: one JSON log line per request, as in production.
+            ("MPR_LOG__LEVEL", "info"),
         ]),
     );
     let (base, _) = bound_addresses(&process).await;
     let url = format!("{base}/");
     let body = form_for(&token());
-    println!("| offered (req/s) | duration (s) | answered 303 | other | achieved (req/s) | p50 (ms) | p99 (ms) | max (ms) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| offered (req/s) | duration (s) | answered 303 | other | achieved (req/s) | p50 (ms) | p99 (ms) | max (ms) | intake CPU ms/request |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for rate in rates {
         let total = rate * secs;
         let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+        let cpu_before = cpu_seconds(process.pid);
         let start = tokio::time::Instant::now();
         let mut tasks = Vec::with_capacity(total as usize);
         for i in 0..total {
@@ -459,13 +461,14 @@ async fn bench_intake_at_fixed_offered_rates() {
             }));
         }
         let mut latencies = Vec::with_capacity(tasks.len());
-        let (mut ok, mut other, mut last) = (0u32, 0u32, start);
+        let (mut ok, mut last) = (0u32, start);
+        let mut other = std::collections::BTreeMap::<u16, u32>::new();
         for task in tasks {
             let (status, took, done) = task.await.expect("request task");
             if status == 303 {
                 ok += 1;
             } else {
-                other += 1;
+                *other.entry(status).or_default() += 1;
             }
             latencies.push(took);
             last = last.max(done);
@@ -476,8 +479,15 @@ async fn bench_intake_at_fixed_offered_rates() {
             latencies[i].as_secs_f64() * 1000.0
         };
         let elapsed = last.duration_since(start).as_secs_f64();
+        let cpu_ms = (cpu_seconds(process.pid) - cpu_before) * 1000.0 / f64::from(total);
+        let other: Vec<String> = other.iter().map(|(s, n)| format!("{n}× {s}")).collect();
         println!(
-            "| {rate} | {secs} | {ok} | {other} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            "| {rate} | {secs} | {ok} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {cpu_ms:.2} |",
+            if other.is_empty() {
+                "0".to_owned()
+            } else {
+                other.join(", ")
+            },
             f64::from(ok) / elapsed,
             pct(0.50),
             pct(0.99),
@@ -491,6 +501,23 @@ async fn bench_intake_at_fixed_offered_rates() {
             .await
             .ok();
     }
+    let peak = process.peak_rss_kib().unwrap_or(0);
+    println!("\nintake peak RSS: {:.1} MiB", peak as f64 / 1024.0);
     process.signal("-TERM");
     process.wait(Duration::from_secs(20)).await;
+}
+
+/// User + system CPU time of a process so far (/proc/PID/stat, clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
