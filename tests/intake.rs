@@ -299,6 +299,65 @@ async fn queue_unreachable_gives_503_with_retry_after_then_recovers() {
     intake.stop().await;
 }
 
+#[tokio::test]
+async fn past_max_in_flight_a_post_gets_503_at_once_and_the_others_go_through() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let settings = intake_settings(&fx, |s| {
+        s.intake.max_in_flight = 1;
+        s.intake.retry_after_secs = 3;
+    });
+    let proxy = FaultProxy::start(&fx.localstack.endpoint).await;
+    let intake = RunningIntake::start(fx.sqs_via(&settings, &proxy.endpoint), &settings).await;
+    eventually("ready", || async {
+        intake.admin_get("/readyz").await.0 == 200
+    })
+    .await;
+
+    // A slow queue: the first POST holds the only slot while its send is delayed.
+    proxy.set_latency(Duration::from_millis(800));
+    let first_token = token();
+    let url = intake.url("/");
+    let body = form_for(&first_token);
+    let first = tokio::spawn(async move { post_form(&url, &[], &body).await });
+    eventually("the first POST holds the slot", || async {
+        intake
+            .admin_get("/metrics")
+            .await
+            .1
+            .contains("mpr_intake_in_flight 1")
+    })
+    .await;
+
+    let second = post_form(&intake.url("/"), &[], &form_for(&token())).await;
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert_eq!(second.header("retry-after"), "3");
+    assert!(second.body.contains("try again"), "{}", second.body);
+    assert_security_headers(&second, "busy 503");
+
+    assert_eq!(
+        first.await.unwrap().status,
+        303,
+        "the POST in the slot finishes"
+    );
+    proxy.set_latency(Duration::ZERO);
+    let queued = fx.collect(&fx.queue_url, 1).await;
+    assert_eq!(queued[0].json()["registrationToken"], first_token.as_str());
+    let (_, metrics) = intake.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("mpr_intake_requests_total{result=\"busy\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mpr_intake_in_flight 0"), "{metrics}");
+    // The slot is free again.
+    assert_eq!(
+        post_form(&intake.url("/"), &[], &form_for(&token()))
+            .await
+            .status,
+        303
+    );
+    intake.stop().await;
+}
+
 /// Reads the `listen` and `admin` addresses the binary logged.
 async fn bound_addresses(process: &WorkerProcess) -> (String, SocketAddr) {
     let mut found = None;

@@ -102,6 +102,7 @@ pub struct IntakeSettings {
     /// Empty unless set; `intake` refuses to start without it (the other commands ignore it).
     pub registration_url: String,
     pub max_body_bytes: usize,
+    pub max_in_flight: usize,
     pub rate_limit_per_minute: u32,
     pub client_address: ClientAddressSource,
     pub readiness_interval_secs: u64,
@@ -475,6 +476,7 @@ fn validate_intake(i: &IntakeSettings) -> Result<(), ConfigError> {
     }
     // The Marketplace form is a few hundred bytes; the token alone may be up to 8 KiB.
     check_range("intake.max_body_bytes", i.max_body_bytes, 1_024, 1_048_576)?;
+    check_range("intake.max_in_flight", i.max_in_flight, 1, 100_000)?;
     check_range(
         "intake.rate_limit_per_minute",
         i.rate_limit_per_minute,
@@ -653,6 +655,7 @@ mod tests {
                 "intake.registration_url",
             ),
             ("MPR_INTAKE__MAX_BODY_BYTES", "100", "intake.max_body_bytes"),
+            ("MPR_INTAKE__MAX_IN_FLIGHT", "0", "intake.max_in_flight"),
             (
                 "MPR_INTAKE__RATE_LIMIT_PER_MINUTE",
                 "0",

@@ -38,6 +38,8 @@ pub enum Refusal {
     RateLimited { retry_after_secs: u64 },
     /// The queue did not take the token after the SDK's retries; nothing was queued.
     QueueUnavailable { retry_after_secs: u64 },
+    /// `intake.max_in_flight` POSTs are already being worked on; nothing was read or queued.
+    Busy { retry_after_secs: u64 },
 }
 
 impl Refusal {
@@ -47,7 +49,9 @@ impl Refusal {
             Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::NoToken | Refusal::BadForm { .. } => StatusCode::BAD_REQUEST,
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::QueueUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::QueueUnavailable { .. } | Refusal::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -60,6 +64,7 @@ impl Refusal {
             Refusal::BadForm { .. } => "bad_form",
             Refusal::RateLimited { .. } => "rate_limited",
             Refusal::QueueUnavailable { .. } => "queue_unavailable",
+            Refusal::Busy { .. } => "busy",
         }
     }
 
@@ -67,7 +72,8 @@ impl Refusal {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Refusal::RateLimited { retry_after_secs }
-            | Refusal::QueueUnavailable { retry_after_secs } => Some(*retry_after_secs),
+            | Refusal::QueueUnavailable { retry_after_secs }
+            | Refusal::Busy { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -245,6 +251,13 @@ mod tests {
             ),
             (
                 Refusal::QueueUnavailable {
+                    retry_after_secs: 5,
+                },
+                503,
+                Some(5),
+            ),
+            (
+                Refusal::Busy {
                     retry_after_secs: 5,
                 },
                 503,

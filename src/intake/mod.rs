@@ -24,7 +24,7 @@ use axum::routing::post;
 use axum::Router;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use url::Url;
 
@@ -52,6 +52,8 @@ pub struct Intake {
     registration: Url,
     settings: IntakeSettings,
     limiter: ClientLimiter,
+    /// One permit per POST being worked on: past `max_in_flight`, answer 503 at once.
+    slots: Semaphore,
     telemetry: Arc<IntakeTelemetry>,
 }
 
@@ -71,6 +73,7 @@ impl Intake {
             registration,
             settings: settings.intake.clone(),
             limiter: ClientLimiter::per_minute(settings.intake.rate_limit_per_minute),
+            slots: Semaphore::new(settings.intake.max_in_flight),
             telemetry: Arc::new(IntakeTelemetry::new()),
         }))
     }
@@ -164,6 +167,18 @@ impl Intake {
                 retry_after_secs: ratelimit::retry_after_secs(wait),
             });
         }
+        let Ok(permit) = self.slots.try_acquire() else {
+            tracing::warn!("intake.max_in_flight POSTs in progress; answered 503");
+            return Err(Refusal::Busy {
+                retry_after_secs: self.settings.retry_after_secs,
+            });
+        };
+        let _slot = Slot::new(permit, &self.telemetry);
+        self.take_in_slot(headers, body).await
+    }
+
+    /// The rest of [`Intake::take`], holding a slot.
+    async fn take_in_slot(&self, headers: &HeaderMap, body: Body) -> Result<Accepted, Refusal> {
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
@@ -206,6 +221,29 @@ impl Intake {
             signup_id,
             event_id: token.fingerprint(),
         })
+    }
+}
+
+/// A POST's place among `max_in_flight`, counted in `mpr_intake_in_flight` for as long as it
+/// lives: also when the client goes away and the request's future is dropped midway.
+struct Slot<'a> {
+    _permit: SemaphorePermit<'a>,
+    telemetry: &'a IntakeTelemetry,
+}
+
+impl<'a> Slot<'a> {
+    fn new(permit: SemaphorePermit<'a>, telemetry: &'a IntakeTelemetry) -> Self {
+        telemetry.in_flight(1);
+        Slot {
+            _permit: permit,
+            telemetry,
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.telemetry.in_flight(-1);
     }
 }
 

@@ -56,7 +56,7 @@ pub fn refusal_page(refusal: &Refusal) -> String {
             "There were too many sign-up attempts from your network in the last minute. \
              Please wait a minute, then go back to AWS Marketplace and try again.",
         ),
-        Refusal::QueueUnavailable { .. } => page(
+        Refusal::QueueUnavailable { .. } | Refusal::Busy { .. } => page(
             "Please try again in a moment",
             "We could not record your sign-up just now, and nothing was half-done. Please reload \
              this page in a few seconds and confirm that your browser may send the form again \
@@ -99,6 +99,9 @@ mod tests {
                 retry_after_secs: 1,
             },
             Refusal::QueueUnavailable {
+                retry_after_secs: 1,
+            },
+            Refusal::Busy {
                 retry_after_secs: 1,
             },
         ];

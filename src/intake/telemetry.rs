@@ -7,6 +7,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -23,6 +24,7 @@ pub struct IntakeTelemetry {
     registry: Registry,
     requests: Family<ResultLabel, Counter>,
     send_seconds: Histogram,
+    in_flight: Gauge,
     queue_reachable: AtomicBool,
     stopping: AtomicBool,
 }
@@ -43,7 +45,7 @@ impl IntakeTelemetry {
         registry.register(
             "mpr_intake_requests",
             "Fulfillment requests, by result (accepted, no_token, bad_form, too_large, \
-             unsupported_media_type, rate_limited, queue_unavailable, info_page)",
+             unsupported_media_type, rate_limited, queue_unavailable, busy, info_page)",
             requests.clone(),
         );
         registry.register(
@@ -51,10 +53,17 @@ impl IntakeTelemetry {
             "Time to put one token on the token queue (SendMessageBatch, SDK retries included)",
             send_seconds.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "mpr_intake_in_flight",
+            "Fulfillment POSTs being worked on (at most intake.max_in_flight)",
+            in_flight.clone(),
+        );
         IntakeTelemetry {
             registry,
             requests,
             send_seconds,
+            in_flight,
             queue_reachable: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
@@ -68,6 +77,11 @@ impl IntakeTelemetry {
     pub fn sent(&self, took: Duration, ok: bool) {
         self.send_seconds.observe(took.as_secs_f64());
         self.set_queue_reachable(ok);
+    }
+
+    /// `delta` is +1 when a POST gets a slot and -1 when it leaves it.
+    pub fn in_flight(&self, delta: i64) {
+        self.in_flight.inc_by(delta);
     }
 
     pub fn set_queue_reachable(&self, reachable: bool) {
