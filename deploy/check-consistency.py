@@ -168,7 +168,8 @@ intake_trust = plain(intake["Resources"]["TaskRole"]["Properties"]["AssumeRolePo
 check(intake_trust == trust_tpl, "intake.yaml TaskRole trust policy == service.yaml's")
 check(
     intake_container["ReadonlyRootFilesystem"] is True
-    and int(intake_container["StopTimeout"]) > int(intake_tg["TargetGroupAttributes"][0]["Value"]),
+    and int(intake_container["StopTimeout"])
+    > int(next(a["Value"] for a in intake_tg["TargetGroupAttributes"] if a["Key"] == "deregistration_delay.timeout_seconds")),
     "intake task: read-only root filesystem; ECS StopTimeout > the ALB deregistration delay",
 )
 

@@ -73,19 +73,33 @@ async fn a_buyer_post_is_queued_and_redirected_with_a_signup_id() {
     // The worker's own parser accepts it as it is.
     mp_resolver::contract::parse_body(&queued[0].body).expect("the worker can read it");
 
-    // A second sign-up gets its own id.
+    // The browser resubmits the same token (back button, a lost answer): the same signupId, so
+    // the one event the worker publishes for the token carries the id the buyer's page ends with.
     let again = post_form(&intake.url("/"), &[], &form_for(&token)).await;
     assert_eq!(again.status, 303);
-    assert!(!again.header("location").contains(&signup_id));
+    assert!(
+        again
+            .header("location")
+            .ends_with(&format!("signupId={signup_id}#form")),
+        "{}",
+        again.header("location")
+    );
+    let requeued = fx.collect(&fx.queue_url, 1).await;
+    assert_eq!(requeued[0].json()["signupId"], signup_id.as_str());
+    // Another buyer's token gets its own id.
+    let other = TestToken::new("210987654321", "prod-abc").encode();
+    let another = post_form(&intake.url("/"), &[], &form_for(&other)).await;
+    assert_eq!(another.status, 303);
+    assert!(!another.header("location").contains(&signup_id));
 
     let (status, metrics) = intake.admin_get("/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("mpr_intake_requests_total{result=\"accepted\"} 2"),
+        metrics.contains("mpr_intake_requests_total{result=\"accepted\"} 3"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("mpr_intake_send_duration_seconds_count 2"),
+        metrics.contains("mpr_intake_send_duration_seconds_count 3"),
         "{metrics}"
     );
     let (status, _) = intake.admin_get("/healthz").await;

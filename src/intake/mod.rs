@@ -13,7 +13,8 @@ pub mod telemetry;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,6 +24,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use lru::LruCache;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -54,6 +56,10 @@ pub struct Intake {
     limiter: ClientLimiter,
     /// One permit per POST being worked on: past `max_in_flight`, answer 503 at once.
     slots: Semaphore,
+    /// The signupId each recently queued token got. A browser that resubmits the same token (back
+    /// button, a retry after a lost answer) gets the same id again: the worker publishes one event
+    /// per token, and that event must carry the id the buyer's final page has.
+    signup_ids: Mutex<LruCache<Fingerprint, String>>,
     telemetry: Arc<IntakeTelemetry>,
 }
 
@@ -74,6 +80,7 @@ impl Intake {
             settings: settings.intake.clone(),
             limiter: ClientLimiter::per_minute(settings.intake.rate_limit_per_minute),
             slots: Semaphore::new(settings.intake.max_in_flight),
+            signup_ids: Mutex::new(LruCache::new(REMEMBERED_SIGNUPS)),
             telemetry: Arc::new(IntakeTelemetry::new()),
         }))
     }
@@ -188,7 +195,9 @@ impl Intake {
         let body = read_limited(body, self.settings.max_body_bytes).await?;
         let Submission { token, offer_type } = form::parse_form(&body)?;
 
-        let signup_id = redirect::new_signup_id();
+        let signup_id = self
+            .remembered_signup_id(&token.fingerprint())
+            .unwrap_or_else(redirect::new_signup_id);
         let extras = Extras {
             signup_id: Some(signup_id.clone()),
             context: offer_type
@@ -198,7 +207,10 @@ impl Intake {
         // The same builder and check as `enqueue`: one message form, byte for byte.
         let prepared = prepare(&[token.expose().to_owned()], &extras).map_err(|rejected| {
             Refusal::BadForm {
-                detail: rejected.to_string(),
+                detail: rejected
+                    .rejected
+                    .first()
+                    .map_or_else(|| rejected.to_string(), |r| r.detail.clone()),
                 fingerprint: Some(token.fingerprint()),
             }
         })?;
@@ -216,12 +228,30 @@ impl Intake {
                 retry_after_secs: self.settings.retry_after_secs,
             });
         }
+        self.remember_signup_id(token.fingerprint(), &signup_id);
         Ok(Accepted {
             location: redirect::sign_up_location(&self.registration, &signup_id),
             signup_id,
             event_id: token.fingerprint(),
         })
     }
+}
+
+impl Intake {
+    fn remembered_signup_id(&self, token: &Fingerprint) -> Option<String> {
+        lock(&self.signup_ids).get(token).cloned()
+    }
+
+    fn remember_signup_id(&self, token: Fingerprint, signup_id: &str) {
+        lock(&self.signup_ids).put(token, signup_id.to_owned());
+    }
+}
+
+/// Tokens whose signupId is remembered (about 100 bytes each).
+const REMEMBERED_SIGNUPS: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A POST's place among `max_in_flight`, counted in `mpr_intake_in_flight` for as long as it
