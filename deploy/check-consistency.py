@@ -5,14 +5,17 @@ they cannot drift apart silently. Run by scripts/deploy-check.sh with the LocalS
     .localstack-venv/bin/python deploy/check-consistency.py
 
 Checks:
-- deploy/iam/*.json grant exactly the actions (per statement id) of the CloudFormation policies;
+- deploy/iam/*.json grant exactly the actions (per statement id) of the CloudFormation policies
+  (intake.yaml's task role included: sqs:SendMessage on the token queue, and KMS when keyed);
 - the task trust policy matches the template's;
 - the Dockerfile's HEALTHCHECK is the task definition's health check, and its release build is
   `cargo build --release --locked`, the command .ci/run runs;
 - the queue visibility timeout defaults equal worker.visibility_timeout_secs, and their minimum is
   exactly the visibility rule of src/config/limits.rs for the default settings; the ECS stop
   timeout exceeds worker.shutdown_grace_secs;
-- every MPR_ variable the task definition sets names a configuration key.
+- every MPR_ variable the task definitions set names a configuration key;
+- intake.yaml runs `mp-resolver intake` with the same health check, and its ALB health-checks
+  /healthz on the admin port.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def plain(obj):
 
 messaging = template("messaging.yaml")
 service = template("service.yaml")
+intake = template("intake.yaml")
 defaults = tomllib.loads((ROOT / "config" / "default.toml").read_text())
 
 
@@ -78,6 +82,11 @@ pairs = [
         "front-end-sender-policy.json",
         "messaging.yaml SenderPolicy",
         messaging["Resources"]["SenderPolicy"]["Properties"]["PolicyDocument"],
+    ),
+    (
+        "intake-task-policy.json",
+        "intake.yaml TaskRole",
+        intake["Resources"]["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"],
     ),
     (
         "operator-policy.json",
@@ -145,9 +154,31 @@ check(
     f"ECS StopTimeout {container['StopTimeout']} s > worker.shutdown_grace_secs {worker['shutdown_grace_secs']} s",
 )
 
+# --- intake -----------------------------------------------------------------------------------------
+intake_container = intake["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+check(
+    intake_container["Command"] == ["intake"]
+    and list(map(str, intake_container["HealthCheck"]["Command"])) == ["CMD", *docker_hc],
+    "intake.yaml runs `mp-resolver intake` with the image's health check",
+)
+intake_tg = intake["Resources"]["TargetGroup"]["Properties"]
+check(
+    intake_tg["HealthCheckPath"] == "/healthz"
+    and plain(intake_tg["HealthCheckPort"]) == {"Ref": "AdminPort"},
+    "intake.yaml target group health-checks /healthz on the admin port",
+)
+intake_trust = plain(intake["Resources"]["TaskRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0])
+check(intake_trust == trust_tpl, "intake.yaml TaskRole trust policy == service.yaml's")
+check(
+    intake_container["ReadonlyRootFilesystem"] is True
+    and int(intake_container["StopTimeout"])
+    > int(next(a["Value"] for a in intake_tg["TargetGroupAttributes"] if a["Key"] == "deregistration_delay.timeout_seconds")),
+    "intake task: read-only root filesystem; ECS StopTimeout > the ALB deregistration delay",
+)
+
 # --- environment ------------------------------------------------------------------------------------
 top_level = {k for k, v in defaults.items() if not isinstance(v, dict)}
-for var in (str(e["Name"]) for e in container["Environment"]):
+for var in (str(e["Name"]) for c in (container, intake_container) for e in c["Environment"]):
     if not var.startswith("MPR_"):
         continue
     path = var[4:].lower().split("__")

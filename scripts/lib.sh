@@ -61,3 +61,23 @@ mpr_ls_log_tail() {
         mpr_info "(LocalStack log $MPR_LS_LOG is empty or missing)"
     fi
 }
+
+# Debian's chromium and chromium-driver, which tests/browser.rs drives: installed with apt-get
+# (as root, or through sudo) when either command is missing.
+mpr_ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 ||
+        mpr_die "tests/browser.rs needs chromium and chromedriver on PATH; install them with your package manager"
+    local -a sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 ||
+            mpr_die "tests/browser.rs needs chromium and chromedriver: apt-get install -y chromium chromium-driver (as root)"
+        sudo=(sudo)
+    fi
+    mpr_info "Installing chromium and chromium-driver (Debian packages) for tests/browser.rs ..."
+    ${sudo[@]+"${sudo[@]}"} apt-get update
+    ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        chromium chromium-driver
+}

@@ -52,6 +52,11 @@ for arg in "$@"; do
     esac
 done
 
+# The browser test (in the default all-targets run, or named) needs Chromium.
+if ((${#targets[@]})) || [[ " $* " == *" browser "* || " $* " == *" --test=browser "* ]]; then
+    mpr_ensure_chromium
+fi
+
 rc=0
 cargo test "${targets[@]}" "$@" || rc=$?
 if ((rc != 0)) && ((started)); then

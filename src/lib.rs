@@ -7,6 +7,7 @@ pub mod aws;
 pub mod config;
 pub mod contract;
 pub mod emulator;
+pub mod intake;
 pub mod observe;
 pub mod ops;
 pub mod worker;

@@ -33,7 +33,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Exit 0 when the local worker's /healthz says healthy (for container health checks; no curl needed).
+    /// Serve the product's fulfillment URL: queue the buyer's token, redirect to your sign-up page with a signupId.
+    #[command(
+        after_help = "Example:\n  MPR_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/tokens \\\n  MPR_INTAKE__REGISTRATION_URL=https://example.com/signup mp-resolver intake\n\nListens on [intake] listen (default 0.0.0.0:8080); health and metrics on [admin] listen."
+    )]
+    Intake {
+        /// A TOML file layered over the defaults (environment variables still win).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Exit 0 when the local worker's (or intake's) /healthz says healthy (for container health checks; no curl needed).
     #[command(
         after_help = "Example (ECS task definition healthCheck):\n  [\"CMD\", \"/usr/local/bin/mp-resolver\", \"healthcheck\"]\n\nThe address is [admin] listen from the configuration (MPR_ADMIN__LISTEN, default 0.0.0.0:9090, asked on 127.0.0.1)."
     )]
@@ -99,6 +108,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config } => runtime.block_on(run(config)),
+        Command::Intake { config } => runtime.block_on(intake(config)),
         Command::Healthcheck { addr, config } => runtime.block_on(healthcheck(addr, config)),
         Command::Check(args) => runtime.block_on(ops::cli::check(args)),
         Command::Enqueue(args) => runtime.block_on(ops::cli::enqueue(args)),
@@ -182,6 +192,61 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "admin listener failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn intake(config_file: Option<PathBuf>) -> ExitCode {
+    let sources = Sources::from_process(config_file);
+    let needs = &ops::load::INTAKE;
+    let loaded = match ops::load::load_requiring(&sources, needs) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprint!("{}", ops::load::explain(&error, &sources, needs));
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let settings = loaded.settings;
+    logging::init(settings.log.format, &settings.log.level);
+    let mut listeners = Vec::new();
+    for (key, addr) in [
+        ("intake.listen", settings.intake.listen),
+        ("admin.listen", settings.admin.listen),
+    ] {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listeners.push(listener),
+            Err(e) => {
+                eprintln!(
+                    "mp-resolver intake: configuration key `{key}`: cannot listen on {addr}: {e}"
+                );
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        }
+    }
+    let (Some(admin), Some(listener)) = (listeners.pop(), listeners.pop()) else {
+        return ExitCode::FAILURE;
+    };
+    let clients = Clients::from_environment(&settings).await;
+    let server = match mp_resolver::intake::Intake::new(clients.sqs, &settings) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("mp-resolver intake: {error}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let bound =
+        |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        listen = %bound(&listener),
+        path = %settings.intake.path,
+        admin = %bound(&admin),
+        "fulfillment endpoint listening"
+    );
+    match server.run(listener, admin, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "intake listener failed");
             ExitCode::FAILURE
         }
     }

@@ -203,7 +203,11 @@ pub struct Answer {
 
 /// [`resolve_customer`], keeping the operator's view of a failure.
 pub async fn ask(client: &aws_sdk_marketplacemetering::Client, token: &str) -> Answer {
-    let response = client.resolve_customer().registration_token(token).send().await;
+    let response = client
+        .resolve_customer()
+        .registration_token(token)
+        .send()
+        .await;
     let failure = response.as_ref().err().map(describe);
     Answer {
         result: classify(response),

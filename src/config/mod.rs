@@ -17,9 +17,11 @@ use figment::Figment;
 pub use settings::*;
 pub use validate::validate;
 
+mod intake;
 mod marketplace;
 mod metrics;
 
+pub use intake::{ClientAddressSource, IntakeSettings};
 pub use marketplace::MarketplaceSettings;
 pub use metrics::MetricsSettings;
 
@@ -247,6 +249,12 @@ pub(crate) mod tests {
         assert_eq!(s.aws.max_attempts, 3);
         assert_eq!(s.log.format, LogFormat::Json);
         assert!(s.product_codes.is_empty());
+        assert_eq!(s.intake.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.intake.path, "/");
+        assert_eq!(s.intake.registration_url, "", "required by `intake` only");
+        assert_eq!(s.intake.max_body_bytes, 16 * 1024);
+        assert_eq!(s.intake.rate_limit_per_minute, 30);
+        assert_eq!(s.intake.client_address, ClientAddressSource::XForwardedFor);
     }
 
     #[test]
@@ -322,6 +330,31 @@ pub(crate) mod tests {
             ("MPR_LOG__FORMAT", "xml", "log.format"),
             ("MPR_TOPIC_ARN", "customers", "topic_arn"),
             ("MPR_DLQ_URL", QUEUE, "dlq_url"),
+            ("MPR_INTAKE__PATH", "fulfil", "intake.path"),
+            ("MPR_INTAKE__PATH", "/f?x=1", "intake.path"),
+            (
+                "MPR_INTAKE__REGISTRATION_URL",
+                "/signup",
+                "intake.registration_url",
+            ),
+            (
+                "MPR_INTAKE__REGISTRATION_URL",
+                "ftp://example.com/signup",
+                "intake.registration_url",
+            ),
+            ("MPR_INTAKE__MAX_BODY_BYTES", "100", "intake.max_body_bytes"),
+            ("MPR_INTAKE__MAX_IN_FLIGHT", "0", "intake.max_in_flight"),
+            (
+                "MPR_INTAKE__RATE_LIMIT_PER_MINUTE",
+                "0",
+                "intake.rate_limit_per_minute",
+            ),
+            (
+                "MPR_INTAKE__CLIENT_ADDRESS",
+                "leftmost",
+                "intake.client_address",
+            ),
+            ("MPR_INTAKE__LISTEN", "8080", "intake.listen"),
         ] {
             let err = load_env(&[(var, value)]).unwrap_err().to_string();
             assert!(

@@ -24,6 +24,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub pause: PauseSettings,
     pub admin: AdminSettings,
+    pub intake: super::IntakeSettings,
     pub aws: AwsSettings,
     pub log: LogSettings,
     pub metrics: super::MetricsSettings,

@@ -12,6 +12,7 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     resources(s)?;
     super::marketplace::validate(s)?;
     s.metrics.validate()?;
+    super::intake::validate(&s.intake)?;
     finite_numbers(s)?;
     ranges(s)?;
     timing(s)?;

@@ -30,6 +30,13 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct RegistrationToken(String);
 
 impl RegistrationToken {
+    /// Checks a raw token against the inbound bounds (not empty, at most [`MAX_TOKEN_BYTES`],
+    /// printable ASCII only): the same check the worker applies to every message, so a front end
+    /// that uses it never queues a token the worker would dead-letter as malformed.
+    pub fn parse(raw: &str) -> Result<RegistrationToken, Malformed> {
+        validate_token(raw)
+    }
+
     /// The raw token, for the one place that needs it: the ResolveCustomer request.
     pub fn expose(&self) -> &str {
         &self.0

@@ -1,6 +1,7 @@
 //! The health and metrics listener: `/healthz` (liveness: the receive loop made progress recently),
 //! `/readyz` (queue reachable, not paused, not stopping), `/metrics` (Prometheus), and the client
-//! side that `mp-resolver healthcheck` uses, so a container needs no curl.
+//! side that `mp-resolver healthcheck` uses, so a container needs no curl. `intake` serves the same
+//! endpoints from its own [`Probe`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,26 +19,54 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::observe::metrics::{Liveness, Readiness, Telemetry};
 
-pub fn router(telemetry: Arc<Telemetry>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(telemetry)
+/// What the admin listener asks the process it serves: the worker (`run`) and the fulfillment
+/// endpoint (`intake`) answer the same three endpoints from their own state.
+pub trait Probe: Send + Sync + 'static {
+    fn liveness(&self) -> Liveness;
+    fn readiness(&self) -> Readiness;
+    /// The readiness in words, with a detail when there is one.
+    fn readiness_detail(&self) -> String {
+        self.readiness().as_str().to_owned()
+    }
+    /// The metrics in the OpenMetrics text format.
+    fn render_metrics(&self) -> String;
 }
 
-pub async fn serve(
+impl Probe for Telemetry {
+    fn liveness(&self) -> Liveness {
+        self.health.liveness()
+    }
+    fn readiness(&self) -> Readiness {
+        self.health.readiness()
+    }
+    fn readiness_detail(&self) -> String {
+        self.health.readiness_detail()
+    }
+    fn render_metrics(&self) -> String {
+        self.render()
+    }
+}
+
+pub fn router<P: Probe>(probe: Arc<P>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz::<P>))
+        .route("/readyz", get(readyz::<P>))
+        .route("/metrics", get(metrics::<P>))
+        .with_state(probe)
+}
+
+pub async fn serve<P: Probe>(
     listener: TcpListener,
-    telemetry: Arc<Telemetry>,
+    probe: Arc<P>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(telemetry))
+    axum::serve(listener, router(probe))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn healthz(State(t): State<Arc<Telemetry>>) -> Response {
-    match t.health.liveness() {
+async fn healthz<P: Probe>(State(p): State<Arc<P>>) -> Response {
+    match p.liveness() {
         Liveness::Healthy => (StatusCode::OK, Json(json!({"status": "healthy"}))).into_response(),
         Liveness::Stalled { since_secs } => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -52,8 +81,8 @@ async fn healthz(State(t): State<Arc<Telemetry>>) -> Response {
     }
 }
 
-async fn readyz(State(t): State<Arc<Telemetry>>) -> Response {
-    let readiness = t.health.readiness();
+async fn readyz<P: Probe>(State(p): State<Arc<P>>) -> Response {
+    let readiness = p.readiness();
     let status = if readiness == Readiness::Ready {
         StatusCode::OK
     } else {
@@ -61,20 +90,18 @@ async fn readyz(State(t): State<Arc<Telemetry>>) -> Response {
     };
     (
         status,
-        Json(
-            json!({"ready": readiness == Readiness::Ready, "status": t.health.readiness_detail()}),
-        ),
+        Json(json!({"ready": readiness == Readiness::Ready, "status": p.readiness_detail()})),
     )
         .into_response()
 }
 
-async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
+async fn metrics<P: Probe>(State(p): State<Arc<P>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        t.render(),
+        p.render_metrics(),
     )
         .into_response()
 }

@@ -19,9 +19,13 @@ pub enum Required {
     QueueUrl,
     DlqUrl,
     TopicArn,
+    /// `intake.registration_url`: required by `intake` only, so it is not in [`Required::ALL`]
+    /// (its empty default is valid for every other command).
+    RegistrationUrl,
 }
 
 impl Required {
+    /// The keys every full configuration (`run`, `check`) needs.
     pub const ALL: [Required; 3] = [Required::QueueUrl, Required::DlqUrl, Required::TopicArn];
 
     pub fn key(self) -> &'static str {
@@ -29,6 +33,7 @@ impl Required {
             Required::QueueUrl => "queue_url",
             Required::DlqUrl => "dlq_url",
             Required::TopicArn => "topic_arn",
+            Required::RegistrationUrl => "intake.registration_url",
         }
     }
 
@@ -37,6 +42,7 @@ impl Required {
             Required::QueueUrl => "MPR_QUEUE_URL",
             Required::DlqUrl => "MPR_DLQ_URL",
             Required::TopicArn => "MPR_TOPIC_ARN",
+            Required::RegistrationUrl => "MPR_INTAKE__REGISTRATION_URL",
         }
     }
 
@@ -45,7 +51,7 @@ impl Required {
         match self {
             Required::QueueUrl => Some("--queue-url"),
             Required::DlqUrl => Some("--dlq-url"),
-            Required::TopicArn => None,
+            Required::TopicArn | Required::RegistrationUrl => None,
         }
     }
 
@@ -56,6 +62,7 @@ impl Required {
                 "the SQS dead-letter queue (normally the token queue's redrive target)"
             }
             Required::TopicArn => "the SNS topic resolved customers are published to",
+            Required::RegistrationUrl => "your sign-up page, where intake sends the buyer",
         }
     }
 
@@ -64,6 +71,7 @@ impl Required {
             Required::QueueUrl => "https://sqs.us-east-1.amazonaws.com/123456789012/mpr-tokens",
             Required::DlqUrl => "https://sqs.us-east-1.amazonaws.com/123456789012/mpr-tokens-dlq",
             Required::TopicArn => "arn:aws:sns:us-east-1:123456789012:mpr-customers",
+            Required::RegistrationUrl => "https://example.com/signup",
         }
     }
 
@@ -73,6 +81,7 @@ impl Required {
             Required::QueueUrl => "https://sqs.invalid/000000000000/mp-resolver-unused-queue",
             Required::DlqUrl => "https://sqs.invalid/000000000000/mp-resolver-unused-dlq",
             Required::TopicArn => "arn:aws:sns:invalid:000000000000:mp-resolver-unused-topic",
+            Required::RegistrationUrl => "https://invalid.example/mp-resolver-unused-signup",
         }
     }
 }
@@ -97,6 +106,33 @@ pub const RUN: Needs = Needs {
     flags: false,
     example: "mp-resolver check && mp-resolver run",
 };
+
+/// What `intake` needs: the token queue and the sign-up page; no DLQ, no topic.
+pub const INTAKE: Needs = Needs {
+    command: "intake",
+    keys: &[Required::QueueUrl, Required::RegistrationUrl],
+    flags: false,
+    example: "mp-resolver intake",
+};
+
+/// Loads for `needs` and then insists on its keys that have no placeholder: a key outside
+/// [`Required::ALL`] (like `intake.registration_url`) is valid empty for the other commands, so
+/// only the command that needs it refuses to start, naming it.
+pub fn load_requiring(sources: &Sources, needs: &Needs) -> Result<Loaded, ConfigError> {
+    let loaded = load_for(sources, needs)?;
+    if let Some(key) = missing(sources, needs).first() {
+        return Err(ConfigError::Invalid {
+            key: key.key().to_owned(),
+            env: key.env().to_owned(),
+            problem: format!(
+                "is required for `mp-resolver {}`: {}",
+                needs.command,
+                key.meaning()
+            ),
+        });
+    }
+    Ok(loaded)
+}
 
 /// `--queue-url URL` and friends: they win over every other layer.
 pub fn apply_overrides(sources: &mut Sources, overrides: &[(Required, Option<String>)]) {
@@ -126,10 +162,7 @@ pub fn raw_value(sources: &Sources, key: Required) -> Option<String> {
         .env
         .iter()
         .rev()
-        .find(|(name, _)| {
-            name.strip_prefix(config::ENV_PREFIX)
-                .is_some_and(|rest| rest.eq_ignore_ascii_case(key.key()))
-        })
+        .find(|(name, _)| name.eq_ignore_ascii_case(key.env()))
         .map(|(_, value)| value.trim().to_owned());
     if let Some(value) = from_env {
         return (!value.is_empty()).then_some(value);
@@ -328,6 +361,44 @@ mod tests {
             text.contains("worker.receive_batch") && text.contains("README"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn intake_needs_the_queue_and_the_sign_up_page_only() {
+        let queue = ("MPR_QUEUE_URL", "http://a/000000000000/q");
+        let err = load_requiring(&env(&[queue]), &INTAKE).unwrap_err();
+        assert!(
+            err.to_string().contains("intake.registration_url")
+                && err.to_string().contains("MPR_INTAKE__REGISTRATION_URL"),
+            "{err}"
+        );
+        let text = explain(&err, &env(&[queue]), &INTAKE);
+        assert!(
+            text.contains("export MPR_INTAKE__REGISTRATION_URL=https://"),
+            "{text}"
+        );
+        assert!(!text.contains("MPR_DLQ_URL"), "{text}");
+
+        let s = load_requiring(
+            &env(&[
+                queue,
+                (
+                    "MPR_INTAKE__REGISTRATION_URL",
+                    "https://example.com/signup?a=1",
+                ),
+            ]),
+            &INTAKE,
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(s.intake.registration_url, "https://example.com/signup?a=1");
+        // `run` and `check` do not need it.
+        let full = env(&[
+            queue,
+            ("MPR_DLQ_URL", "http://a/000000000000/d"),
+            ("MPR_TOPIC_ARN", "arn:aws:sns:us-east-1:000000000000:t"),
+        ]);
+        assert!(load_requiring(&full, &RUN).is_ok());
     }
 
     #[test]

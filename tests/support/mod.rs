@@ -4,6 +4,8 @@
 
 pub mod aws_stub;
 pub mod faults;
+pub mod http;
+pub mod intake;
 pub mod ledger;
 pub mod process;
 
@@ -222,6 +224,12 @@ impl Fixture {
             metering: Clients::from_sdk_config(&emu_config, settings).metering,
             ..base
         }
+    }
+
+    /// The production SQS client, sent to `endpoint` (e.g. a fault proxy) instead of LocalStack.
+    pub fn sqs_via(&self, settings: &Settings, endpoint: &str) -> aws_sdk_sqs::Client {
+        let config = self.ls_config.to_builder().endpoint_url(endpoint).build();
+        Clients::from_sdk_config(&config, settings).sqs
     }
 
     pub fn worker(&self) -> Arc<Worker> {

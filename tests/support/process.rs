@@ -17,8 +17,18 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn spawn(env: Vec<(String, String)>) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
-            .arg("run")
+        Self::spawn_command(&["run"], env)
+    }
+
+    /// Any subcommand (`intake`, ...), configured the same way.
+    pub fn spawn_command(args: &[&str], env: Vec<(String, String)>) -> Self {
+        Self::spawn_program(env!("CARGO_BIN_EXE_mp-resolver"), args, env)
+    }
+
+    /// Another build of the binary (the benches run the release one).
+    pub fn spawn_program(program: &str, args: &[&str], env: Vec<(String, String)>) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env)
@@ -26,7 +36,7 @@ impl WorkerProcess {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("start mp-resolver run");
+            .expect("start mp-resolver");
         let pid = child.id().expect("pid");
         let output = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr");

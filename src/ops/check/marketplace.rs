@@ -14,14 +14,12 @@ pub fn resolve_customer(answer: &Answer) -> CheckResult {
     let iam_fix = "allow aws-marketplace:ResolveCustomer (Resource \"*\") for the worker's role \
                    (deploy/iam/ has the policy); `check` needs it too";
     let failure = match &answer.result {
-        CallResult::Resolved(_) => {
-            return CheckResult::warn(
-                Check::ResolveCustomer,
-                format!("permitted, but the deliberately invalid token {PROBE_TOKEN:?} resolved"),
-                "check AWS_ENDPOINT_URL_MARKETPLACE_METERING: it should be unset in production, and \
+        CallResult::Resolved(_) => return CheckResult::warn(
+            Check::ResolveCustomer,
+            format!("permitted, but the deliberately invalid token {PROBE_TOKEN:?} resolved"),
+            "check AWS_ENDPOINT_URL_MARKETPLACE_METERING: it should be unset in production, and \
                  point at Marketplace Metering (or `mp-resolver emulator`) otherwise",
-            )
-        }
+        ),
         CallResult::Rejected { detail, .. } => {
             let code = detail.trim_start_matches("ResolveCustomer: ");
             return CheckResult::pass(

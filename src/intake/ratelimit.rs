@@ -1,0 +1,149 @@
+//! The per-client limit on fulfillment POSTs. Every token queued costs a ResolveCustomer call
+//! from the seller's quota, so one client posting junk must not delay real buyers. A GCRA limiter
+//! per client address (the `governor` crate): a burst of `per_minute`, refilled evenly.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::config::ClientAddressSource;
+
+/// Requests per client address, in memory, per process.
+pub struct ClientLimiter<C: Clock = DefaultClock> {
+    limiter: RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
+    clock: C,
+}
+
+impl ClientLimiter {
+    pub fn per_minute(per_minute: u32) -> Self {
+        Self::with_clock(per_minute, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> ClientLimiter<C> {
+    pub fn with_clock(per_minute: u32, clock: C) -> Self {
+        let burst = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        ClientLimiter {
+            limiter: RateLimiter::dashmap_with_clock(Quota::per_minute(burst), clock.clone()),
+            clock,
+        }
+    }
+
+    /// `Err(wait)` when `client` is over its limit: how long until its next request is accepted.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&client)
+            .map(|_| ())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Drops the state of clients that are back to a full allowance, so memory follows the
+    /// clients of the last minute, not every client ever seen.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Clients with state held.
+    pub fn tracked(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// The address a request counts against. Behind an ALB the last `X-Forwarded-For` entry is the
+/// address the ALB itself saw: the entries before it are whatever the client sent, so they are
+/// never trusted. With no usable header the TCP peer counts (for `peer`, always).
+pub fn client_address(
+    source: ClientAddressSource,
+    forwarded_for: Option<&str>,
+    peer: IpAddr,
+) -> IpAddr {
+    match source {
+        ClientAddressSource::Peer => peer,
+        ClientAddressSource::XForwardedFor => forwarded_for
+            .and_then(|header| header.rsplit(',').next())
+            .and_then(|last| last.trim().parse::<IpAddr>().ok())
+            .unwrap_or(peer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
+
+    #[test]
+    fn client_address_table() {
+        use ClientAddressSource::{Peer, XForwardedFor};
+        let cases: &[(ClientAddressSource, Option<&str>, &str)] = &[
+            (XForwardedFor, Some("203.0.113.7"), "203.0.113.7"),
+            // A client-sent entry first, the ALB's own last.
+            (XForwardedFor, Some("1.2.3.4, 203.0.113.7"), "203.0.113.7"),
+            (XForwardedFor, Some("1.2.3.4,203.0.113.7 "), "203.0.113.7"),
+            (XForwardedFor, Some("2001:db8::1"), "2001:db8::1"),
+            (XForwardedFor, Some("203.0.113.7, junk"), "10.0.0.9"),
+            (XForwardedFor, Some(""), "10.0.0.9"),
+            (XForwardedFor, None, "10.0.0.9"),
+            (Peer, Some("203.0.113.7"), "10.0.0.9"),
+        ];
+        for (source, header, expected) in cases {
+            assert_eq!(
+                client_address(*source, *header, PEER).to_string(),
+                *expected,
+                "{source:?} {header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_burst_then_refill_per_client() {
+        let clock = FakeRelativeClock::default();
+        let limiter = ClientLimiter::with_clock(3, clock.clone());
+        let a: IpAddr = "203.0.113.1".parse().unwrap();
+        let b: IpAddr = "203.0.113.2".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(limiter.check(a), Ok(()));
+        }
+        // 3 a minute: one more every 20 s.
+        let wait = limiter.check(a).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(20));
+        assert_eq!(limiter.check(b), Ok(()), "another client is not limited");
+        clock.advance(Duration::from_secs(19));
+        assert_eq!(limiter.check(a).unwrap_err(), Duration::from_secs(1));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(limiter.check(a), Ok(()));
+    }
+
+    #[test]
+    fn idle_clients_are_forgotten() {
+        let clock = FakeRelativeClock::default();
+        let limiter = ClientLimiter::with_clock(2, clock.clone());
+        for i in 0..50u8 {
+            let _ = limiter.check(IpAddr::from([198, 51, 100, i]));
+        }
+        assert_eq!(limiter.tracked(), 50);
+        clock.advance(Duration::from_secs(61));
+        limiter.forget_idle();
+        assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        for (wait_ms, secs) in [(0, 1), (1, 1), (1_000, 1), (1_001, 2), (20_000, 20)] {
+            assert_eq!(retry_after_secs(Duration::from_millis(wait_ms)), secs);
+        }
+    }
+}
