@@ -240,11 +240,17 @@ fn parse_token_object(object: &Map<String, Value>) -> Result<TokenRequest, Malfo
 
     let submitted_at = match optional(object, "submittedAt") {
         None => None,
-        Some(v) => Some(
-            expect_string(v, "submittedAt")
-                .map_err(|m| with_fp(m.detail))?
-                .to_owned(),
-        ),
+        Some(v) => {
+            let text = expect_string(v, "submittedAt").map_err(|m| with_fp(m.detail))?;
+            // Subscribers parse it: only RFC 3339 is passed on.
+            if chrono::DateTime::parse_from_rfc3339(text).is_err() {
+                return Err(with_fp(
+                    "`submittedAt` must be an RFC 3339 timestamp (e.g. 2026-11-23T10:00:00Z)"
+                        .into(),
+                ));
+            }
+            Some(text.to_owned())
+        }
     };
 
     Ok(TokenRequest {
@@ -285,6 +291,11 @@ fn parse_context(map: &Map<String, Value>) -> Result<BTreeMap<String, String>, S
 fn validate_token(raw: &str) -> Result<RegistrationToken, Malformed> {
     if raw.is_empty() {
         return Err(Malformed::new("registration token is empty"));
+    }
+    // Spaces are printable, but a token of nothing else is no token: the API would only be asked
+    // for a certain InvalidTokenException.
+    if raw.bytes().all(|b| b == b' ') {
+        return Err(Malformed::new("registration token is only spaces"));
     }
     if raw.len() > MAX_TOKEN_BYTES {
         return Err(Malformed::with_token(
@@ -492,6 +503,27 @@ pub struct DeadLetter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn submitted_at_must_be_rfc3339_and_a_token_of_spaces_is_malformed() {
+        let ok = r#"{"registrationToken":"tok","submittedAt":"2026-11-23T10:00:00Z"}"#;
+        assert_eq!(
+            parse_body(ok).unwrap().submitted_at.as_deref(),
+            Some("2026-11-23T10:00:00Z")
+        );
+        for bad in ["yesterday", "2026-11-23 10:00", "1700000000", ""] {
+            let body = format!(r#"{{"registrationToken":"tok","submittedAt":"{bad}"}}"#);
+            let err = parse_body(&body).unwrap_err();
+            assert!(err.detail.contains("RFC 3339"), "{bad}: {err:?}");
+            assert!(err.fingerprint.is_some(), "the token is still matched");
+        }
+        for spaces in [r#"{"registrationToken":"   "}"#, "\"   \""] {
+            let err = parse_body(spaces).unwrap_err();
+            assert!(!err.detail.is_empty(), "{spaces}");
+        }
+        let err = parse_body(r#"{"registrationToken":"    "}"#).unwrap_err();
+        assert_eq!(err.detail, "registration token is only spaces");
+    }
+
     use super::*;
 
     const TOKEN: &str = "emu1.eyJhY2NvdW50IjoiMTIzNDU2Nzg5MDEyIn0";
