@@ -56,16 +56,48 @@ impl Running {
             .expect("admin answers")
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
+        self.stop_within(Duration::from_secs(20)).await;
+    }
+
+    /// What SIGTERM does to `mp-resolver run`: the shutdown future completes.
+    fn signal_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+    }
+
+    async fn stop_within(mut self, limit: Duration) {
+        self.signal_stop();
+        tokio::time::timeout(limit, &mut self.task)
             .await
-            .expect("worker stops")
+            .expect("worker stops in time")
             .expect("worker task")
             .expect("admin listener");
     }
+}
+
+/// Receives everything visible on `url` (hiding it for a minute), for up to `within`, until `n`
+/// distinct messages came; their bodies.
+async fn receive_all(fx: &Fixture, url: &str, n: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < n && Instant::now() < deadline {
+        let out = fx
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for m in out.messages.unwrap_or_default() {
+            seen.insert(m.message_id.unwrap_or_default(), m.body.unwrap_or_default());
+        }
+    }
+    seen.into_values().collect()
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -150,6 +182,79 @@ async fn held_messages_stay_hidden_while_the_topic_is_away_and_publish_once_when
         "each published exactly once"
     );
     assert_eq!(fx.depth(&fx.queue_url).await, 0);
+}
+
+#[tokio::test]
+async fn receiving_follows_what_a_low_quota_can_take() {
+    // A quota of 3 calls/s against 256 slots: without receiving by the rate, most of the 240
+    // messages would wait for the limiter past their budget, be handed back with their receive
+    // count raised, and reach the DLQ through the redrive policy. The token queue's
+    // maxReceiveCount is 2 here, stricter than the 3 a seller might use: an empty DLQ then also
+    // shows that no message was received more than twice.
+    const TOKENS: usize = 240;
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[
+            ("MPR_WORKER__MAX_IN_FLIGHT", "256"),
+            ("MPR_RESOLVE__MAX_ATTEMPTS", "10"),
+        ],
+    )
+    .await;
+    let dlq_arn = fx.arn_of(&fx.dlq_url).await;
+    fx.sqs
+        .set_queue_attributes()
+        .queue_url(&fx.queue_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#),
+        )
+        .send()
+        .await
+        .expect("set the redrive policy");
+    fx.emulator.configure(|s| s.quota = Some(3.0));
+    let tokens: Vec<String> = (0..TOKENS).map(token).collect();
+    fx.send_all(&tokens.iter().map(|t| body(t)).collect::<Vec<_>>())
+        .await;
+
+    let started = Instant::now();
+    let running = Running::start(fx.worker()).await;
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while seen.len() < TOKENS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {TOKENS} published",
+            seen.len()
+        );
+        assert_eq!(
+            fx.depth(&fx.dlq_url).await,
+            0,
+            "a valid token reached the DLQ"
+        );
+        for event in fx.read_once(&fx.subscriber_url, 1).await {
+            seen.insert(
+                event.json()["eventId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    let (_, text) = running.get("/metrics").await;
+    running.stop().await;
+    let stats = fx.emulator.stats();
+    println!(
+        "quota 3/s: {TOKENS} tokens in {:.1} s = {:.2} tokens/s; {} calls, {} throttled ({:.1}%); {} receives",
+        elapsed.as_secs_f64(),
+        TOKENS as f64 / elapsed.as_secs_f64(),
+        stats.calls,
+        stats.throttled,
+        100.0 * stats.throttled as f64 / stats.calls.max(1) as f64,
+        metric(&text, "mpr_messages_received_total"),
+    );
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0, "none in the DLQ");
+    assert_eq!(fx.depth(&fx.queue_url).await, 0, "none left on the queue");
 }
 
 #[tokio::test]
@@ -479,5 +584,144 @@ async fn a_receive_loop_that_keeps_failing_turns_unhealthy() {
         .await
         .expect("run healthcheck");
     assert_eq!(check.status.code(), Some(1));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_idle_worker_leaves_no_long_poll_hiding_messages() {
+    // An idle worker long-polls for 20 s. Stopped, it lets that poll end (SQS would keep it
+    // registered anyway) and hands back what it brings, so ten messages sent right after the stop
+    // are all receivable within two seconds instead of hiding for a visibility timeout.
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[
+            ("MPR_WORKER__RECEIVE_WAIT_SECS", "20"),
+            ("MPR_WORKER__STALL_TIMEOUT_SECS", "60"),
+            ("MPR_WORKER__SHUTDOWN_GRACE_SECS", "25"),
+        ],
+    )
+    .await;
+    let mut running = Running::start(fx.worker()).await;
+    eventually("ready", || async { running.get("/readyz").await.0 == 200 }).await;
+    running.signal_stop();
+    let bodies: Vec<String> = (0..10).map(|i| body(&token(i))).collect();
+    fx.send_all(&bodies).await;
+    let got = receive_all(&fx, &fx.queue_url, 10, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 10, "all ten receivable within two seconds");
+    running.stop_within(Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn shutdown_hands_back_200_slow_messages_within_the_grace_and_duplicates_nothing() {
+    const TOKENS: usize = 200;
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[
+            ("MPR_WORKER__MAX_IN_FLIGHT", "200"),
+            ("MPR_WORKER__SHUTDOWN_GRACE_SECS", "3"),
+            ("MPR_RATE_LIMIT__INITIAL_PER_SEC", "1000"),
+        ],
+    )
+    .await;
+    // Every call takes 2 s: at any moment most messages are waiting for the API.
+    fx.emulator.configure(|s| s.latency_ms = 2_000);
+    let tokens: Vec<String> = (0..TOKENS).map(token).collect();
+    fx.send_all(&tokens.iter().map(|t| body(t)).collect::<Vec<_>>())
+        .await;
+    let mut running = Running::start(fx.worker()).await;
+    eventually("all in flight", || async {
+        metric(&running.get("/metrics").await.1, "mpr_in_flight") == TOKENS as f64
+    })
+    .await;
+    let stopping = Instant::now();
+    running.signal_stop();
+    running.stop_within(Duration::from_secs(10)).await;
+    let took = stopping.elapsed();
+    assert!(
+        took <= Duration::from_secs(4),
+        "stopped in {took:?}, grace 3 s"
+    );
+
+    // Nothing is left invisible: every token was either published or is back on the queue.
+    let (_, invisible) = fx.visible_and_in_flight(&fx.queue_url).await;
+    assert_eq!(invisible, 0, "no message left hidden");
+    let published: HashSet<String> =
+        receive_all(&fx, &fx.subscriber_url, TOKENS, Duration::from_secs(3))
+            .await
+            .iter()
+            .map(|b| {
+                let v: serde_json::Value = serde_json::from_str(b).expect("an event");
+                v["eventId"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+    let back = receive_all(
+        &fx,
+        &fx.queue_url,
+        TOKENS - published.len(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let back_ids: HashSet<String> = back
+        .iter()
+        .map(|b| {
+            let v: serde_json::Value = serde_json::from_str(b).expect("a token body");
+            expected_event_id(v["registrationToken"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert!(
+        published.is_disjoint(&back_ids),
+        "a published token was handed back"
+    );
+    assert_eq!(
+        published.len() + back_ids.len(),
+        TOKENS,
+        "every token accounted for"
+    );
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+}
+
+#[tokio::test]
+async fn readiness_comes_from_a_start_up_check_not_the_first_long_poll() {
+    let env = [
+        ("MPR_WORKER__RECEIVE_WAIT_SECS", "20"),
+        ("MPR_WORKER__STALL_TIMEOUT_SECS", "60"),
+        ("MPR_WORKER__SHUTDOWN_GRACE_SECS", "25"),
+    ];
+    let fx = Fixture::with_env(Topic::Standard, &env).await;
+    let running = Running::start(fx.worker()).await;
+    eventually_within(
+        "ready within two seconds",
+        Duration::from_secs(2),
+        || async { running.get("/readyz").await.0 == 200 },
+    )
+    .await;
+    running.stop_within(Duration::from_secs(30)).await;
+
+    let fx = Fixture::with_env(Topic::Standard, &env).await;
+    fx.delete_topic().await;
+    let running = Running::start(fx.worker()).await;
+    eventually_within("not ready, saying why", Duration::from_secs(5), || async {
+        let (status, body) = running.get("/readyz").await;
+        status == 503 && body.contains("topic not reachable")
+    })
+    .await;
+    running.stop_within(Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn a_background_task_that_stops_turns_the_process_unhealthy() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+    let running = Running::start(worker.clone()).await;
+    eventually("healthy", || async {
+        running.get("/healthz").await.0 == 200
+    })
+    .await;
+    assert!(worker.abort_background_task("publish_batcher"));
+    eventually("unhealthy, naming the task", || async {
+        let (status, body) = running.get("/healthz").await;
+        status == 503 && body.contains("publish_batcher")
+    })
+    .await;
     running.stop().await;
 }

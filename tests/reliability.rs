@@ -85,8 +85,11 @@ impl Proxies {
 fn worker_env(fx: &Fixture, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut base: Vec<(&str, &str)> = vec![
         ("MPR_LOG__LEVEL", "debug"),
-        // The smallest visibility the configuration allows with the fixture's retry budget (5 s
-        // + one 3 s attempt + 10 s): what a SIGKILLed worker's messages wait before they return.
+        // A short retry budget (5 s + one 3 s attempt) and the smallest visibility the
+        // configuration allows with it (+ 10 s): what a SIGKILLed worker's messages wait before
+        // they return.
+        ("MPR_RESOLVE__BUDGET_SECS", "5"),
+        ("MPR_RESOLVE__ATTEMPT_TIMEOUT_MS", "3000"),
         ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "18"),
         ("MPR_WORKER__SHUTDOWN_GRACE_SECS", "10"),
         ("MPR_RESOLVE__HANDBACK_MAX_SECS", "5"),

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mp_resolver::aws::metering::FailureKind;
+use mp_resolver::aws::sns::Publisher;
 use mp_resolver::contract::DeadLetterReason;
 use mp_resolver::emulator::TestToken;
+use mp_resolver::ops::redrive::{self, RedriveOptions};
 use mp_resolver::worker::{HandBackCause, Outcome};
 use serde_json::{json, Value};
 use support::{expected_event_id, Fixture, Topic};
@@ -396,6 +398,24 @@ async fn a_publish_that_keeps_failing_is_held_then_dead_lettered_as_unpublished(
     assert_eq!(event["attempts"], 1);
     // And the source message is gone.
     assert_eq!(fx.depth(&fx.queue_url).await, 0);
+
+    // `dlq redrive` publishes the letter's event as it is, once the topic is right: no second
+    // ResolveCustomer call (the token may be spent), nothing back on the token queue.
+    let options = RedriveOptions {
+        publisher: Some(Publisher::new(fx.sns.clone(), fx.topic_arn.clone())),
+        ..RedriveOptions::default()
+    };
+    let report = redrive::redrive(&fx.sqs, &fx.dlq_url, &fx.queue_url, &options)
+        .await
+        .expect("redrive");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.moved_count, 1);
+    let events = fx.events(1).await;
+    assert_eq!(events[0].json(), event, "the held event, unchanged");
+    assert_eq!(events[0].attr("eventType"), "marketplace.customer.resolved");
+    assert_eq!(fx.emulator.stats().calls, 1, "no ResolveCustomer call");
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
 }
 
 #[tokio::test]

@@ -66,25 +66,34 @@ impl Publisher {
         &self,
         events: &[CustomerEvent],
     ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
-        let entries = events
+        let messages: Vec<SnsMessage> = events.iter().map(SnsMessage::from_event).collect();
+        self.publish_messages(&messages).await
+    }
+
+    /// Publishes up to ten messages in one `PublishBatch`; per-message results in order.
+    pub async fn publish_messages(
+        &self,
+        messages: &[SnsMessage],
+    ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
+        let entries = messages
             .iter()
             .enumerate()
-            .map(|(i, event)| {
+            .map(|(i, message)| {
                 let mut entry = PublishBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message(event.to_json());
-                for (name, value) in attributes(event) {
+                    .message(&message.body);
+                for (name, value) in &message.attributes {
                     let value = MessageAttributeValue::builder()
                         .data_type("String")
                         .string_value(value)
                         .build()
                         .map_err(|e| CallError::build(OP, &self.topic_arn, e))?;
-                    entry = entry.message_attributes(name, value);
+                    entry = entry.message_attributes(*name, value);
                 }
                 if self.is_fifo() {
                     entry = entry
-                        .message_group_id(&event.customer_aws_account_id)
-                        .message_deduplication_id(event.event_id.as_str());
+                        .message_group_id(&message.group_id)
+                        .message_deduplication_id(&message.deduplication_id);
                 }
                 entry
                     .build()
@@ -108,7 +117,7 @@ impl Publisher {
         }
         let output = result.map_err(|e| CallError::new(OP, &self.topic_arn, describe(&e)))?;
         let results = entry_results(
-            events.len(),
+            messages.len(),
             output
                 .successful
                 .unwrap_or_default()
@@ -134,13 +143,52 @@ impl Publisher {
     }
 }
 
-/// The attributes subscribers filter on.
-fn attributes(event: &CustomerEvent) -> [(&'static str, &str); 3] {
-    [
-        ("eventType", event.event_type),
-        ("productCode", &event.product_code),
-        ("customerAWSAccountId", &event.customer_aws_account_id),
-    ]
+/// One message for the topic: the event JSON, the attributes subscribers filter on, and the FIFO
+/// group (the customer's account) and deduplication id (the `eventId`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnsMessage {
+    pub body: String,
+    pub attributes: Vec<(&'static str, String)>,
+    pub group_id: String,
+    pub deduplication_id: String,
+}
+
+impl SnsMessage {
+    pub fn from_event(event: &CustomerEvent) -> Self {
+        SnsMessage {
+            body: event.to_json(),
+            attributes: vec![
+                ("eventType", event.event_type.to_owned()),
+                ("productCode", event.product_code.clone()),
+                (
+                    "customerAWSAccountId",
+                    event.customer_aws_account_id.clone(),
+                ),
+            ],
+            group_id: event.customer_aws_account_id.clone(),
+            deduplication_id: event.event_id.as_str().to_owned(),
+        }
+    }
+
+    /// An event kept as JSON (an `unpublished` dead-letter's `mpr.event`), published as it is;
+    /// `None` when it is not an event of ours.
+    pub fn from_event_json(json: &str) -> Option<Self> {
+        let value: serde_json::Value = serde_json::from_str(json).ok()?;
+        let field = |name: &str| value.get(name)?.as_str().map(str::to_owned);
+        let event_id = field("eventId")?;
+        let mut attributes = vec![("eventType", field("eventType")?)];
+        for name in ["productCode", "customerAWSAccountId"] {
+            if let Some(v) = field(name).filter(|v| !v.is_empty()) {
+                attributes.push((name, v));
+            }
+        }
+        Some(SnsMessage {
+            body: json.to_owned(),
+            group_id: field("customerAWSAccountId").unwrap_or_else(|| event_id.clone()),
+            deduplication_id: event_id,
+            attributes,
+        })
+    }
 }
 
 /// SNS caps a whole `PublishBatch` request's payload at 256 KiB.

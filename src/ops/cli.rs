@@ -312,10 +312,14 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG as u8);
     };
     let clients = Clients::from_environment(&loaded.settings).await;
+    // `unpublished` letters are published to the topic, when one is configured.
+    let topic = loaded.settings.topic_arn.trim();
     let options = RedriveOptions {
         reason: args.reason,
         max: args.max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
         move_task: args.move_task,
+        publisher: (!topic.is_empty())
+            .then(|| crate::aws::sns::Publisher::new(clients.sns.clone(), topic.to_owned())),
     };
     let s = &loaded.settings;
     let job = Job {

@@ -45,6 +45,8 @@ pub struct DeadLetterView {
     /// `mpr.eventId`, or the fingerprint of the token in the body when one can be read.
     pub event_id: Option<String>,
     pub detail: Option<String>,
+    /// `mpr.event` on an `unpublished` letter: the resolved event that could not be published.
+    pub(super) event: Option<String>,
     pub failed_at: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
     pub group_id: Option<String>,
@@ -89,6 +91,7 @@ impl DeadLetterView {
             sent_at,
             reason,
             event_id,
+            event: sqs::message_attribute(&m, dlq_attr::EVENT).map(str::to_owned),
             body,
             message_id: m.message_id?,
             receipt_handle: m.receipt_handle?,

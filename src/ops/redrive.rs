@@ -22,7 +22,10 @@ use super::move_task::{move_task, task_report};
 use super::output::Render;
 use super::progress;
 use crate::aws::error::CallError;
+use crate::aws::error::EntryFailure;
+use crate::aws::sns::{Publisher, SnsMessage};
 use crate::aws::sqs::{self, Outgoing};
+use crate::contract::DeadLetterReason;
 
 pub use super::move_task::MoveTaskStatus;
 
@@ -37,6 +40,9 @@ pub struct RedriveOptions {
     pub max: Option<usize>,
     /// Let SQS move the whole queue (`StartMessageMoveTask`); ignored with `reason` or `max`.
     pub move_task: bool,
+    /// Where `unpublished` letters' events go: published as they are, with no ResolveCustomer call
+    /// (their token may be spent). Without it, such letters stay on the dead-letter queue.
+    pub publisher: Option<Publisher>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -236,6 +242,53 @@ pub async fn redrive(
     Ok(report)
 }
 
+/// Publishes `unpublished` letters' events to the topic; per letter, the SNS message id or why not.
+async fn publish_events(
+    publisher: Option<&Publisher>,
+    letters: &[DeadLetterView],
+) -> Vec<Result<String, EntryFailure>> {
+    let refuse = |code: &str, message: &str| EntryFailure {
+        code: code.to_owned(),
+        message: message.to_owned(),
+    };
+    let Some(publisher) = publisher else {
+        return letters
+            .iter()
+            .map(|_| {
+                Err(refuse(
+                    "NoTopic",
+                    "an unpublished letter is published to the topic: set MPR_TOPIC_ARN",
+                ))
+            })
+            .collect();
+    };
+    let mut results = Vec::with_capacity(letters.len());
+    for chunk in letters.chunks(10) {
+        let messages: Vec<Option<SnsMessage>> = chunk
+            .iter()
+            .map(|v| v.event.as_deref().and_then(SnsMessage::from_event_json))
+            .collect();
+        let valid: Vec<SnsMessage> = messages.iter().flatten().cloned().collect();
+        let mut answers = match publisher.publish_messages(&valid).await {
+            Ok(answers) => answers,
+            Err(error) => valid
+                .iter()
+                .map(|_| Err(EntryFailure::whole_call(&error.failure)))
+                .collect(),
+        }
+        .into_iter();
+        for message in messages {
+            results.push(match message {
+                Some(_) => answers
+                    .next()
+                    .unwrap_or(Err(refuse("MissingFromResponse", ""))),
+                None => Err(refuse("NotAnEvent", "mpr.event is not an event of ours")),
+            });
+        }
+    }
+    results
+}
+
 /// What a dead-letter taken by the copy is, with the id of the message sent for its letter.
 enum Taken {
     /// This one was sent.
@@ -290,6 +343,13 @@ async fn copy(
                     left += 1;
                 }
             }
+            // `unpublished` letters carry their resolved event: it is published, not re-resolved.
+            let (publish, send): (Vec<DeadLetterView>, Vec<DeadLetterView>) =
+                send.into_iter().partition(|v| {
+                    v.reason == LetterReason::from(DeadLetterReason::Unpublished)
+                        && v.event.is_some()
+                });
+            let published = publish_events(options.publisher.as_ref(), &publish).await;
             let outgoing: Vec<Outgoing> = send
                 .iter()
                 .map(|v| Outgoing {
@@ -312,7 +372,8 @@ async fn copy(
                 sqs::send(sqs_client, queue_url, &outgoing).await
             };
             let mut taken: Vec<(DeadLetterView, Taken)> = Vec::new();
-            for (view, result) in send.into_iter().zip(results) {
+            let answered = publish.into_iter().zip(published);
+            for (view, result) in send.into_iter().zip(results).chain(answered) {
                 match result {
                     Ok(message_id) => {
                         if let Some(key) = view.letter_key() {

@@ -88,7 +88,7 @@ impl Worker {
     /// until the delete's entry succeeded (a slow SQS must not let it reappear and be worked on
     /// again); only then is the lease settled.
     pub(super) async fn delete(&self, message: &ReceivedMessage, lease: &Lease) {
-        lease.mark_deleting();
+        lease.mark_committed();
         let deleted = self
             .deletes
             .submit(DeleteEntry {

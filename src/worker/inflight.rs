@@ -13,6 +13,8 @@ pub struct InFlight {
     /// Keyed by receipt handle: two concurrent deliveries of one message (a standard queue may
     /// redeliver) are two entries, and finishing one does not forget the other.
     leases: Mutex<HashMap<String, Arc<Lease>>>,
+    /// Woken whenever a delivery leaves.
+    left: tokio::sync::Notify,
 }
 
 impl InFlight {
@@ -32,13 +34,17 @@ impl InFlight {
     pub fn unfinished(&self) -> Vec<Arc<Lease>> {
         lock(&self.leases)
             .values()
-            .filter(|lease| !lease.is_deleting())
+            .filter(|lease| !lease.is_committed())
             .cloned()
             .collect()
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Completes when a delivery leaves (or at once if one left since the last wait).
+    pub async fn one_left(&self) {
+        self.left.notified().await;
+    }
+
+    pub fn len(&self) -> usize {
         lock(&self.leases).len()
     }
 
@@ -58,6 +64,7 @@ impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         lock(&self.registry.leases).remove(&self.key);
         self.telemetry.metrics.in_flight(-1);
+        self.registry.left.notify_one();
     }
 }
 

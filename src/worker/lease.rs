@@ -18,8 +18,9 @@ pub struct Lease {
     /// `true` once the message is settled (deleted or handed back). The heartbeat holds this lock
     /// while it extends, and settling takes it, so the two never interleave.
     settled: Mutex<bool>,
-    /// The message's delete was submitted: its work is done, only the delete is outstanding.
-    deleting: AtomicBool,
+    /// The message's outcome is being delivered (its event published, its dead-letter sent, or its
+    /// delete submitted): from here on, handing it back would do the work twice.
+    committed: AtomicBool,
 }
 
 impl Lease {
@@ -28,7 +29,7 @@ impl Lease {
             message_id,
             receipt_handle,
             settled: Mutex::new(false),
-            deleting: AtomicBool::new(false),
+            committed: AtomicBool::new(false),
         }
     }
 
@@ -40,14 +41,14 @@ impl Lease {
         &self.receipt_handle
     }
 
-    /// The message's work is done and its delete submitted; shutdown lets such messages finish
-    /// rather than handing them back (which would publish them twice).
-    pub fn mark_deleting(&self) {
-        self.deleting.store(true, Ordering::Relaxed);
+    /// The message's outcome is being delivered; shutdown lets such messages finish rather than
+    /// handing them back (which would publish or dead-letter them twice).
+    pub fn mark_committed(&self) {
+        self.committed.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_deleting(&self) -> bool {
-        self.deleting.load(Ordering::Relaxed)
+    pub fn is_committed(&self) -> bool {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// Ends the heartbeat. Hold the guard while making the final visibility change.

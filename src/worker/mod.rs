@@ -217,9 +217,9 @@ impl Worker {
                 outcome = &mut work => outcome,
                 _ = &mut heartbeat => work.await,
                 _ = async { drop(grace_over.wait_for(|over| *over).await) } => {
-                    if lease.is_deleting() {
-                        // Published or dead-lettered: only the delete is outstanding. Handing
-                        // it back would do the work twice.
+                    if lease.is_committed() {
+                        // Publishing, dead-lettering or deleting: handing it back would do the
+                        // work twice, so it finishes (a held event is dead-lettered at once).
                         tokio::select! {
                             outcome = &mut work => outcome,
                             _ = &mut heartbeat => work.await,
@@ -327,6 +327,7 @@ impl Worker {
                             )
                         })
                         .clone();
+                    lease.mark_committed();
                     match self.publish(event).await {
                         Ok(event_id) => {
                             self.remember_published(&event_id);
@@ -349,6 +350,7 @@ impl Worker {
                     event_id,
                     event,
                 } => {
+                    lease.mark_committed();
                     match self
                         .dead_letter(message, reason, detail, event_id.clone(), event)
                         .await

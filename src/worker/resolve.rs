@@ -1,7 +1,7 @@
 //! The in-process retries of one delivery's ResolveCustomer calls: backoff with full jitter inside a
 //! budget, under the process-wide adaptive rate limit.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,16 +62,23 @@ impl Resolver {
 
     /// One call, rate-limited, counted, and fed back into the rate limit.
     pub async fn call(&self, token: &RegistrationToken) -> CallResult {
-        self.call_raw(token.expose()).await
+        self.limiter.acquire().await;
+        self.call_now(token.expose()).await
     }
 
     /// Asks the API whether it is still disabled, with a token that cannot be valid.
     pub async fn probe(&self) -> CallResult {
-        self.call_raw(PROBE_TOKEN).await
+        self.limiter.acquire().await;
+        self.call_now(PROBE_TOKEN).await
     }
 
-    async fn call_raw(&self, token: &str) -> CallResult {
-        self.limiter.acquire().await;
+    /// The rate limiter, for the receive loop (it receives only what the rate can resolve).
+    pub fn limiter(&self) -> &AdaptiveRateLimiter {
+        &self.limiter
+    }
+
+    /// One call once the limiter gave this caller its turn.
+    async fn call_now(&self, token: &str) -> CallResult {
         let started = tokio::time::Instant::now();
         let result = metering::resolve_customer(&self.client, token).await;
         match &result {
@@ -88,12 +95,21 @@ impl Resolver {
         result
     }
 
+    /// One delivery's calls. The delivery's budget starts at its first call, not while it waits for
+    /// its first turn; its retries keep their place in the limiter's line (oldest delivery first),
+    /// so a throttled retry does not go to the back behind fresh messages.
     pub async fn resolve(&self, token: &RegistrationToken) -> ResolveOutcome {
+        let queued = tokio::time::Instant::now();
+        self.limiter.acquire_for(queued).await;
+        let first_turn = AtomicBool::new(true);
         let attempts = AtomicU32::new(0);
         let fingerprint = token.fingerprint();
         let one_attempt = || async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            match self.call(token).await {
+            if !first_turn.swap(false, Ordering::Relaxed) {
+                self.limiter.acquire_for(queued).await;
+            }
+            match self.call_now(token.expose()).await {
                 CallResult::Resolved(c) => Ok(Ok(c)),
                 CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
                 CallResult::Failed(failure) => Err(failure),

@@ -132,8 +132,25 @@ impl Worker {
                 drop(first);
                 continue;
             }
+            // Receive only what the current rate can resolve within one delivery's budget: the
+            // rest would wait for the limiter until their budget ran out, be handed back with
+            // their receive count raised, and could reach the redrive policy's maxReceiveCount.
+            let batch = self.settings.worker.receive_batch as usize;
+            let capacity = self.resolver.limiter().capacity(self.policy.budget, batch);
+            let room = capacity.saturating_sub(self.in_flight.len());
+            if room == 0 {
+                drop(first);
+                tokio::select! {
+                    _ = shutdown.as_mut() => return Next::Shutdown,
+                    _ = self.in_flight.one_left() => {}
+                    // The rate may rise meanwhile.
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                self.telemetry.health.idle_by_choice();
+                continue;
+            }
             let mut permits = vec![first];
-            while permits.len() < self.settings.worker.receive_batch as usize {
+            while permits.len() < batch.min(room) {
                 match slots.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
