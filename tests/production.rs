@@ -725,3 +725,56 @@ async fn a_background_task_that_stops_turns_the_process_unhealthy() {
     .await;
     running.stop().await;
 }
+
+/// Publishes `tokens` through a fresh worker and returns the tokens per second it took.
+async fn throughput(fx: &Fixture, tokens: &[String]) -> f64 {
+    fx.send_all(&tokens.iter().map(|t| body(t)).collect::<Vec<_>>())
+        .await;
+    let started = Instant::now();
+    let running = Running::start(fx.worker()).await;
+    let events = fx.events(tokens.len()).await;
+    let elapsed = started.elapsed();
+    running.stop().await;
+    let ids: HashSet<String> = events
+        .iter()
+        .map(|e| e.json()["eventId"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ids.len(), tokens.len(), "every token published once");
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0, "none dead-lettered");
+    tokens.len() as f64 / elapsed.as_secs_f64()
+}
+
+#[tokio::test]
+async fn a_few_tokens_throttled_many_times_do_not_slow_the_rest() {
+    // 5% of the tokens are throttled 8 times each while the account has no quota at all: the
+    // limiter must not mistake them for the account's quota. The figures go to BENCHMARKS.md.
+    const TOKENS: usize = 200;
+    let env = [
+        ("MPR_WORKER__MAX_IN_FLIGHT", "64"),
+        ("MPR_RESOLVE__MAX_ATTEMPTS", "10"),
+    ];
+    let clean: Vec<String> = (0..TOKENS).map(token).collect();
+    let fx = Fixture::with_env(Topic::Standard, &env).await;
+    let without = throughput(&fx, &clean).await;
+
+    let mixed: Vec<String> = (0..TOKENS)
+        .map(|i| {
+            let t = TestToken::new("123456789012", "prod-abc").customer(format!("mixed-{i}"));
+            let t = if i % 20 == 0 { t.throttle(8) } else { t };
+            t.encode().expect("valid test token")
+        })
+        .collect();
+    let fx = Fixture::with_env(Topic::Standard, &env).await;
+    let with = throughput(&fx, &mixed).await;
+    let stats = fx.emulator.stats();
+    println!(
+        "no quota, {TOKENS} tokens: {without:.1} tokens/s clean; {with:.1} tokens/s with 5% throttled 8 times \
+         ({} calls, {} throttled)",
+        stats.calls, stats.throttled
+    );
+    assert_eq!(
+        stats.throttled,
+        (TOKENS / 20 * 8) as u64,
+        "only the scripted throttles"
+    );
+}
