@@ -3,16 +3,21 @@
 
 use std::time::Duration;
 
+use crate::aws::sns::TopicEvent;
 use crate::aws::sqs::{now_rfc3339, DeleteEntry, ReceivedMessage};
-use crate::contract::{CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint};
+use crate::contract::{DeadLetter, DeadLetterReason, Fingerprint};
 use crate::worker::events::StepFailed;
 use crate::worker::lease::Lease;
 use crate::worker::Worker;
 
 impl Worker {
-    /// Publishes the resolved customer's event; its `eventId` on success, else why it failed.
-    pub(super) async fn publish(&self, event: CustomerEvent) -> Result<Fingerprint, String> {
-        let event_id = event.event_id.clone();
+    /// Publishes an event (a resolved customer's or a lifecycle one) through the publish batcher;
+    /// its `eventId` on success, else why it failed.
+    pub(super) async fn publish(
+        &self,
+        event_id: Fingerprint,
+        event: TopicEvent,
+    ) -> Result<Fingerprint, String> {
         match self.publishes.submit(event).await {
             Ok(_) => Ok(event_id),
             Err(error) => {

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use crate::aws::sns::{PublishSink, Publisher, MAX_BATCH_BYTES};
+use crate::aws::sns::{PublishSink, Publisher, TopicEvent, MAX_BATCH_BYTES};
 use crate::aws::sqs::{now_rfc3339, DeleteSink, Queue, ReceivedMessage};
 use crate::aws::Clients;
 use crate::config::Settings;
@@ -327,7 +327,10 @@ impl Worker {
                             )
                         })
                         .clone();
-                    match self.publish(event).await {
+                    match self
+                        .publish(event.event_id.clone(), TopicEvent::Customer(event))
+                        .await
+                    {
                         Ok(event_id) => {
                             self.remember_published(&event_id);
                             drop(held.take());
