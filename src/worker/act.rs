@@ -10,7 +10,7 @@ use crate::worker::decide::Handled;
 use crate::worker::events::StepFailed;
 use crate::worker::lane::Lane;
 use crate::worker::lease::Lease;
-use crate::worker::{lock, Outcome, Worker};
+use crate::worker::{lock, HeldGuard, Outcome, Worker};
 
 impl Worker {
     /// Publishes an event (a resolved customer's or a lifecycle one) through the publish batcher;
@@ -29,6 +29,33 @@ impl Worker {
                 }
                 .emit(&self.telemetry);
                 Err(error.to_string())
+            }
+        }
+    }
+
+    /// One publish try of a delivery's event: on success the event id is remembered, the hold
+    /// (if any) ends and the message is deleted; on failure the hold starts (if it had not) and
+    /// the error goes back into the delivery's facts.
+    pub(super) async fn publish_then_delete<'a>(
+        &'a self,
+        lane: &Lane,
+        message: &ReceivedMessage,
+        lease: &Lease,
+        (event_id, event): (Fingerprint, TopicEvent),
+        held: &mut Option<HeldGuard<'a>>,
+    ) -> Result<Fingerprint, String> {
+        match self.publish(event_id, event).await {
+            Ok(event_id) => {
+                self.remember_published(&event_id);
+                drop(held.take());
+                self.delete(lane, message, lease).await;
+                Ok(event_id)
+            }
+            Err(error) => {
+                if held.is_none() {
+                    *held = Some(HeldGuard::start(&self.telemetry));
+                }
+                Err(error)
             }
         }
     }

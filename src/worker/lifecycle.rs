@@ -249,23 +249,18 @@ impl Worker {
                         .clone();
                     let event_id = event.fields.event_id.clone();
                     let (event_type, access) = (event.event_type, event.access.as_str());
+                    let publish = (event_id, TopicEvent::Lifecycle(event));
                     match self
-                        .publish(event_id.clone(), TopicEvent::Lifecycle(event))
+                        .publish_then_delete(lane, message, lease, publish, &mut held)
                         .await
                     {
                         Ok(event_id) => {
-                            self.remember_published(&event_id);
                             self.telemetry.metrics.lifecycle_event(event_type, access);
-                            drop(held.take());
-                            self.delete(lane, message, lease).await;
                             return Outcome::Published { event_id, attempts };
                         }
                         Err(error) => {
                             d.publish_failures += 1;
                             d.last_publish_error = Some(error);
-                            if held.is_none() {
-                                held = Some(HeldGuard::start(&self.telemetry));
-                            }
                         }
                     }
                 }

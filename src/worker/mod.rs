@@ -366,22 +366,15 @@ impl Worker {
                             )
                         })
                         .clone();
+                    let publish = (event.event_id.clone(), TopicEvent::Customer(event));
                     match self
-                        .publish(event.event_id.clone(), TopicEvent::Customer(event))
+                        .publish_then_delete(lane, message, lease, publish, &mut held)
                         .await
                     {
-                        Ok(event_id) => {
-                            self.remember_published(&event_id);
-                            drop(held.take());
-                            self.delete(lane, message, lease).await;
-                            return Outcome::Published { event_id, attempts };
-                        }
+                        Ok(event_id) => return Outcome::Published { event_id, attempts },
                         Err(error) => {
                             delivery.publish_failures += 1;
                             delivery.last_publish_error = Some(error);
-                            if held.is_none() {
-                                held = Some(HeldGuard::start(&self.telemetry));
-                            }
                         }
                     }
                 }
