@@ -311,3 +311,62 @@ async fn throttled_get_entitlements_is_retried_never_dead_lettered() {
     );
     lc.stop().await;
 }
+
+/// Runs the real binary with only `env` (and PATH).
+async fn run_binary(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("mp-resolver runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn dlq_lifecycle_lists_and_redrives_the_lifecycle_dead_letters() {
+    let lc = start(Fixture::new(Topic::Standard).await, |_| {}).await;
+    let unknown = "{\"detail-type\": \"Something Else\"}";
+    lc.send(unknown).await;
+    eventually("the unknown body is dead-lettered", || async {
+        lc.fx.depth(&lc.dlq_url).await == 1
+    })
+    .await;
+    let (queue_url, dlq_url) = (lc.queue_url.clone(), lc.dlq_url.clone());
+    let fx = lc.stop().await;
+    let env = fx.binary_env(&[
+        ("MPR_LIFECYCLE_QUEUE_URL", queue_url.as_str()),
+        ("MPR_LIFECYCLE_DLQ_URL", dlq_url.as_str()),
+    ]);
+
+    let (code, stdout, stderr) = run_binary(&["dlq", "list", "--lifecycle"], &env).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&dlq_url) && stdout.contains("unrecognized_notification"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) =
+        run_binary(&["dlq", "redrive", "--lifecycle", "--json"], &env).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(doc["movedCount"], 1, "{doc}");
+    let back = fx.collect(&queue_url, 1).await;
+    assert_eq!(
+        back[0].body, unknown,
+        "back on the lifecycle queue, unchanged"
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, 0, "not on the token queue");
+
+    // Without the lifecycle queue configured: exit 78 naming the key.
+    let (code, _, stderr) = run_binary(&["dlq", "list", "--lifecycle"], &fx.binary_env(&[])).await;
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("lifecycle_dlq_url"), "{stderr}");
+}
