@@ -265,14 +265,14 @@ pub fn next_publish(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::aws::metering::Failure;
     use crate::contract::parse_body;
 
     const TOKEN: &str = "tok-abc";
 
-    fn policy() -> BackoffPolicy {
+    pub(crate) fn policy() -> BackoffPolicy {
         BackoffPolicy {
             initial: Duration::from_millis(1_000),
             max: Duration::from_secs(5),
@@ -318,7 +318,7 @@ mod tests {
         d
     }
 
-    fn hold() -> HoldPolicy {
+    pub(crate) fn hold() -> HoldPolicy {
         HoldPolicy {
             hold: Duration::from_secs(60),
             max_delay: Duration::from_secs(30),

@@ -2,29 +2,12 @@
 
 use super::*;
 use crate::aws::metering::FailureKind;
+use crate::worker::decide::tests::{hold, policy};
 
 const CREATED: &str =
     include_str!("../../../tests/fixtures/lifecycle/agreement-created-manufacturer.json");
 const LICENSE_UPDATED: &str =
     include_str!("../../../tests/fixtures/lifecycle/license-updated-manufacturer.json");
-
-fn policy() -> BackoffPolicy {
-    BackoffPolicy {
-        initial: Duration::from_millis(1_000),
-        max: Duration::from_secs(5),
-        factor: 2.0,
-        max_attempts: 6,
-        budget: Duration::from_secs(20),
-        handback_max: Duration::from_secs(300),
-    }
-}
-
-fn hold() -> HoldPolicy {
-    HoldPolicy {
-        hold: Duration::from_secs(60),
-        max_delay: Duration::from_secs(30),
-    }
-}
 
 fn delivery(body: &str, f: impl FnOnce(&mut LifecycleDelivery)) -> LifecycleDelivery {
     let mut d = LifecycleDelivery::new(2, parse_lifecycle_body(body));
