@@ -18,7 +18,7 @@ use super::redrive::{self, RedriveOptions};
 use super::{EXIT_DATA, EXIT_FAILURE};
 use crate::aws::error::CallError;
 use crate::aws::Clients;
-use crate::config::{ConfigError, Loaded, Settings, Sources, EXIT_CONFIG};
+use crate::config::{ConfigError, Loaded, Sources, EXIT_CONFIG};
 
 const CHECK_HELP: &str = "\
 Examples:
@@ -289,7 +289,7 @@ async fn dlq_list(args: DlqListArgs) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG as u8);
     };
     let clients = Clients::from_environment(&loaded.settings).await;
-    let Some((dlq_url, _)) = queues(&loaded.settings, args.lifecycle, "dlq list") else {
+    let Some((dlq_url, _)) = load::dlq_queues(&loaded.settings, args.lifecycle, "dlq list") else {
         return ExitCode::from(EXIT_CONFIG as u8);
     };
     let max = usize::try_from(args.max).unwrap_or(usize::MAX);
@@ -338,7 +338,9 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
         max: args.max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
         move_task: args.move_task,
     };
-    let Some((dlq_url, queue_url)) = queues(&loaded.settings, args.lifecycle, "dlq redrive") else {
+    let Some((dlq_url, queue_url)) =
+        load::dlq_queues(&loaded.settings, args.lifecycle, "dlq redrive")
+    else {
         return ExitCode::from(EXIT_CONFIG as u8);
     };
     let job = Job {
@@ -360,39 +362,6 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
         }
         Err(error) => aws_failure(&error, format),
     }
-}
-
-/// The dead-letter queue and its source queue a `dlq` command works on: the token queue's, or with
-/// `--lifecycle` the lifecycle queue's. `None` (after saying which key is missing) when
-/// `--lifecycle` is given without them configured.
-fn queues(settings: &Settings, lifecycle: bool, command: &str) -> Option<(String, String)> {
-    if !lifecycle {
-        return Some((settings.dlq_url.clone(), settings.queue_url.clone()));
-    }
-    for (key, env, value) in [
-        (
-            "lifecycle_dlq_url",
-            "MPR_LIFECYCLE_DLQ_URL",
-            &settings.lifecycle_dlq_url,
-        ),
-        (
-            "lifecycle_queue_url",
-            "MPR_LIFECYCLE_QUEUE_URL",
-            &settings.lifecycle_queue_url,
-        ),
-    ] {
-        if value.is_empty() {
-            eprintln!(
-                "{command} --lifecycle: {key} is not set. Set {env} (or {key} in --config) to \
-                 the lifecycle queue's URL."
-            );
-            return None;
-        }
-    }
-    Some((
-        settings.lifecycle_dlq_url.clone(),
-        settings.lifecycle_queue_url.clone(),
-    ))
 }
 
 /// Loads the configuration with the command's URL flags on top; on failure prints the explanation
