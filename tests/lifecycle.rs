@@ -370,3 +370,24 @@ async fn dlq_lifecycle_lists_and_redrives_the_lifecycle_dead_letters() {
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("lifecycle_dlq_url"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_disabled_resolve_customer_pauses_tokens_but_not_the_lifecycle_queue() {
+    let fx = Fixture::new(Topic::Standard).await;
+    fx.emulator.configure(|s| s.disabled = true);
+    let lc = start(fx, |_| {}).await;
+    lc.fx.send("tok-while-disabled").await;
+    eventually("ResolveCustomer is paused", || async {
+        lc.worker.is_paused()
+    })
+    .await;
+    lc.send(SUBSCRIBE_SUCCESS).await;
+    let events = lc.fx.events(1).await;
+    assert_eq!(
+        events[0].attr("eventType"),
+        "marketplace.subscription.succeeded"
+    );
+    assert!(lc.worker.is_paused(), "tokens stay paused meanwhile");
+    assert_eq!(lc.fx.depth(&lc.fx.dlq_url).await, 0);
+    lc.stop().await;
+}
