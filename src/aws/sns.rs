@@ -1,4 +1,5 @@
-//! Publishing resolved customers to SNS, with the attributes subscribers filter on.
+//! Publishing events to the topic (resolved customers and lifecycle events), with the attributes
+//! subscribers filter on.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
 use crate::aws::error::{describe, entry_results, CallError, EntryFailure};
 use crate::aws::is_fifo;
+use crate::contract::lifecycle::LifecycleEvent;
 use crate::contract::CustomerEvent;
 use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
@@ -62,38 +64,29 @@ impl Publisher {
 
     /// Publishes up to ten events in one `PublishBatch`; per-event results in the order given
     /// (each the SNS message id, or why that entry failed).
-    pub async fn publish_batch(
+    pub async fn publish_batch<E: Publishable>(
         &self,
-        events: &[CustomerEvent],
+        events: &[E],
     ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
-        let messages: Vec<SnsMessage> = events.iter().map(SnsMessage::from_event).collect();
-        self.publish_messages(&messages).await
-    }
-
-    /// Publishes up to ten messages in one `PublishBatch`; per-message results in order.
-    pub async fn publish_messages(
-        &self,
-        messages: &[SnsMessage],
-    ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
-        let entries = messages
+        let entries = events
             .iter()
             .enumerate()
-            .map(|(i, message)| {
+            .map(|(i, event)| {
                 let mut entry = PublishBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message(&message.body);
-                for (name, value) in &message.attributes {
+                    .message(event.to_json());
+                for (name, value) in event.attributes() {
                     let value = MessageAttributeValue::builder()
                         .data_type("String")
                         .string_value(value)
                         .build()
                         .map_err(|e| CallError::build(OP, &self.topic_arn, e))?;
-                    entry = entry.message_attributes(*name, value);
+                    entry = entry.message_attributes(name, value);
                 }
                 if self.is_fifo() {
                     entry = entry
-                        .message_group_id(&message.group_id)
-                        .message_deduplication_id(&message.deduplication_id);
+                        .message_group_id(event.group_id())
+                        .message_deduplication_id(event.dedup_id());
                 }
                 entry
                     .build()
@@ -117,7 +110,7 @@ impl Publisher {
         }
         let output = result.map_err(|e| CallError::new(OP, &self.topic_arn, describe(&e)))?;
         let results = entry_results(
-            messages.len(),
+            events.len(),
             output
                 .successful
                 .unwrap_or_default()
@@ -143,8 +136,9 @@ impl Publisher {
     }
 }
 
-/// One message for the topic: the event JSON, the attributes subscribers filter on, and the FIFO
-/// group (the customer's account) and deduplication id (the `eventId`).
+/// An event kept as JSON (an `unpublished` dead-letter's `mpr.event`), with the attributes
+/// subscribers filter on and the FIFO group (the customer's account) and deduplication id (the
+/// `eventId`) read from it: what `dlq redrive` publishes as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnsMessage {
     pub body: String,
@@ -154,22 +148,6 @@ pub struct SnsMessage {
 }
 
 impl SnsMessage {
-    pub fn from_event(event: &CustomerEvent) -> Self {
-        SnsMessage {
-            body: event.to_json(),
-            attributes: vec![
-                ("eventType", event.event_type.to_owned()),
-                ("productCode", event.product_code.clone()),
-                (
-                    "customerAWSAccountId",
-                    event.customer_aws_account_id.clone(),
-                ),
-            ],
-            group_id: event.customer_aws_account_id.clone(),
-            deduplication_id: event.event_id.as_str().to_owned(),
-        }
-    }
-
     /// An event kept as JSON (an `unpublished` dead-letter's `mpr.event`), published as it is;
     /// `None` when it is not an event of ours.
     pub fn from_event_json(json: &str) -> Option<Self> {
@@ -191,6 +169,117 @@ impl SnsMessage {
     }
 }
 
+impl Publishable for SnsMessage {
+    fn to_json(&self) -> String {
+        self.body.clone()
+    }
+
+    fn attributes(&self) -> Vec<(&'static str, &str)> {
+        self.attributes
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .collect()
+    }
+
+    fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    fn dedup_id(&self) -> &str {
+        &self.deduplication_id
+    }
+}
+
+/// What the publisher needs of an event: its message, the attributes subscribers filter on, and
+/// for a FIFO topic its message group and deduplication id.
+pub trait Publishable {
+    fn to_json(&self) -> String;
+    fn attributes(&self) -> Vec<(&'static str, &str)>;
+    /// Events of one customer keep their order on a FIFO topic.
+    fn group_id(&self) -> &str;
+    /// Deterministic, so a redelivered message is not published twice within SNS's window.
+    fn dedup_id(&self) -> &str;
+}
+
+impl Publishable for CustomerEvent {
+    fn to_json(&self) -> String {
+        CustomerEvent::to_json(self)
+    }
+
+    fn attributes(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("eventType", self.event_type),
+            ("productCode", &self.product_code),
+            ("customerAWSAccountId", &self.customer_aws_account_id),
+        ]
+    }
+
+    fn group_id(&self) -> &str {
+        &self.customer_aws_account_id
+    }
+
+    fn dedup_id(&self) -> &str {
+        self.event_id.as_str()
+    }
+}
+
+impl Publishable for LifecycleEvent {
+    fn to_json(&self) -> String {
+        LifecycleEvent::to_json(self)
+    }
+
+    fn attributes(&self) -> Vec<(&'static str, &str)> {
+        self.message_attributes()
+    }
+
+    fn group_id(&self) -> &str {
+        let f = &self.fields;
+        f.customer_aws_account_id
+            .as_deref()
+            .or(f.customer_identifier.as_deref())
+            .or(f.product_code.as_deref())
+            .unwrap_or("marketplace")
+    }
+
+    fn dedup_id(&self) -> &str {
+        self.fields.event_id.as_str()
+    }
+}
+
+/// Any event the worker publishes; one publisher and one batcher carry both kinds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicEvent {
+    Customer(CustomerEvent),
+    Lifecycle(LifecycleEvent),
+}
+
+impl TopicEvent {
+    fn inner(&self) -> &dyn Publishable {
+        match self {
+            TopicEvent::Customer(e) => e,
+            TopicEvent::Lifecycle(e) => e,
+        }
+    }
+}
+
+impl Publishable for TopicEvent {
+    fn to_json(&self) -> String {
+        self.inner().to_json()
+    }
+
+    fn attributes(&self) -> Vec<(&'static str, &str)> {
+        self.inner().attributes()
+    }
+
+    fn group_id(&self) -> &str {
+        self.inner().group_id()
+    }
+
+    fn dedup_id(&self) -> &str {
+        self.inner().dedup_id()
+    }
+}
+
 /// SNS caps a whole `PublishBatch` request's payload at 256 KiB.
 pub const MAX_BATCH_BYTES: usize = 262_144;
 
@@ -199,15 +288,15 @@ pub const MAX_BATCH_BYTES: usize = 262_144;
 pub struct PublishSink(pub Publisher);
 
 impl BatchSink for PublishSink {
-    type Item = CustomerEvent;
+    type Item = TopicEvent;
     type Output = String;
 
-    fn weight(&self, event: &CustomerEvent) -> usize {
+    fn weight(&self, event: &TopicEvent) -> usize {
         // The message plus its attributes' names, types and values, with room to spare.
         event.to_json().len() + 256
     }
 
-    async fn send(&self, events: &[CustomerEvent]) -> Vec<Result<String, EntryFailure>> {
+    async fn send(&self, events: &[TopicEvent]) -> Vec<Result<String, EntryFailure>> {
         match self.0.publish_batch(events).await {
             Ok(results) => results,
             Err(error) => events

@@ -53,6 +53,7 @@ const LIST_HELP: &str = "\
 Examples:
   mp-resolver dlq list
   mp-resolver dlq list --dlq-url https://sqs.us-east-1.amazonaws.com/123456789012/mpr-tokens-dlq --json
+  mp-resolver dlq list --lifecycle         (the lifecycle queue's dead-letters, lifecycle_dlq_url)
 
 Nothing is consumed: messages are received with a 60 s visibility timeout and handed back with
 visibility 0 once listed. Groups are the mpr.reason attribute; dead-letters without one were moved
@@ -65,6 +66,8 @@ Examples:
   mp-resolver dlq redrive --reason expired_token --max 10
   mp-resolver dlq redrive                  (everything, copied one by one)
   mp-resolver dlq redrive --move-task      (everything, by SQS's own message move task)
+  mp-resolver dlq redrive --lifecycle --reason unrecognized_notification
+                                           (lifecycle_dlq_url back to lifecycle_queue_url)
 
 Reasons: invalid_token, expired_token, malformed_message, product_mismatch, unpublished,
 unrecognized_notification, redrive_policy. Copies of one letter (same mpr.sourceMessageId) are
@@ -134,6 +137,9 @@ pub struct DlqListArgs {
     /// The dead-letter queue, instead of MPR_DLQ_URL / dlq_url.
     #[arg(long, value_name = "URL")]
     pub dlq_url: Option<String>,
+    /// The lifecycle queue's dead-letters (MPR_LIFECYCLE_DLQ_URL / lifecycle_dlq_url) instead.
+    #[arg(long, conflicts_with = "dlq_url")]
+    pub lifecycle: bool,
     /// Look at no more than this many messages (they are all held invisible while listing).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max: u64,
@@ -154,6 +160,10 @@ pub struct DlqRedriveArgs {
     /// Where to move them, instead of MPR_QUEUE_URL / queue_url.
     #[arg(long, value_name = "URL")]
     pub queue_url: Option<String>,
+    /// From the lifecycle dead-letter queue back to the lifecycle queue (lifecycle_dlq_url,
+    /// lifecycle_queue_url) instead.
+    #[arg(long, conflicts_with_all = ["dlq_url", "queue_url"])]
+    pub lifecycle: bool,
     /// Only dead-letters with this reason.
     #[arg(long, value_name = "REASON")]
     pub reason: Option<dlq::LetterReason>,
@@ -262,7 +272,11 @@ async fn dlq_list(args: DlqListArgs) -> ExitCode {
     let format = Format::from_json_flag(args.json);
     let needs = Needs {
         command: "dlq list",
-        keys: &[Required::DlqUrl],
+        keys: if args.lifecycle {
+            &[]
+        } else {
+            &[Required::DlqUrl]
+        },
         flags: true,
         example: "mp-resolver dlq list",
     };
@@ -275,13 +289,16 @@ async fn dlq_list(args: DlqListArgs) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG as u8);
     };
     let clients = Clients::from_environment(&loaded.settings).await;
+    let Some((dlq_url, _)) = load::dlq_queues(&loaded.settings, args.lifecycle, "dlq list") else {
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
     let max = usize::try_from(args.max).unwrap_or(usize::MAX);
     let job = Job {
         command: "dlq list",
         unit: "messages",
     };
     let listing = Progress::on_stderr(format, job, None)
-        .run(dlq::list(&clients.sqs, &loaded.settings.dlq_url, max))
+        .run(dlq::list(&clients.sqs, &dlq_url, max))
         .await;
     match listing {
         Ok(report) => {
@@ -296,7 +313,11 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
     let format = Format::from_json_flag(args.json);
     let needs = Needs {
         command: "dlq redrive",
-        keys: &[Required::QueueUrl, Required::DlqUrl],
+        keys: if args.lifecycle {
+            &[]
+        } else {
+            &[Required::QueueUrl, Required::DlqUrl]
+        },
         flags: true,
         example: "mp-resolver dlq redrive --reason expired_token",
     };
@@ -321,7 +342,11 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
         publisher: (!topic.is_empty())
             .then(|| crate::aws::sns::Publisher::new(clients.sns.clone(), topic.to_owned())),
     };
-    let s = &loaded.settings;
+    let Some((dlq_url, queue_url)) =
+        load::dlq_queues(&loaded.settings, args.lifecycle, "dlq redrive")
+    else {
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
     let job = Job {
         command: "dlq redrive",
         unit: "moved",
@@ -329,8 +354,8 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
     let redriven = Progress::on_stderr(format, job, None)
         .run(redrive::redrive(
             &clients.sqs,
-            &s.dlq_url,
-            &s.queue_url,
+            &dlq_url,
+            &queue_url,
             &options,
         ))
         .await;

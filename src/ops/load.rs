@@ -11,7 +11,7 @@ use std::path::Path;
 use figment::providers::{Format, Toml};
 use figment::Figment;
 
-use crate::config::{self, ConfigError, Loaded, Sources};
+use crate::config::{self, ConfigError, Loaded, Settings, Sources};
 
 /// A top-level key without a default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,39 @@ impl Required {
             Required::RegistrationUrl => "https://invalid.example/mp-resolver-unused-signup",
         }
     }
+}
+
+/// The dead-letter queue and its source queue a `dlq` command works on: the token queue's, or with
+/// `--lifecycle` the lifecycle queue's. `None` (after saying which key is missing) when
+/// `--lifecycle` is given without them configured.
+pub fn dlq_queues(settings: &Settings, lifecycle: bool, command: &str) -> Option<(String, String)> {
+    if !lifecycle {
+        return Some((settings.dlq_url.clone(), settings.queue_url.clone()));
+    }
+    for (key, env, value) in [
+        (
+            "lifecycle_dlq_url",
+            "MPR_LIFECYCLE_DLQ_URL",
+            &settings.lifecycle_dlq_url,
+        ),
+        (
+            "lifecycle_queue_url",
+            "MPR_LIFECYCLE_QUEUE_URL",
+            &settings.lifecycle_queue_url,
+        ),
+    ] {
+        if value.is_empty() {
+            eprintln!(
+                "{command} --lifecycle: {key} is not set. Set {env} (or {key} in --config) to \
+                 the lifecycle queue's URL."
+            );
+            return None;
+        }
+    }
+    Some((
+        settings.lifecycle_dlq_url.clone(),
+        settings.lifecycle_queue_url.clone(),
+    ))
 }
 
 /// What an operator command needs from the configuration.

@@ -269,7 +269,7 @@ async fn publish_events(
             .map(|v| v.event.as_deref().and_then(SnsMessage::from_event_json))
             .collect();
         let valid: Vec<SnsMessage> = messages.iter().flatten().cloned().collect();
-        let mut answers = match publisher.publish_messages(&valid).await {
+        let mut answers = match publisher.publish_batch(&valid).await {
             Ok(answers) => answers,
             Err(error) => valid
                 .iter()

@@ -3,16 +3,23 @@
 
 use std::time::Duration;
 
+use crate::aws::sns::TopicEvent;
 use crate::aws::sqs::{now_rfc3339, DeleteEntry, ReceivedMessage};
-use crate::contract::{CustomerEvent, DeadLetter, DeadLetterReason, Fingerprint};
+use crate::contract::{DeadLetter, DeadLetterReason, Fingerprint};
+use crate::worker::decide::Handled;
 use crate::worker::events::StepFailed;
+use crate::worker::lane::Lane;
 use crate::worker::lease::Lease;
-use crate::worker::Worker;
+use crate::worker::{lock, HeldGuard, Outcome, Worker};
 
 impl Worker {
-    /// Publishes the resolved customer's event; its `eventId` on success, else why it failed.
-    pub(super) async fn publish(&self, event: CustomerEvent) -> Result<Fingerprint, String> {
-        let event_id = event.event_id.clone();
+    /// Publishes an event (a resolved customer's or a lifecycle one) through the publish batcher;
+    /// its `eventId` on success, else why it failed.
+    pub(super) async fn publish(
+        &self,
+        event_id: Fingerprint,
+        event: TopicEvent,
+    ) -> Result<Fingerprint, String> {
         match self.publishes.submit(event).await {
             Ok(_) => Ok(event_id),
             Err(error) => {
@@ -26,9 +33,39 @@ impl Worker {
         }
     }
 
+    /// One publish try of a delivery's event: on success the event id is remembered, the hold
+    /// (if any) ends and the message is deleted; on failure the hold starts (if it had not) and
+    /// the error goes back into the delivery's facts.
+    pub(super) async fn publish_then_delete<'a>(
+        &'a self,
+        lane: &Lane,
+        message: &ReceivedMessage,
+        lease: &Lease,
+        (event_id, event): (Fingerprint, TopicEvent),
+        held: &mut Option<HeldGuard<'a>>,
+    ) -> Result<Fingerprint, String> {
+        // From here, handing the message back at shutdown would publish it twice.
+        lease.mark_committed();
+        match self.publish(event_id, event).await {
+            Ok(event_id) => {
+                self.remember_published(&event_id);
+                drop(held.take());
+                self.delete(lane, message, lease).await;
+                Ok(event_id)
+            }
+            Err(error) => {
+                if held.is_none() {
+                    *held = Some(HeldGuard::start(&self.telemetry));
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Sends the body, unchanged, to the dead-letter queue with its reason.
     pub(super) async fn dead_letter(
         &self,
+        lane: &Lane,
         message: &ReceivedMessage,
         reason: DeadLetterReason,
         detail: String,
@@ -49,7 +86,7 @@ impl Worker {
             failed_at: now_rfc3339(),
             event,
         };
-        match self
+        match lane
             .queue
             .send_dead_letter(&letter, message.group_id.as_deref())
             .await
@@ -68,9 +105,9 @@ impl Worker {
 
     /// Leaves the message on the queue, visible again after `delay`. The heartbeat is settled first
     /// so a late beat cannot undo it.
-    pub(super) async fn hand_back(&self, lease: &Lease, delay: Duration) {
+    pub(super) async fn hand_back(&self, lane: &Lane, lease: &Lease, delay: Duration) {
         let _settled = lease.settle().await;
-        if let Err(error) = self
+        if let Err(error) = lane
             .queue
             .change_visibility(lease.receipt_handle(), delay)
             .await
@@ -87,9 +124,9 @@ impl Worker {
     /// Deletes the message through the delete batcher. The heartbeat keeps the message hidden
     /// until the delete's entry succeeded (a slow SQS must not let it reappear and be worked on
     /// again); only then is the lease settled.
-    pub(super) async fn delete(&self, message: &ReceivedMessage, lease: &Lease) {
+    pub(super) async fn delete(&self, lane: &Lane, message: &ReceivedMessage, lease: &Lease) {
         lease.mark_committed();
-        let deleted = self
+        let deleted = lane
             .deletes
             .submit(DeleteEntry {
                 message_id: message.message_id.clone(),
@@ -107,4 +144,46 @@ impl Worker {
         }
         drop(lease.settle().await);
     }
+
+    /// Dead-letters the message and, once the letter is out, remembers it and deletes the
+    /// message: the outcome, or `None` when the letter could not be sent (the decision table
+    /// then hands the message back).
+    pub(super) async fn retire(
+        &self,
+        lane: &Lane,
+        message: &ReceivedMessage,
+        lease: &Lease,
+        (reason, detail, event_id, event): Letter,
+    ) -> Option<Outcome> {
+        lease.mark_committed();
+        self.dead_letter(lane, message, reason, detail, event_id.clone(), event)
+            .await
+            .ok()?;
+        lock(&self.dead_lettered).put(message.message_id.clone(), reason);
+        self.delete(lane, message, lease).await;
+        Some(Outcome::DeadLettered { reason, event_id })
+    }
+
+    /// Deletes a message this process handled before, without new work.
+    pub(super) async fn settle_handled(
+        &self,
+        lane: &Lane,
+        message: &ReceivedMessage,
+        lease: &Lease,
+        handled: Handled,
+    ) -> Outcome {
+        self.delete(lane, message, lease).await;
+        match handled {
+            Handled::Published(event_id) => Outcome::AlreadyPublished { event_id },
+            Handled::DeadLettered(reason) => Outcome::AlreadyDeadLettered { reason },
+        }
+    }
 }
+
+/// A dead-letter's reason, detail, the event id and (for `unpublished`) the event JSON.
+pub(super) type Letter = (
+    DeadLetterReason,
+    String,
+    Option<Fingerprint>,
+    Option<String>,
+);

@@ -128,6 +128,8 @@ pub enum Handled {
 pub enum HandBackCause {
     /// ResolveCustomer kept failing (throttled, transient, disabled) within this delivery.
     Resolve(FailureKind),
+    /// GetEntitlements kept failing within this delivery (lifecycle queue).
+    Entitlements(FailureKind),
     /// The dead-letter send failed.
     DeadLetter,
     /// The process is stopping and the grace period ran out.
@@ -193,40 +195,26 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                     event: None,
                 };
             }
-            if d.publish_failures == 0 {
-                return Action::Publish {
+            match next_publish(
+                d.publish_failures,
+                d.held_for,
+                d.stopping,
+                rules.hold,
+                d.draw,
+                d.last_publish_error.as_deref(),
+            ) {
+                Ok(after) => Action::Publish {
                     customer: customer.clone(),
                     attempts: *attempts,
-                    after: Duration::ZERO,
-                };
-            }
-            // Held: the answer is kept and the publish retried until the hold ends or the process
-            // stops; then the event goes to the dead-letter queue, never away.
-            if d.stopping || d.held_for >= rules.hold.hold {
-                if d.dead_letter_failed {
-                    return hand_back(HandBackCause::DeadLetter, 1);
-                }
-                return Action::DeadLetter {
+                    after,
+                },
+                Err(_) if d.dead_letter_failed => hand_back(HandBackCause::DeadLetter, 1),
+                Err(detail) => Action::DeadLetter {
                     reason: DeadLetterReason::Unpublished,
-                    detail: format!(
-                        "SNS publish failed {} times over {} s{}: {}",
-                        d.publish_failures,
-                        d.held_for.as_secs(),
-                        if d.stopping {
-                            " (process stopping)"
-                        } else {
-                            ""
-                        },
-                        d.last_publish_error.as_deref().unwrap_or("unknown error")
-                    ),
+                    detail,
                     event_id: Some(event_id),
                     event: d.event.as_ref().map(CustomerEvent::to_json),
-                };
-            }
-            Action::Publish {
-                customer: customer.clone(),
-                attempts: *attempts,
-                after: rules.hold.retry_delay(d.publish_failures, d.draw),
+                },
             }
         }
         ResolveOutcome::Rejected { reason, detail, .. } => {
@@ -250,15 +238,41 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
     }
 }
 
+/// The publish step of any event after `failures` failed tries: publish after the returned wait
+/// (zero for the first try, a held event's backoff after), or give up because the process is
+/// stopping or the hold ran out, with the detail of the `unpublished` dead-letter (which carries
+/// the event: held, never away).
+pub fn next_publish(
+    failures: u32,
+    held_for: Duration,
+    stopping: bool,
+    hold: HoldPolicy,
+    draw: f64,
+    last_error: Option<&str>,
+) -> Result<Duration, String> {
+    if failures == 0 {
+        return Ok(Duration::ZERO);
+    }
+    if stopping || held_for >= hold.hold {
+        return Err(format!(
+            "SNS publish failed {failures} times over {} s{}: {}",
+            held_for.as_secs(),
+            if stopping { " (process stopping)" } else { "" },
+            last_error.unwrap_or("unknown error")
+        ));
+    }
+    Ok(hold.retry_delay(failures, draw))
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::aws::metering::Failure;
     use crate::contract::parse_body;
 
     const TOKEN: &str = "tok-abc";
 
-    fn policy() -> BackoffPolicy {
+    pub(crate) fn policy() -> BackoffPolicy {
         BackoffPolicy {
             initial: Duration::from_millis(1_000),
             max: Duration::from_secs(5),
@@ -304,7 +318,7 @@ mod tests {
         d
     }
 
-    fn hold() -> HoldPolicy {
+    pub(crate) fn hold() -> HoldPolicy {
         HoldPolicy {
             hold: Duration::from_secs(60),
             max_delay: Duration::from_secs(30),

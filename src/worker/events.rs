@@ -108,7 +108,7 @@ impl Finished<'_> {
 
 fn cause_label(cause: HandBackCause) -> &'static str {
     match cause {
-        HandBackCause::Resolve(kind) => kind.as_str(),
+        HandBackCause::Resolve(kind) | HandBackCause::Entitlements(kind) => kind.as_str(),
         HandBackCause::DeadLetter => "dead_letter_failed",
         HandBackCause::Shutdown => "shutdown",
     }

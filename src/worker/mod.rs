@@ -1,13 +1,16 @@
-//! The worker: receives token messages with bounded concurrency (`run.rs`), works each one to an
-//! outcome by gathering facts and carrying out what `decide.rs` says (`act.rs`), keeps its
-//! background tasks watched (`supervise.rs`) and stops cleanly (`shutdown.rs`).
+//! The worker: receives from each of its queues (`lane.rs`: tokens, and lifecycle notifications
+//! when configured) with bounded concurrency (`run.rs`), works each message to an outcome by
+//! gathering facts and carrying out what `decide.rs` (tokens) or `lifecycle.rs` says (`act.rs`),
+//! keeps its background tasks watched (`supervise.rs`) and stops cleanly (`shutdown.rs`).
 
 mod act;
 pub mod batch;
 pub mod decide;
 pub mod events;
 mod inflight;
+pub mod lane;
 pub mod lease;
+pub mod lifecycle;
 pub mod pause;
 pub mod ratelimit;
 pub mod resolve;
@@ -26,16 +29,17 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use crate::aws::sns::{PublishSink, Publisher, MAX_BATCH_BYTES};
-use crate::aws::sqs::{now_rfc3339, DeleteSink, Queue, ReceivedMessage};
+use crate::aws::entitlement::EntitlementReader;
+use crate::aws::sns::{PublishSink, Publisher, TopicEvent, MAX_BATCH_BYTES};
+use crate::aws::sqs::{now_rfc3339, Queue, ReceivedMessage};
 use crate::aws::Clients;
 use crate::config::Settings;
 use crate::contract::{parse_body, CustomerEvent, DeadLetterReason, Fingerprint, ResolvedCustomer};
 use crate::observe::metrics::Telemetry;
 use crate::worker::batch::{BatchLimits, Batcher};
-use crate::worker::decide::{decide, Action, Delivery, Handled, Rules};
+use crate::worker::decide::{decide, Action, Delivery, Rules};
 use crate::worker::events::{Finished, Held, TokenResolved};
-use crate::worker::inflight::InFlight;
+use crate::worker::lane::{Lane, Pipeline};
 use crate::worker::lease::Lease;
 use crate::worker::pause::ApiPause;
 use crate::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
@@ -83,12 +87,14 @@ impl Outcome {
 
 pub struct Worker {
     settings: Settings,
-    queue: Queue,
-    deletes: Batcher<DeleteSink>,
+    /// The token lane first, then the lifecycle lane when `lifecycle_queue_url` is set.
+    lanes: Vec<Lane>,
     publishes: Batcher<PublishSink>,
     /// For the start-up check; events go through `publishes`.
     publisher: Publisher,
     resolver: Resolver,
+    /// GetEntitlements, under its own adaptive rate limit.
+    entitlements: EntitlementReader,
     policy: BackoffPolicy,
     hold: HoldPolicy,
     telemetry: Arc<Telemetry>,
@@ -97,8 +103,6 @@ pub struct Worker {
     stopping: watch::Sender<bool>,
     /// `true` once the grace period is over: unfinished deliveries hand themselves back.
     grace_over: watch::Sender<bool>,
-    /// Receipt handles the unfinished deliveries left for the shutdown hand-back.
-    shutdown_hand_backs: Mutex<Vec<String>>,
     /// Watched background tasks, by name.
     background: Mutex<Vec<(&'static str, AbortHandle)>>,
     /// Fingerprints this process published recently.
@@ -108,8 +112,6 @@ pub struct Worker {
     resolved: Mutex<LruCache<Fingerprint, (ResolvedCustomer, u32)>>,
     /// Source message ids this process dead-lettered recently, with the reason.
     dead_lettered: Mutex<LruCache<String, DeadLetterReason>>,
-    /// The deliveries being worked on.
-    in_flight: InFlight,
 }
 
 impl Worker {
@@ -118,20 +120,27 @@ impl Worker {
         let telemetry = Arc::new(Telemetry::new(Duration::from_secs(
             settings.worker.stall_timeout_secs,
         )));
-        let queue = Queue::new(
-            clients.sqs,
-            settings.queue_url.clone(),
-            settings.dlq_url.clone(),
-        )
-        .with_telemetry(telemetry.clone());
-        let (deletes, delete_task) = Batcher::spawn_watched(
-            DeleteSink(queue.clone()),
-            BatchLimits {
-                max_items: 10,
-                max_weight: usize::MAX,
-                linger: Duration::from_millis(settings.worker.delete_linger_ms),
-            },
-        );
+        let linger = Duration::from_millis(settings.worker.delete_linger_ms);
+        let mut lanes = Vec::new();
+        let mut delete_tasks = Vec::new();
+        let queues = [
+            (Pipeline::Tokens, &settings.queue_url, &settings.dlq_url),
+            (
+                Pipeline::Lifecycle,
+                &settings.lifecycle_queue_url,
+                &settings.lifecycle_dlq_url,
+            ),
+        ];
+        for (pipeline, url, dlq) in queues {
+            if url.is_empty() {
+                continue;
+            }
+            let queue = Queue::new(clients.sqs.clone(), url.clone(), dlq.clone())
+                .with_telemetry(telemetry.clone());
+            let (lane, task) = Lane::spawn(pipeline, queue, linger);
+            delete_tasks.push((lane.delete_batcher_name(), task));
+            lanes.push(lane);
+        }
         let policy = BackoffPolicy::from_settings(&settings.resolve);
         let limiter = Arc::new(AdaptiveRateLimiter::new(RatePolicy::from_settings(
             &settings.rate_limit,
@@ -143,6 +152,13 @@ impl Worker {
             settings.resolve.attempt_timeout(),
             limiter,
             telemetry.clone(),
+        );
+        // GetEntitlements has its own quota, so its own limiter with the same policy.
+        let entitlements = EntitlementReader::new(
+            clients.entitlement,
+            Arc::new(AdaptiveRateLimiter::new(RatePolicy::from_settings(
+                &settings.rate_limit,
+            ))),
         );
         let publisher = Publisher::new(clients.sns, settings.topic_arn.clone())
             .with_telemetry(telemetry.clone());
@@ -157,32 +173,33 @@ impl Worker {
         let capacity =
             NonZeroUsize::new(settings.worker.dedupe_capacity).unwrap_or(NonZeroUsize::MIN);
         let worker = Arc::new(Worker {
-            queue,
-            deletes,
+            lanes,
             publishes,
             publisher,
             resolver,
+            entitlements,
             policy,
             hold: HoldPolicy::from_settings(&settings.publish),
             telemetry,
             pause: Arc::new(ApiPause::default()),
             stopping: watch::Sender::new(false),
             grace_over: watch::Sender::new(false),
-            shutdown_hand_backs: Mutex::new(Vec::new()),
             background: Mutex::new(Vec::new()),
             published: Mutex::new(LruCache::new(capacity)),
             resolved: Mutex::new(LruCache::new(capacity)),
             dead_lettered: Mutex::new(LruCache::new(capacity)),
-            in_flight: InFlight::default(),
             settings,
         });
-        worker.supervise("delete_batcher", Expect::Forever, delete_task);
+        for (name, task) in delete_tasks {
+            worker.supervise(name, Expect::Forever, task);
+        }
         worker.supervise("publish_batcher", Expect::Forever, publish_task);
         worker
     }
 
+    /// The token queue.
     pub fn queue(&self) -> &Queue {
-        &self.queue
+        &self.lanes[0].queue
     }
 
     /// Metrics and health, for the admin endpoint and for tests.
@@ -194,11 +211,28 @@ impl Worker {
         self.pause.is_paused()
     }
 
-    /// Works one message to its outcome, keeping its visibility alive meanwhile, and reports it;
-    /// the step the loop runs per message. Everything it logs carries the message's span.
+    /// Works one token message to its outcome (see [`Worker::handle_on`]).
     pub async fn handle(&self, message: ReceivedMessage) -> Outcome {
+        self.handle_on(&self.lanes[0], message).await
+    }
+
+    /// Works one message of the lifecycle queue to its outcome; `None` when no lifecycle queue is
+    /// configured.
+    pub async fn handle_lifecycle(&self, message: ReceivedMessage) -> Option<Outcome> {
+        let lane = self
+            .lanes
+            .iter()
+            .find(|l| l.pipeline == Pipeline::Lifecycle)?;
+        Some(self.handle_on(lane, message).await)
+    }
+
+    /// Works one message of `lane` to its outcome, keeping its visibility alive meanwhile, and
+    /// reports it; the step the loop runs per message. Everything it logs carries the message's
+    /// span.
+    async fn handle_on(&self, lane: &Lane, message: ReceivedMessage) -> Outcome {
         let span = tracing::info_span!(
             "message",
+            queue = lane.pipeline.as_str(),
             message_id = %message.message_id,
             event_id = tracing::field::Empty
         );
@@ -207,11 +241,16 @@ impl Worker {
                 message.message_id.clone(),
                 message.receipt_handle.clone(),
             ));
-            let _entry = self.in_flight.enter(lease.clone(), self.telemetry.clone());
+            let _entry = lane.in_flight.enter(lease.clone(), self.telemetry.clone());
             let visibility =
                 Duration::from_secs(self.settings.worker.visibility_timeout_secs as u64);
-            let mut work = Box::pin(self.process(&message, &lease));
-            let mut heartbeat = Box::pin(lease.heartbeat(&self.queue, visibility, &self.telemetry));
+            let mut work = Box::pin(async {
+                match lane.pipeline {
+                    Pipeline::Tokens => self.process(lane, &message, &lease).await,
+                    Pipeline::Lifecycle => self.process_lifecycle(lane, &message, &lease).await,
+                }
+            });
+            let mut heartbeat = Box::pin(lease.heartbeat(&lane.queue, visibility, &self.telemetry));
             let mut grace_over = self.grace_over.subscribe();
             let outcome = tokio::select! {
                 outcome = &mut work => outcome,
@@ -233,7 +272,7 @@ impl Worker {
                         };
                         drop(heartbeat);
                         drop(work);
-                        lock(&self.shutdown_hand_backs).push(lease.receipt_handle().to_owned());
+                        lock(&lane.shutdown_hand_backs).push(lease.receipt_handle().to_owned());
                         drop(settled);
                         Outcome::HandedBack {
                             cause: HandBackCause::Shutdown,
@@ -251,7 +290,7 @@ impl Worker {
 
     /// Gathers the facts about one message step by step and carries out what `decide` says, until
     /// an action settles the message (the README's table, in `worker::decide`).
-    pub async fn process(&self, message: &ReceivedMessage, lease: &Lease) -> Outcome {
+    async fn process(&self, lane: &Lane, message: &ReceivedMessage, lease: &Lease) -> Outcome {
         let mut delivery = Delivery::new(
             message.receive_count,
             parse_body(&message.body),
@@ -327,20 +366,15 @@ impl Worker {
                             )
                         })
                         .clone();
-                    lease.mark_committed();
-                    match self.publish(event).await {
-                        Ok(event_id) => {
-                            self.remember_published(&event_id);
-                            drop(held.take());
-                            self.delete(message, lease).await;
-                            return Outcome::Published { event_id, attempts };
-                        }
+                    let publish = (event.event_id.clone(), TopicEvent::Customer(event));
+                    match self
+                        .publish_then_delete(lane, message, lease, publish, &mut held)
+                        .await
+                    {
+                        Ok(event_id) => return Outcome::Published { event_id, attempts },
                         Err(error) => {
                             delivery.publish_failures += 1;
                             delivery.last_publish_error = Some(error);
-                            if held.is_none() {
-                                held = Some(HeldGuard::start(&self.telemetry));
-                            }
                         }
                     }
                 }
@@ -350,18 +384,13 @@ impl Worker {
                     event_id,
                     event,
                 } => {
-                    lease.mark_committed();
-                    match self
-                        .dead_letter(message, reason, detail, event_id.clone(), event)
-                        .await
-                    {
-                        Ok(()) => {
-                            lock(&self.dead_lettered).put(message.message_id.clone(), reason);
+                    let letter = (reason, detail, event_id, event);
+                    match self.retire(lane, message, lease, letter).await {
+                        Some(outcome) => {
                             drop(held.take());
-                            self.delete(message, lease).await;
-                            return Outcome::DeadLettered { reason, event_id };
+                            return outcome;
                         }
-                        Err(()) => delivery.dead_letter_failed = true,
+                        None => delivery.dead_letter_failed = true,
                     }
                 }
                 Action::HandBack {
@@ -372,15 +401,11 @@ impl Worker {
                     if pause_resolving {
                         self.pause_resolving();
                     }
-                    self.hand_back(lease, delay).await;
+                    self.hand_back(lane, lease, delay).await;
                     return Outcome::HandedBack { cause, delay };
                 }
                 Action::Delete(handled) => {
-                    self.delete(message, lease).await;
-                    return match handled {
-                        Handled::Published(event_id) => Outcome::AlreadyPublished { event_id },
-                        Handled::DeadLettered(reason) => Outcome::AlreadyDeadLettered { reason },
-                    };
+                    return self.settle_handled(lane, message, lease, handled).await
                 }
             }
         }

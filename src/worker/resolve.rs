@@ -1,11 +1,9 @@
 //! The in-process retries of one delivery's ResolveCustomer calls: backoff with full jitter inside a
 //! budget, under the process-wide adaptive rate limit.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use backon::Retryable;
 
 use crate::aws::metering::{self, CallResult, Failure, FailureKind, PROBE_TOKEN};
 use crate::contract::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
@@ -13,7 +11,7 @@ use crate::contract::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
 use crate::observe::metrics::Telemetry;
 use crate::worker::events::ResolveAttempt;
 use crate::worker::ratelimit::AdaptiveRateLimiter;
-use crate::worker::retry::BackoffPolicy;
+use crate::worker::retry::{retry_within_budget, BackoffPolicy};
 
 /// How one delivery's resolution ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,46 +107,33 @@ impl Resolver {
         let queued = tokio::time::Instant::now();
         self.limiter.acquire_for(queued).await;
         let first_turn = AtomicBool::new(true);
-        let attempts = AtomicU32::new(0);
         let fingerprint = token.fingerprint();
-        let one_attempt = || async {
-            let retry = attempts.fetch_add(1, Ordering::Relaxed) > 0;
-            if !first_turn.swap(false, Ordering::Relaxed) {
-                self.limiter.acquire_for(queued).await;
-            }
-            match self.call_now(token.expose(), retry).await {
-                CallResult::Resolved(c) => Ok(Ok(c)),
-                CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
-                CallResult::Failed(failure) => Err(failure),
-            }
-        };
-        let retrying = one_attempt
-            .retry(self.policy.in_process())
-            .when(|f: &Failure| f.kind != FailureKind::Disabled)
-            .notify(|f: &Failure, wait| {
-                tracing::debug!(event_id = %fingerprint, failure = f.kind.as_str(),
-                    detail = %f.detail, wait_ms = wait.as_millis() as u64, "retrying ResolveCustomer");
-            });
-        // The whole retry loop, attempts included, fits in budget + one attempt, which is what the
-        // configuration checks against the visibility timeout.
-        let deadline = self.policy.budget + self.attempt_timeout;
-        let result = tokio::time::timeout(deadline, retrying).await;
-        let attempts = attempts.load(Ordering::Relaxed);
+        let (result, attempts) = retry_within_budget(
+            &self.policy,
+            self.attempt_timeout,
+            "ResolveCustomer",
+            &fingerprint,
+            || async {
+                let retry = !first_turn.swap(false, Ordering::Relaxed);
+                if retry {
+                    self.limiter.acquire_for(queued).await;
+                }
+                match self.call_now(token.expose(), retry).await {
+                    CallResult::Resolved(c) => Ok(Ok(c)),
+                    CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
+                    CallResult::Failed(failure) => Err(failure),
+                }
+            },
+        )
+        .await;
         match result {
-            Ok(Ok(Ok(customer))) => ResolveOutcome::Resolved { customer, attempts },
-            Ok(Ok(Err((reason, detail)))) => ResolveOutcome::Rejected {
+            Ok(Ok(customer)) => ResolveOutcome::Resolved { customer, attempts },
+            Ok(Err((reason, detail))) => ResolveOutcome::Rejected {
                 reason,
                 detail,
                 attempts,
             },
-            Ok(Err(failure)) => ResolveOutcome::Unavailable { failure, attempts },
-            Err(_) => ResolveOutcome::Unavailable {
-                failure: Failure {
-                    kind: FailureKind::Transient,
-                    detail: format!("retry budget of {deadline:?} spent"),
-                },
-                attempts,
-            },
+            Err(failure) => ResolveOutcome::Unavailable { failure, attempts },
         }
     }
 }

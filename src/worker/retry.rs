@@ -8,9 +8,12 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use rand::Rng;
 
+use crate::aws::metering::{Failure, FailureKind};
 use crate::config::{PublishSettings, ResolveSettings};
 
 #[derive(Debug, Clone)]
@@ -111,6 +114,47 @@ impl HoldPolicy {
             .mul_f64(draw.clamp(0.0, 1.0))
             .max(Duration::from_millis(100))
     }
+}
+
+/// One delivery's in-process retries of a Marketplace call: `attempt` is tried with the backoff of
+/// `policy` until it answers (`Ok`, whatever the answer means), a failure of kind `Disabled` (never
+/// retried: the API will not change its mind soon), the attempts run out, or the budget plus one
+/// attempt's timeout is spent. Also the attempts made. Shared by ResolveCustomer and
+/// GetEntitlements so both APIs absorb throttling the same way.
+pub async fn retry_within_budget<T, F, Fut>(
+    policy: &BackoffPolicy,
+    attempt_timeout: Duration,
+    what: &'static str,
+    subject: &(dyn std::fmt::Display + Sync),
+    mut attempt: F,
+) -> (Result<T, Failure>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let attempts = AtomicU32::new(0);
+    let one_attempt = || {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        attempt()
+    };
+    let retrying = one_attempt
+        .retry(policy.in_process())
+        .when(|f: &Failure| f.kind != FailureKind::Disabled)
+        .notify(|f: &Failure, wait| {
+            tracing::debug!(event_id = %subject, call = what, failure = f.kind.as_str(),
+                detail = %f.detail, wait_ms = wait.as_millis() as u64, "retrying");
+        });
+    // The whole retry loop, attempts included, fits in budget + one attempt, which is what the
+    // configuration checks against the visibility timeout.
+    let deadline = policy.budget + attempt_timeout;
+    let result = match tokio::time::timeout(deadline, retrying).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure {
+            kind: FailureKind::Transient,
+            detail: format!("retry budget of {deadline:?} spent"),
+        }),
+    };
+    (result, attempts.load(Ordering::Relaxed))
 }
 
 /// Draws uniformly in `[0, ceiling]`.

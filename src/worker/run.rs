@@ -1,5 +1,6 @@
-//! The receive loop: receive only when there is a free slot and resolving is not paused, start one
-//! task per message, and on shutdown hand over to `shutdown.rs`.
+//! The receive loop: one per lane (token queue, lifecycle queue), each with its own
+//! `max_in_flight` slots; receive only when there is a free slot and (token lane) resolving is not
+//! paused, start one task per message, and on shutdown hand over to `shutdown.rs`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::config::limits::RECEIVE_BACKOFF_MAX;
 use crate::worker::events::Received;
+use crate::worker::lane::{Lane, Pipeline};
 use crate::worker::retry::full_jitter;
 use crate::worker::Worker;
 
@@ -21,20 +23,45 @@ enum Next {
 }
 
 impl Worker {
-    /// Receives and works until `shutdown` completes, then stops receiving, lets in-flight work
-    /// finish within the grace period, and hands back whatever did not finish.
+    /// Receives and works on every lane until `shutdown` completes, then stops receiving, lets
+    /// in-flight work finish within the grace period, and hands back whatever did not finish.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        self.check_dependencies();
+        let stop = tokio::sync::watch::Sender::new(false);
+        let mut loops = JoinSet::new();
+        for index in 0..self.lanes.len() {
+            let mut stopped = stop.subscribe();
+            loops.spawn(self.clone().run_lane(index, async move {
+                drop(stopped.wait_for(|s| *s).await);
+            }));
+        }
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => {}
+            // A lane loop only ends after a shutdown, or by a panic: stop the others too.
+            _ = loops.join_next() => {}
+        }
+        stop.send_replace(true);
+        while let Some(done) = loops.join_next().await {
+            report_join(done);
+        }
+        self.stopped();
+    }
+
+    /// The receive loop of lane `index`, until `shutdown` completes; then its shutdown.
+    async fn run_lane(self: Arc<Self>, index: usize, shutdown: impl Future<Output = ()>) {
+        let lane = &self.lanes[index];
         let w = &self.settings.worker;
         let slots = Arc::new(Semaphore::new(w.max_in_flight));
         let mut tasks = JoinSet::new();
         let mut receive_delays = receive_backoff();
         tokio::pin!(shutdown);
-        self.check_dependencies();
-        tracing::info!(queue = %self.queue.url(), max_in_flight = w.max_in_flight, "worker started");
+        tracing::info!(queue = %lane.queue.url(), pipeline = lane.pipeline.as_str(),
+            max_in_flight = w.max_in_flight, "worker started");
 
         let mut pending_receive = None;
         loop {
-            let permits = match self.next_slots(&slots, &mut shutdown).await {
+            let permits = match self.next_slots(lane, &slots, &mut shutdown).await {
                 Next::Shutdown => break,
                 Next::Receive(permits) => permits,
             };
@@ -42,7 +69,7 @@ impl Worker {
             // The receive runs as its own task so that, at shutdown, it can finish while in-flight
             // work drains (see `shutdown.rs`).
             let mut receive = tokio::spawn({
-                let queue = self.queue.clone();
+                let queue = lane.queue.clone();
                 let (max, wait, visibility) = (
                     permits.len() as i32,
                     w.receive_wait_secs,
@@ -86,26 +113,28 @@ impl Worker {
                 let worker = self.clone();
                 tasks.spawn(async move {
                     let _slot = permit;
-                    worker.handle(message).await;
+                    worker.handle_on(&worker.lanes[index], message).await;
                 });
             }
             // Permits not matched by a message drop here and free their slots.
         }
-        self.shut_down(tasks, pending_receive).await;
+        self.shut_down(lane, tasks, pending_receive).await;
     }
 
     /// Waits until receiving makes sense: not paused, and at least one free slot (then takes as
     /// many free slots as one receive may fill). Waiting by choice is progress, not a stall.
     async fn next_slots(
         &self,
+        lane: &Lane,
         slots: &Arc<Semaphore>,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Next {
         let tick = Duration::from_secs(self.settings.worker.stall_timeout_secs)
             .max(Duration::from_secs(2))
             / 2;
+        let paused = || lane.pipeline.follows_resolve_pause() && self.pause.is_paused();
         loop {
-            if self.pause.is_paused() {
+            if paused() {
                 tokio::select! {
                     _ = shutdown.as_mut() => return Next::Shutdown,
                     _ = self.pause.resumed() => continue,
@@ -128,21 +157,28 @@ impl Worker {
             };
             // The API may have been found disabled while this waited for a slot: receiving now
             // would only hand the messages back.
-            if self.pause.is_paused() {
+            if paused() {
                 drop(first);
                 continue;
             }
             // Receive only what the current rate can resolve within one delivery's budget: the
             // rest would wait for the limiter until their budget ran out, be handed back with
             // their receive count raised, and could reach the redrive policy's maxReceiveCount.
+            // (The lifecycle lane has no such limit: most of its messages make no call at all.)
             let batch = self.settings.worker.receive_batch as usize;
-            let capacity = self.resolver.limiter().capacity(self.policy.budget, batch);
-            let room = capacity.saturating_sub(self.in_flight.len());
+            let room = match lane.pipeline {
+                Pipeline::Tokens => self
+                    .resolver
+                    .limiter()
+                    .capacity(self.policy.budget, batch)
+                    .saturating_sub(lane.in_flight.len()),
+                Pipeline::Lifecycle => batch,
+            };
             if room == 0 {
                 drop(first);
                 tokio::select! {
                     _ = shutdown.as_mut() => return Next::Shutdown,
-                    _ = self.in_flight.one_left() => {}
+                    _ = lane.in_flight.one_left() => {}
                     // The rate may rise meanwhile.
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 }

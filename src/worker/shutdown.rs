@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::aws::error::CallError;
 use crate::aws::sqs::ReceivedMessage;
+use crate::worker::lane::Lane;
 use crate::worker::run::{reap, report_join};
 use crate::worker::{lock, Worker};
 
@@ -26,6 +27,7 @@ type PendingReceive = JoinHandle<Result<Vec<ReceivedMessage>, CallError>>;
 impl Worker {
     pub(super) async fn shut_down(
         &self,
+        lane: &Lane,
         mut tasks: JoinSet<()>,
         pending_receive: Option<PendingReceive>,
     ) {
@@ -36,6 +38,7 @@ impl Worker {
         let reserve = hand_back_reserve(grace);
         let started = Instant::now();
         tracing::info!(
+            queue = lane.pipeline.as_str(),
             in_flight = tasks.len(),
             grace_secs = grace.as_secs(),
             "shutting down: receiving stopped, draining"
@@ -52,7 +55,7 @@ impl Worker {
             match tokio::time::timeout_at(started + grace, pending).await {
                 Ok(Ok(Ok(messages))) if !messages.is_empty() => {
                     let handles = messages.into_iter().map(|m| m.receipt_handle).collect();
-                    self.hand_back_now(handles, "received during shutdown")
+                    self.hand_back_now(lane, handles, "received during shutdown")
                         .await;
                 }
                 Err(_) => tracing::warn!("the last long poll outlived the grace period"),
@@ -86,7 +89,7 @@ impl Worker {
         }
         if !tasks.is_empty() {
             // Last resort: tasks that did not answer within the reserve.
-            let stuck: Vec<String> = self
+            let stuck: Vec<String> = lane
                 .in_flight
                 .unfinished()
                 .iter()
@@ -94,10 +97,19 @@ impl Worker {
                 .collect();
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
-            lock(&self.shutdown_hand_backs).extend(stuck);
+            lock(&lane.shutdown_hand_backs).extend(stuck);
         }
-        let unfinished = std::mem::take(&mut *lock(&self.shutdown_hand_backs));
-        self.hand_back_now(unfinished, "unfinished").await;
+        let unfinished = std::mem::take(&mut *lock(&lane.shutdown_hand_backs));
+        self.hand_back_now(lane, unfinished, "unfinished").await;
+        tracing::info!(
+            queue = lane.pipeline.as_str(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "queue drained"
+        );
+    }
+
+    /// After every lane drained.
+    pub(super) fn stopped(&self) {
         // Tasks that would outlive their purpose; the batchers end with the worker, and the admin
         // listener answers until the caller stops it.
         for (name, task) in lock(&self.background).iter() {
@@ -105,19 +117,16 @@ impl Worker {
                 task.abort();
             }
         }
-        tracing::info!(
-            took_ms = started.elapsed().as_millis() as u64,
-            "worker stopped"
-        );
+        tracing::info!("worker stopped");
     }
 
     /// Makes messages visible again at once (visibility 0), in parallel batches.
-    async fn hand_back_now(&self, receipt_handles: Vec<String>, what: &str) {
+    async fn hand_back_now(&self, lane: &Lane, receipt_handles: Vec<String>, what: &str) {
         if receipt_handles.is_empty() {
             return;
         }
         let count = receipt_handles.len();
-        let failed = self
+        let failed = lane
             .queue
             .hand_back_all(receipt_handles, Duration::ZERO)
             .await;

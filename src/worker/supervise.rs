@@ -75,14 +75,24 @@ impl Worker {
                 .without_max_times()
                 .build();
             loop {
-                let problem = match worker.queue.check().await {
-                    Ok(()) => worker
+                let mut queues = None;
+                for lane in &worker.lanes {
+                    if let Err((what, e)) = lane.queue.check().await {
+                        queues = Some(format!(
+                            "{} {what} not reachable: {e}",
+                            lane.pipeline.as_str()
+                        ));
+                        break;
+                    }
+                }
+                let problem = match queues {
+                    None => worker
                         .publisher
                         .check()
                         .await
                         .err()
                         .map(|e| format!("topic not reachable: {e}")),
-                    Err((what, e)) => Some(format!("{what} not reachable: {e}")),
+                    Some(problem) => Some(problem),
                 };
                 let done = problem.is_none();
                 if let Some(detail) = &problem {

@@ -212,7 +212,7 @@ impl Fixture {
     }
 
     /// The worker's clients as production builds them, SQS and SNS at LocalStack and
-    /// ResolveCustomer at the emulator.
+    /// ResolveCustomer and GetEntitlements at the emulator.
     pub fn clients(&self, settings: &Settings) -> Clients {
         let base = Clients::from_sdk_config(&self.ls_config, settings);
         let emu_config = self
@@ -220,8 +220,10 @@ impl Fixture {
             .to_builder()
             .endpoint_url(self.emulator.endpoint())
             .build();
+        let emulated = Clients::from_sdk_config(&emu_config, settings);
         Clients {
-            metering: Clients::from_sdk_config(&emu_config, settings).metering,
+            metering: emulated.metering,
+            entitlement: emulated.entitlement,
             ..base
         }
     }
