@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run LocalStack (SQS + SNS only) for the integration tests, without Docker: in host mode, from a
+# Run LocalStack (SQS, SNS, EventBridge, STS, IAM) for the integration tests, without Docker: in host mode, from a
 # Python venv, listening on 127.0.0.1 only.
 #
 # Usage: scripts/localstack.sh ensure|start|stop|status
@@ -11,8 +11,9 @@
 #           port; 3: not running
 #
 # Settings: see scripts/lib.sh (MPR_VENV, MPR_LOCALSTACK_PORT, MPR_STATE_DIR, MPR_PYTHON,
-# MPR_LOCALSTACK_TIMEOUT), and MPR_LOCALSTACK_SERVICES (LocalStack's SERVICES, default sqs,sns;
-# scripts/deploy-check.sh adds cloudformation,iam,sts).
+# MPR_LOCALSTACK_TIMEOUT), and MPR_LOCALSTACK_SERVICES (LocalStack's SERVICES, default
+# sqs,sns,events,sts,iam: the lifecycle tests put events on EventBridge and assume a role;
+# scripts/deploy-check.sh adds cloudformation).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -213,7 +214,7 @@ launch() {
         # default, localhost.localstack.cloud, needs public DNS to resolve.
         export GATEWAY_SERVER=hypercorn \
             GATEWAY_LISTEN="127.0.0.1:$MPR_LOCALSTACK_PORT" \
-            SERVICES="${MPR_LOCALSTACK_SERVICES:-sqs,sns}" \
+            SERVICES="${MPR_LOCALSTACK_SERVICES:-sqs,sns,events,sts,iam}" \
             SQS_ENDPOINT_STRATEGY=path \
             OVERRIDE_IN_DOCKER=0 \
             DOCKER_BRIDGE_IP=127.0.0.1 \

@@ -387,12 +387,33 @@ async fn a_publish_that_keeps_failing_is_held_then_dead_lettered_as_unpublished(
     // The answer was kept: one ResolveCustomer call for all the publish tries.
     assert_eq!(fx.emulator.stats().calls, 1);
     // The letter carries the body byte for byte and the event it could not publish.
-    let letters = fx.dead_letters(1).await;
-    assert_eq!(letters[0].body, body_for(&token));
-    assert_eq!(letters[0].attr("mpr.reason"), "unpublished");
-    assert_eq!(letters[0].attr("mpr.sourceMessageId"), id);
+    // Peeked (visibility 0), not consumed: `dlq redrive` takes it below.
+    let peeked = fx
+        .sqs
+        .receive_message()
+        .queue_url(&fx.dlq_url)
+        .message_attribute_names("All")
+        .visibility_timeout(0)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .expect("peek at the DLQ")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(peeked.len(), 1, "one letter");
+    let attr = |name: &str| {
+        peeked[0]
+            .message_attributes
+            .as_ref()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(peeked[0].body.as_deref(), Some(body_for(&token).as_str()));
+    assert_eq!(attr("mpr.reason"), "unpublished");
+    assert_eq!(attr("mpr.sourceMessageId"), id);
     let event: serde_json::Value =
-        serde_json::from_str(letters[0].attr("mpr.event")).expect("mpr.event is the event JSON");
+        serde_json::from_str(&attr("mpr.event")).expect("mpr.event is the event JSON");
     assert_eq!(event["eventId"], expected_event_id(&token));
     assert_eq!(event["customerAWSAccountId"], "123456789012");
     assert_eq!(event["attempts"], 1);

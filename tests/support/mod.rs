@@ -56,7 +56,7 @@ pub async fn localstack() -> LocalStackHandle {
         panic!("CI=true and {ENDPOINT_VAR} is not set: {how}");
     }
     match LocalStack::default()
-        .with_env_var("SERVICES", "sqs,sns")
+        .with_env_var("SERVICES", "sqs,sns,events,sts,iam")
         .start()
         .await
     {
