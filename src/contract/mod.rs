@@ -8,7 +8,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+mod dead_letter;
 pub mod lifecycle;
+
+pub use dead_letter::{dlq_attr, DeadLetter, DeadLetterReason, UnknownReason};
 
 /// Longest registration token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8_192;
@@ -413,92 +416,6 @@ impl CustomerEvent {
         // Serializing plain strings, maps and numbers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
-}
-
-/// Why a message was retired to the dead-letter queue: the value of its `mpr.reason` attribute.
-/// It prints as that wire string and parses from it, so `dlq list` groups and `dlq redrive
-/// --reason` filters by the same names the worker writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DeadLetterReason {
-    InvalidToken,
-    ExpiredToken,
-    MalformedMessage,
-    ProductMismatch,
-    /// ResolveCustomer answered, but the event could not be published within `publish.hold_secs`;
-    /// the dead-letter carries the event JSON in [`dlq_attr::EVENT`].
-    Unpublished,
-    /// A message on the lifecycle queue that is not a known notification.
-    UnrecognizedNotification,
-}
-
-impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 6] = [
-        DeadLetterReason::InvalidToken,
-        DeadLetterReason::ExpiredToken,
-        DeadLetterReason::MalformedMessage,
-        DeadLetterReason::ProductMismatch,
-        DeadLetterReason::Unpublished,
-        DeadLetterReason::UnrecognizedNotification,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeadLetterReason::InvalidToken => "invalid_token",
-            DeadLetterReason::ExpiredToken => "expired_token",
-            DeadLetterReason::MalformedMessage => "malformed_message",
-            DeadLetterReason::ProductMismatch => "product_mismatch",
-            DeadLetterReason::Unpublished => "unpublished",
-            DeadLetterReason::UnrecognizedNotification => "unrecognized_notification",
-        }
-    }
-}
-
-impl fmt::Display for DeadLetterReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that is not one of [`DeadLetterReason::ALL`]'s wire names.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dead-letter reason {0:?}")]
-pub struct UnknownReason(pub String);
-
-impl std::str::FromStr for DeadLetterReason {
-    type Err = UnknownReason;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DeadLetterReason::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownReason(s.to_owned()))
-    }
-}
-
-/// Names of the SQS message attributes on a dead-letter.
-pub mod dlq_attr {
-    pub const REASON: &str = "mpr.reason";
-    pub const DETAIL: &str = "mpr.detail";
-    pub const EVENT_ID: &str = "mpr.eventId";
-    pub const SOURCE_MESSAGE_ID: &str = "mpr.sourceMessageId";
-    pub const RECEIVE_COUNT: &str = "mpr.receiveCount";
-    pub const FAILED_AT: &str = "mpr.failedAt";
-    /// On an `unpublished` dead-letter: the event that could not be published, as JSON.
-    pub const EVENT: &str = "mpr.event";
-}
-
-/// A dead-letter to send: the original body, byte for byte, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub body: String,
-    pub reason: DeadLetterReason,
-    pub detail: String,
-    pub event_id: Option<Fingerprint>,
-    pub source_message_id: String,
-    pub receive_count: u32,
-    pub failed_at: String,
-    /// The event JSON, on `unpublished` letters.
-    pub event: Option<String>,
 }
 
 #[cfg(test)]
