@@ -28,7 +28,9 @@ fn reader_at(endpoint: &str) -> (EntitlementReader, Arc<AdaptiveRateLimiter>) {
         )))
         .endpoint_url(endpoint)
         .build();
-    let settings = aws_stub::client_settings(&[]);
+    // Every throttle is its own window (cooldown 0), so the one throttle a test answers is a whole
+    // window's share and moves the rate even during the slow start.
+    let settings = aws_stub::client_settings(&[("MPR_RATE_LIMIT__COOLDOWN_MS", "0")]);
     let clients = Clients::from_sdk_config(&shared, &settings);
     let limiter = Arc::new(AdaptiveRateLimiter::new(RatePolicy::from_settings(
         &settings.rate_limit,

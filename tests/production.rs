@@ -153,15 +153,25 @@ async fn held_messages_stay_hidden_while_the_topic_is_away_and_publish_once_when
     .await;
     fx.recreate_topic().await;
 
-    let events = fx.events(TOKENS).await;
-    let mut got: Vec<String> = events
-        .iter()
-        .map(|e| e.json()["eventId"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    got.sort();
-    let mut want: Vec<String> = tokens.iter().map(|t| expected_event_id(t)).collect();
-    want.sort();
-    assert_eq!(got, want, "every token published");
+    // Every held event is published once the topic is back. (Counted at the worker: a publish that
+    // lands between the test's CreateTopic and its Subscribe is accepted by SNS but reaches no
+    // subscriber, so the subscriber queue may miss one; what it got must still be once each.)
+    eventually("every held event published", || async {
+        metric(
+            &running.get("/metrics").await.1,
+            "mpr_outcomes_total{outcome=\"published\"}",
+        ) == TOKENS as f64
+    })
+    .await;
+    let want: HashSet<String> = tokens.iter().map(|t| expected_event_id(t)).collect();
+    let got = receive_all(&fx, &fx.subscriber_url, TOKENS, Duration::from_secs(3)).await;
+    let mut seen = HashSet::new();
+    for body in &got {
+        let v: serde_json::Value = serde_json::from_str(body).expect("an event");
+        let id = v["eventId"].as_str().unwrap_or_default().to_owned();
+        assert!(want.contains(&id), "an event for a token that was not sent");
+        assert!(seen.insert(id), "an event published twice");
+    }
     let (_, text) = running.get("/metrics").await;
     running.stop().await;
 
@@ -177,10 +187,6 @@ async fn held_messages_stay_hidden_while_the_topic_is_away_and_publish_once_when
     );
     assert_eq!(metric(&text, "mpr_held_messages"), 0.0);
     assert_eq!(fx.depth(&fx.dlq_url).await, 0, "none dead-lettered");
-    assert!(
-        fx.read_once(&fx.subscriber_url, 1).await.is_empty(),
-        "each published exactly once"
-    );
     assert_eq!(fx.depth(&fx.queue_url).await, 0);
 }
 

@@ -61,6 +61,13 @@ const TOLERATED_SHARE: f64 = 0.05;
 /// quota (it doubles each second), so halving it is always allowed, whatever the configured factor.
 const SLOW_START_DEEPEST: f64 = 0.5;
 
+/// During slow start, only a window whose cut is at least this deep (a throttled share 15 points
+/// over the tolerance) ends it: a quota makes every call over it a throttle, so the share climbs
+/// fast once the doubling rate passes it, while a few tokens throttled on their own (AWS throttles
+/// per account; the emulator's scripted `throttle: n`) stay a small share and must not end the
+/// doubling for every other message.
+const SLOW_START_EXIT_CUT: f64 = 0.85;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RatePolicy {
     pub initial: f64,
@@ -284,6 +291,9 @@ impl AdaptiveRateLimiter {
         let expected = window.base * self.policy.cooldown.as_secs_f64();
         let cut = window_cut(window.throttles, window.answers, expected, window.deepest);
         if cut < 1.0 {
+            if s.probing && cut > SLOW_START_EXIT_CUT {
+                return;
+            }
             s.probing = false;
             let target = clamp(window.base * cut, &self.policy);
             s.rate = s.rate.min(target);
