@@ -263,7 +263,7 @@ cargo build --locked --quiet --bin mp-resolver
 BIN="$MPR_ROOT/target/debug/mp-resolver"
 
 step "the dashboards and alarms name only metrics the worker emits"
-"$BIN" metrics | "$MPR_VENV/bin/python" deploy/check-metrics.py deploy/dashboard/intake-widgets.json
+"$BIN" metrics | "$MPR_VENV/bin/python" deploy/check-metrics.py
 
 # Every AWS call goes to LocalStack: explicit --endpoint-url (the v1 CLI's SQS commands ignore
 # AWS_ENDPOINT_URL), and a dead proxy for anything that would still try HTTPS elsewhere.

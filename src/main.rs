@@ -243,7 +243,10 @@ async fn intake(config_file: Option<PathBuf>) -> ExitCode {
         admin = %bound(&admin),
         "fulfillment endpoint listening"
     );
-    match server.run(listener, admin, shutdown_signal()).await {
+    let emf = emf::spawn(server.telemetry().clone(), &settings);
+    let result = server.run(listener, admin, shutdown_signal()).await;
+    emf.finish().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "intake listener failed");

@@ -14,6 +14,8 @@ use mp_resolver::emulator::TestToken;
 use mp_resolver::observe::admin;
 use mp_resolver::observe::emf::{self, EmfConfig, Kind, Reading};
 use serde_json::{json, Value};
+use support::http::post_form;
+use support::intake::RunningIntake;
 use support::{eventually, Fixture, Topic};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -106,6 +108,43 @@ fn check_emf(lines: &[Value], namespace: &str) -> Targets {
     targets
 }
 
+/// Every series of `/metrics` (`text`) against what the EMF lines wrote: counters = the sum of
+/// the increases, gauges = the last value, histogram counts = the sum of the Counts. Returns how
+/// many series were compared.
+fn assert_agrees_with_metrics(targets: &Targets, text: &str) -> usize {
+    let sum = |values: &[Value]| -> f64 { values.iter().filter_map(Value::as_f64).sum() };
+    let mut compared = 0;
+    for family in emf::parse(text) {
+        for (labels, reading) in &family.series {
+            let key = (family.name.clone(), labels.clone());
+            let written = targets.get(&key).cloned().unwrap_or_default();
+            match (family.kind, reading) {
+                (Kind::Counter, Reading::Scalar(total)) => {
+                    assert_eq!(sum(&written), *total, "{key:?}");
+                }
+                (Kind::Gauge, Reading::Scalar(value)) => {
+                    assert_eq!(
+                        written.last().and_then(Value::as_f64),
+                        Some(*value),
+                        "{key:?}"
+                    );
+                }
+                (_, Reading::Histogram { buckets }) => {
+                    let counts: f64 = written
+                        .iter()
+                        .flat_map(|t| t["Counts"].as_array().cloned().unwrap_or_default())
+                        .filter_map(|c| c.as_f64())
+                        .sum();
+                    assert_eq!(Some(counts), buckets.last().map(|b| b.1), "{key:?}");
+                }
+                _ => panic!("unexpected {key:?}"),
+            }
+            compared += 1;
+        }
+    }
+    compared
+}
+
 #[tokio::test]
 async fn emf_lines_of_a_workload_are_valid_and_agree_with_metrics() {
     let fx = Fixture::new(Topic::Standard).await;
@@ -171,41 +210,11 @@ async fn emf_lines_of_a_workload_are_valid_and_agree_with_metrics() {
         .iter()
         .all(|l| l["Service"] == "emf-test" && l["QueueName"] == queue_name));
 
-    // Every series of /metrics: counters = the sum of the increases, gauges = the last value,
-    // histogram counts = the sum of the Counts.
-    let sum = |values: &[Value]| -> f64 { values.iter().filter_map(Value::as_f64).sum() };
-    let mut compared = 0;
-    for family in emf::parse(&text) {
-        for (labels, reading) in &family.series {
-            let key = (family.name.clone(), labels.clone());
-            let written = targets.get(&key).cloned().unwrap_or_default();
-            match (family.kind, reading) {
-                (Kind::Counter, Reading::Scalar(total)) => {
-                    assert_eq!(sum(&written), *total, "{key:?}");
-                }
-                (Kind::Gauge, Reading::Scalar(value)) => {
-                    assert_eq!(
-                        written.last().and_then(Value::as_f64),
-                        Some(*value),
-                        "{key:?}"
-                    );
-                }
-                (_, Reading::Histogram { buckets }) => {
-                    let counts: f64 = written
-                        .iter()
-                        .flat_map(|t| t["Counts"].as_array().cloned().unwrap_or_default())
-                        .filter_map(|c| c.as_f64())
-                        .sum();
-                    assert_eq!(Some(counts), buckets.last().map(|b| b.1), "{key:?}");
-                }
-                _ => panic!("unexpected {key:?}"),
-            }
-            compared += 1;
-        }
-    }
+    let compared = assert_agrees_with_metrics(&targets, &text);
     assert!(compared >= 15, "compared {compared} series");
 
     // The figures of the workload, as an operator reads them on the dashboard.
+    let sum = |values: &[Value]| -> f64 { values.iter().filter_map(Value::as_f64).sum() };
     let total = |name: &str, dims: &[(&str, &str)]| {
         let key = (
             name.to_owned(),
@@ -294,4 +303,64 @@ async fn the_binary_writes_emf_to_standard_output_when_configured() {
         !stderr.contains("\"_aws\""),
         "EMF goes to standard output only"
     );
+}
+
+#[tokio::test]
+async fn intake_writes_its_own_figures_as_emf() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let settings = support::intake::intake_settings(&fx, |_| {});
+    let intake = RunningIntake::start(fx.clients(&settings).sqs, &settings).await;
+    let queue_name = fx.queue_url.rsplit('/').next().unwrap().to_owned();
+    let config = EmfConfig {
+        namespace: "MpResolver".into(),
+        dimensions: vec![
+            ("Service".into(), "intake-test".into()),
+            ("QueueName".into(), queue_name),
+        ],
+        interval: Duration::from_secs(3600),
+    };
+    let out = Buffer::default();
+    let writer = emf::spawn_to(intake.telemetry.clone(), config, Box::new(out.clone()));
+
+    let form = |token: &str| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("x-amzn-marketplace-token", token)
+            .finish()
+    };
+    for customer in ["a", "b"] {
+        let answer = post_form(&intake.url("/"), &[], &form(&token(customer))).await;
+        assert_eq!(answer.status, 303, "{}", answer.body);
+    }
+    let refused = post_form(&intake.url("/"), &[], "other=field").await;
+    assert_eq!(refused.status, 400);
+    fx.collect(&fx.queue_url, 2).await;
+
+    writer.finish().await;
+    let (status, text) = intake.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    intake.stop().await;
+
+    let written = String::from_utf8(out.0.lock().unwrap().clone()).expect("UTF-8");
+    let lines = json_lines(&written);
+    let targets = check_emf(&lines, "MpResolver");
+    assert!(lines.iter().all(|l| l["Service"] == "intake-test"));
+    let compared = assert_agrees_with_metrics(&targets, &text);
+    assert!(compared >= 3, "compared {compared} series");
+    let result = |r: &str| {
+        targets
+            .get(&(
+                "mpr_intake_requests".to_owned(),
+                vec![("result".to_owned(), r.to_owned())],
+            ))
+            .cloned()
+    };
+    assert_eq!(result("accepted"), Some(vec![json!(2.0)]), "{written}");
+    assert_eq!(result("no_token"), Some(vec![json!(1.0)]), "{written}");
+    let sends = &targets[&("mpr_intake_send_duration_seconds".to_owned(), vec![])];
+    let counts: f64 = sends
+        .iter()
+        .flat_map(|t| t["Counts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c.as_f64())
+        .sum();
+    assert_eq!(counts, 2.0, "two sends to the token queue: {written}");
 }

@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
+use crate::intake::telemetry::IntakeTelemetry;
+use crate::observe::admin::Probe;
 use crate::observe::metrics::Telemetry;
 
 const MAX_METRICS_PER_LINE: usize = 100;
@@ -270,8 +272,8 @@ fn pack(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
     lines
 }
 
-/// The metrics the worker emits, as EMF names with kind and unit (what `mp-resolver metrics`
-/// prints and the deployment check compares the dashboard with).
+/// The metrics `run` and `intake` emit, as EMF names with kind and unit (what
+/// `mp-resolver metrics` prints and the deployment check compares the dashboards with).
 pub fn catalogue() -> Vec<Family> {
     let t = Telemetry::new(Duration::from_secs(60));
     // A labelled family appears in the registry text only once it has a series.
@@ -282,8 +284,11 @@ pub fn catalogue() -> Vec<Family> {
     m.aws_call("sqs", "ReceiveMessage", true);
     m.batch_entry_failed("sqs", "DeleteMessageBatch");
     m.lifecycle_event("subscribe-success", "granted");
-    m.intake_request("accepted");
-    parse(&t.render())
+    let intake = IntakeTelemetry::new();
+    intake.request("accepted");
+    let mut families = parse(&t.render());
+    families.extend(parse(&intake.render_metrics()));
+    families
 }
 
 /// `mp-resolver metrics`: one line per metric, `name<TAB>kind<TAB>unit<TAB>label,names`.
@@ -325,8 +330,9 @@ impl EmfHandle {
     }
 }
 
-/// Starts writing EMF lines to standard output when `[metrics] emf` is on.
-pub fn spawn(telemetry: Arc<Telemetry>, settings: &Settings) -> EmfHandle {
+/// Starts writing the metrics of `telemetry` (the worker's or intake's) as EMF lines to
+/// standard output when `[metrics] emf` is on.
+pub fn spawn<P: Probe>(telemetry: Arc<P>, settings: &Settings) -> EmfHandle {
     match EmfConfig::from_settings(settings) {
         Some(config) => spawn_to(telemetry, config, Box::new(std::io::stdout())),
         None => EmfHandle { running: None },
@@ -334,8 +340,8 @@ pub fn spawn(telemetry: Arc<Telemetry>, settings: &Settings) -> EmfHandle {
 }
 
 /// Starts writing EMF lines to `out` every `config.interval`, and once more on `finish`.
-pub fn spawn_to(
-    telemetry: Arc<Telemetry>,
+pub fn spawn_to<P: Probe>(
+    telemetry: Arc<P>,
     config: EmfConfig,
     mut out: Box<dyn Write + Send>,
 ) -> EmfHandle {
@@ -350,7 +356,7 @@ pub fn spawn_to(
                 _ = ticks.tick() => false,
                 _ = &mut stopped => true,
             };
-            let lines = emf.lines(&telemetry.render(), now_ms());
+            let lines = emf.lines(&telemetry.render_metrics(), now_ms());
             if let Err(e) = write_lines(&mut out, &lines) {
                 tracing::warn!(error = %e, "cannot write EMF metrics to standard output");
             }

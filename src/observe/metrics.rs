@@ -63,11 +63,8 @@ pub struct Metrics {
     heartbeats: Counter,
     rate_limit: Gauge<f64, AtomicU64>,
     paused: Gauge,
-    // Families the dashboard names, fed by the lifecycle, held-publish and intake features.
     held: Gauge,
     lifecycle_events: Family<LifecycleLabel, Counter>,
-    intake_requests: Family<ResultLabel, Counter>,
-    intake_send_seconds: Histogram,
 }
 
 impl Metrics {
@@ -92,10 +89,6 @@ impl Metrics {
             paused: Gauge::default(),
             held: Gauge::default(),
             lifecycle_events: Family::default(),
-            intake_requests: Family::default(),
-            intake_send_seconds: Histogram::new([
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
         };
         let r = registry;
         r.register(
@@ -173,16 +166,6 @@ impl Metrics {
             "Subscription lifecycle events, by type and the access they give",
             m.lifecycle_events.clone(),
         );
-        r.register(
-            "mpr_intake_requests",
-            "Registration requests at the intake endpoint, by result",
-            m.intake_requests.clone(),
-        );
-        r.register(
-            "mpr_intake_send_seconds",
-            "Time the intake endpoint took to put a token on the queue",
-            m.intake_send_seconds.clone(),
-        );
         m
     }
 
@@ -254,21 +237,11 @@ impl Metrics {
         self.paused.set(i64::from(paused));
     }
 
-    /// Resolved events currently held because publishing them keeps failing.
+    /// One lifecycle event published, by its `eventType` and `access`.
     pub fn lifecycle_event(&self, event_type: &'static str, access: &'static str) {
         self.lifecycle_events
             .get_or_create(&LifecycleLabel { event_type, access })
             .inc();
-    }
-
-    pub fn intake_request(&self, result: &'static str) {
-        self.intake_requests
-            .get_or_create(&ResultLabel { result })
-            .inc();
-    }
-
-    pub fn intake_send(&self, took: Duration) {
-        self.intake_send_seconds.observe(took.as_secs_f64());
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use mp_resolver::config::Settings;
+use mp_resolver::intake::telemetry::IntakeTelemetry;
 use mp_resolver::intake::Intake;
 use tokio::net::TcpListener;
 
@@ -14,6 +17,7 @@ pub const REGISTRATION: &str = "https://seller.example/signup?plan=gold&ref=a%20
 pub struct RunningIntake {
     pub base: String,
     pub admin: SocketAddr,
+    pub telemetry: Arc<IntakeTelemetry>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -25,6 +29,7 @@ impl RunningIntake {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let admin = admin_listener.local_addr().unwrap();
         let intake = Intake::new(sqs, settings).expect("intake settings");
+        let telemetry = intake.telemetry().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(intake.run(listener, admin_listener, async {
             let _ = stopped.await;
@@ -32,6 +37,7 @@ impl RunningIntake {
         RunningIntake {
             base,
             admin,
+            telemetry,
             stop: Some(stop),
             task,
         }
