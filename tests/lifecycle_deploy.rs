@@ -1,11 +1,15 @@
 //! The assumed role of `[marketplace] role_arn` against LocalStack's IAM and STS: both Marketplace
 //! clients sign with the role's session credentials from aws-config's AssumeRoleProvider, while
 //! SQS and SNS keep the default chain; and an STS that cannot be reached is a transient failure,
-//! never a verdict on a message.
+//! never a verdict on a message. `check` reports the role and both Marketplace APIs called
+//! through it.
 
 mod support;
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_marketplacemetering::config::{
@@ -17,9 +21,11 @@ use mp_resolver::aws::metering::{classify, CallResult, FailureKind};
 use mp_resolver::aws::Clients;
 use mp_resolver::config::Settings;
 use mp_resolver::contract::lifecycle::EntitlementFilter;
+use mp_resolver::ops::check::{run_checks, Check, Outcome};
 use mp_resolver::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use serde_json::json;
 use support::aws_stub::{self, Recorded};
+use support::{Fixture, Topic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -266,5 +272,94 @@ async fn an_unreachable_sts_is_a_transient_failure_not_a_verdict() {
     assert!(
         matches!(&result, EntitlementsResult::Failed(f) if f.kind == FailureKind::Transient),
         "{result:?}"
+    );
+}
+
+/// A lifecycle queue redriving to its own dead-letter queue, beside the fixture's.
+async fn lifecycle_queues(fx: &Fixture) -> (String, String) {
+    let dlq = fx.extra_queue(false, HashMap::new()).await;
+    let policy = json!({"deadLetterTargetArn": fx.arn_of(&dlq).await, "maxReceiveCount": "40"});
+    let queue = fx
+        .extra_queue(
+            false,
+            HashMap::from([(QueueAttributeName::RedrivePolicy, policy.to_string())]),
+        )
+        .await;
+    (queue, dlq)
+}
+
+#[tokio::test]
+async fn check_calls_both_marketplace_apis_through_the_assumed_role() {
+    let fx = Fixture::new(Topic::Standard).await;
+    // Requests without a SigV4 signature for the API's signing name are refused, as by AWS.
+    fx.emulator.configure(|s| s.strict_auth = true);
+    let role_arn = create_role(
+        &fx.localstack.endpoint,
+        &format!("mpr-check-{}", std::process::id()),
+    )
+    .await;
+    let (queue, dlq) = lifecycle_queues(&fx).await;
+    let mut settings = fx.settings.clone();
+    settings.lifecycle_queue_url = queue;
+    settings.lifecycle_dlq_url = dlq;
+    settings.marketplace.role_arn = role_arn.clone();
+    settings.marketplace.external_id = "seller-42".into();
+
+    let clients = fx
+        .clients_with_role(&settings, &fx.localstack.endpoint)
+        .await;
+    let report = run_checks(&clients, &settings).await;
+    assert!(report.ok, "{report:#?}");
+    let outcome = |c: Check| report.get(c).map(|r| (r.outcome, r.summary.clone()));
+    for c in [
+        Check::LifecycleQueue,
+        Check::LifecycleDlq,
+        Check::LifecycleRedrivePolicy,
+        Check::MarketplaceRole,
+        Check::ResolveCustomer,
+        Check::GetEntitlements,
+    ] {
+        assert_eq!(
+            outcome(c).map(|o| o.0),
+            Some(Outcome::Pass),
+            "{c:?}: {report:#?}"
+        );
+    }
+    let role = outcome(Check::MarketplaceRole).unwrap().1;
+    assert!(
+        role.contains(&role_arn) && role.contains("session credentials until"),
+        "{role}"
+    );
+    for c in [Check::ResolveCustomer, Check::GetEntitlements] {
+        let summary = outcome(c).unwrap().1;
+        assert!(
+            summary.contains(&format!("(as {role_arn})")),
+            "{c:?}: {summary}"
+        );
+    }
+    let stats = fx.emulator.stats();
+    assert!(stats.entitlement_calls >= 1, "{stats:?}");
+    assert_eq!(stats.rejected, 0, "every call was signed: {stats:?}");
+
+    // The role cannot be assumed (STS does not answer): that is the failure, with its fix, and
+    // the two API checks, which would only repeat it, are skipped.
+    let clients = fx.clients_with_role(&settings, "http://127.0.0.1:9").await;
+    let report = run_checks(&clients, &settings).await;
+    assert!(!report.ok);
+    assert_eq!(
+        report.with_outcome(Outcome::Fail),
+        [Check::MarketplaceRole],
+        "{report:#?}"
+    );
+    let failed = report.get(Check::MarketplaceRole).unwrap();
+    assert!(failed.summary.contains(&role_arn), "{failed:?}");
+    assert!(
+        failed.fix.as_deref().unwrap_or("").contains("trust policy"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        report.with_outcome(Outcome::Skip),
+        [Check::ResolveCustomer, Check::GetEntitlements],
+        "{report:#?}"
     );
 }

@@ -31,6 +31,9 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     pub metering: aws_sdk_marketplacemetering::Client,
     pub entitlement: aws_sdk_marketplaceentitlement::Client,
+    /// The credentials the two Marketplace clients sign with (the assumed role's when one is
+    /// set), so `check` can ask for them on their own and report a failed AssumeRole as such.
+    pub marketplace_credentials: Option<SharedCredentialsProvider>,
 }
 
 impl Clients {
@@ -99,6 +102,7 @@ impl Clients {
             sns: aws_sdk_sns::Client::from_conf(sns),
             metering: aws_sdk_marketplacemetering::Client::from_conf(metering),
             entitlement: aws_sdk_marketplaceentitlement::Client::from_conf(entitlement),
+            marketplace_credentials: marketplace.credentials_provider(),
         }
     }
 }

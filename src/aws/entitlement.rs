@@ -11,6 +11,7 @@ use aws_sdk_marketplaceentitlement::operation::get_entitlements::{
 use aws_sdk_marketplaceentitlement::types::{self as sdk, GetEntitlementFilterName};
 use chrono::{DateTime, Utc};
 
+use crate::aws::error::{describe, AwsFailure};
 use crate::aws::metering::{code_detail, is_throttling, service_error, Failure, FailureKind};
 use crate::contract::lifecycle::{Entitlement, EntitlementFilter, EntitlementValue};
 use crate::worker::ratelimit::AdaptiveRateLimiter;
@@ -99,6 +100,40 @@ fn filter_of(filter: &EntitlementFilter) -> (GetEntitlementFilterName, &str) {
         EntitlementFilter::CustomerIdentifier(id) => {
             (GetEntitlementFilterName::CustomerIdentifier, id)
         }
+    }
+}
+
+/// One GetEntitlements answer with the operator's view of a failure (what `check` judges).
+#[derive(Debug)]
+pub struct Answer {
+    pub result: EntitlementsResult,
+    pub failure: Option<AwsFailure>,
+}
+
+/// One page (of at most one entitlement) of `product_code`, unfiltered: enough to learn whether
+/// the caller may call the API at all.
+pub async fn ask(client: &aws_sdk_marketplaceentitlement::Client, product_code: &str) -> Answer {
+    let response = client
+        .get_entitlements()
+        .product_code(product_code)
+        .max_results(1)
+        .send()
+        .await;
+    match response {
+        Ok(page) => Answer {
+            result: EntitlementsResult::Fetched(
+                page.entitlements
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(entitlement)
+                    .collect(),
+            ),
+            failure: None,
+        },
+        Err(error) => Answer {
+            failure: Some(describe(&error)),
+            result: classify_error(error),
+        },
     }
 }
 

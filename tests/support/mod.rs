@@ -575,6 +575,30 @@ impl Fixture {
         queue_arn(&self.sqs, url).await
     }
 
+    /// [`Fixture::clients`] with the Marketplace clients on the assumed role of
+    /// `settings.marketplace`: AssumeRole goes to `sts_endpoint` (LocalStack's STS, or somewhere
+    /// that does not answer), the Marketplace calls still to the emulator.
+    pub async fn clients_with_role(&self, settings: &Settings, sts_endpoint: &str) -> Clients {
+        let sts = self
+            .ls_config
+            .to_builder()
+            .endpoint_url(sts_endpoint)
+            .build();
+        let marketplace =
+            mp_resolver::aws::clients::marketplace_sdk_config(&sts, &settings.marketplace)
+                .await
+                .to_builder()
+                .endpoint_url(self.emulator.endpoint())
+                .build();
+        let emulated = Clients::from_sdk_config(&marketplace, settings);
+        Clients {
+            metering: emulated.metering,
+            entitlement: emulated.entitlement,
+            marketplace_credentials: emulated.marketplace_credentials,
+            ..self.clients(settings)
+        }
+    }
+
     /// The production client set, with ResolveCustomer sent to `metering_endpoint` instead of
     /// the fixture's emulator.
     pub fn clients_with_metering(&self, settings: &Settings, metering_endpoint: &str) -> Clients {

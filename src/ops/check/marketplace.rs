@@ -1,8 +1,126 @@
-//! The ResolveCustomer check: a call with a token that cannot be valid, judged by its answer.
+//! The Marketplace checks, each judged from one answer: the assumed role (`[marketplace]
+//! role_arn`) gives session credentials, ResolveCustomer answers a token that cannot be valid, and
+//! GetEntitlements answers one page (when the lifecycle queue is configured). Both API calls are
+//! made with the worker's own Marketplace clients, so they run as the assumed role when one is set.
 
-use super::{fix_for, Check, CheckResult};
+use std::time::SystemTime;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{fix_for, Check, CheckResult, Outcome};
+use crate::aws::entitlement::{self, EntitlementsResult};
 use crate::aws::error::Problem;
 use crate::aws::metering::{Answer, CallResult, FailureKind, EXPIRED_CREDENTIALS};
+
+/// The product `check` asks GetEntitlements about when `product_codes` names none: any answer
+/// but a refusal of the caller shows the call is permitted.
+pub const PROBE_PRODUCT_CODE: &str = "mp-resolver-check-probe";
+
+/// Judges an attempt to get the assumed role's session credentials (their expiry, or the error).
+pub fn assumed_role(
+    role_arn: &str,
+    external_id: Option<&str>,
+    credentials: &Result<Option<SystemTime>, String>,
+) -> CheckResult {
+    let with_id = if external_id.is_some() {
+        " with the external id"
+    } else {
+        ""
+    };
+    match credentials {
+        Ok(expiry) => CheckResult::pass(
+            Check::MarketplaceRole,
+            match expiry {
+                Some(t) => format!(
+                    "assumed {role_arn}{with_id}: session credentials until {}",
+                    DateTime::<Utc>::from(*t).to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+                None => format!("assumed {role_arn}{with_id}"),
+            },
+        ),
+        Err(error) => CheckResult::fail(
+            Check::MarketplaceRole,
+            format!("cannot assume {role_arn}{with_id}: {error}"),
+            "in the seller account, the role's trust policy must allow the worker's task role with              the external id of `marketplace.external_id` (deploy/iam/marketplace-role-trust-policy.json),              and the task role (or whoever runs `check`) needs sts:AssumeRole on the role              (deploy/iam/worker-task-policy.json); an STS endpoint that does not answer: check              AWS_ENDPOINT_URL_STS and the network path",
+        ),
+    }
+}
+
+/// Names the assumed role in a Marketplace API check's summary, so the report says whose
+/// permission was checked.
+pub fn as_role(mut result: CheckResult, role_arn: Option<&str>) -> CheckResult {
+    if let (Some(role), false) = (role_arn, result.outcome == Outcome::Skip) {
+        result.summary.push_str(&format!(" (as {role})"));
+    }
+    result
+}
+
+/// Judges one GetEntitlements page for `product_code`: entitlements or the API's verdict on the
+/// product both mean the caller is permitted.
+pub fn get_entitlements(answer: &entitlement::Answer, product_code: &str) -> CheckResult {
+    let iam_fix = "allow aws-marketplace:GetEntitlements (Resource \"*\") for the identity that \
+                   calls Marketplace: the worker's task role, or the role of `marketplace.role_arn` \
+                   (deploy/iam/ has both policies); `check` needs it too";
+    let failure = match &answer.result {
+        EntitlementsResult::Fetched(page) => {
+            return CheckResult::pass(
+                Check::GetEntitlements,
+                format!(
+                    "permitted: answered for product {product_code} ({})",
+                    if page.is_empty() {
+                        "no entitlements"
+                    } else {
+                        "with entitlements"
+                    }
+                ),
+            )
+        }
+        EntitlementsResult::Rejected { detail } => {
+            return CheckResult::pass(
+                Check::GetEntitlements,
+                format!(
+                    "permitted: product {product_code} was answered {}",
+                    detail.trim_start_matches("GetEntitlements: ")
+                ),
+            )
+        }
+        EntitlementsResult::Failed(f) => f,
+    };
+    match (failure.kind, answer.failure.as_ref()) {
+        (FailureKind::Throttled, _) => CheckResult::warn(
+            Check::GetEntitlements,
+            "permitted (the call was authorized), but throttled right now",
+            "nothing to change if it passes on a second run",
+        ),
+        (_, Some(a)) if a.problem == Problem::Denied => CheckResult::fail(
+            Check::GetEntitlements,
+            format!("not permitted ({a})"),
+            iam_fix,
+        ),
+        (_, Some(a)) if a.code.as_deref() == Some("InternalServiceErrorException") => {
+            CheckResult::warn(
+                Check::GetEntitlements,
+                "not confirmed: the API answered InternalServiceErrorException",
+                "run `mp-resolver check` again in a minute",
+            )
+        }
+        (_, Some(a)) => CheckResult::fail(
+            Check::GetEntitlements,
+            format!("the call failed ({a})"),
+            fix_for(
+                a,
+                iam_fix.to_owned(),
+                iam_fix.to_owned(),
+                "Marketplace Entitlement Service",
+            ),
+        ),
+        (_, None) => CheckResult::fail(
+            Check::GetEntitlements,
+            format!("the call failed ({})", failure.detail),
+            iam_fix,
+        ),
+    }
+}
 
 /// The token `check` sends: the worker's probe token (`aws::metering::PROBE_TOKEN`).
 pub use crate::aws::metering::PROBE_TOKEN;
@@ -11,8 +129,9 @@ pub use crate::aws::metering::PROBE_TOKEN;
 /// a permitted caller gets the API's verdict on it. The answer is classified by the worker's own
 /// classifier (`aws::metering`), so `check` and the worker cannot disagree on what it means.
 pub fn resolve_customer(answer: &Answer) -> CheckResult {
-    let iam_fix = "allow aws-marketplace:ResolveCustomer (Resource \"*\") for the worker's role \
-                   (deploy/iam/ has the policy); `check` needs it too";
+    let iam_fix = "allow aws-marketplace:ResolveCustomer (Resource \"*\") for the identity that \
+                   calls Marketplace: the worker's task role, or the role of `marketplace.role_arn` \
+                   (deploy/iam/ has both policies); `check` needs it too";
     let failure = match &answer.result {
         CallResult::Resolved(_) => return CheckResult::warn(
             Check::ResolveCustomer,
@@ -174,5 +293,96 @@ mod tests {
             .fix
             .unwrap()
             .contains("aws-marketplace:ResolveCustomer"));
+    }
+
+    fn entitlement_answer(
+        result: EntitlementsResult,
+        failure: Option<AwsFailure>,
+    ) -> entitlement::Answer {
+        entitlement::Answer { result, failure }
+    }
+
+    #[test]
+    fn get_entitlements_verdicts() {
+        let judge = |a: entitlement::Answer| get_entitlements(&a, "prod-abc");
+        let fetched = judge(entitlement_answer(
+            EntitlementsResult::Fetched(vec![]),
+            None,
+        ));
+        assert_eq!(fetched.outcome, Outcome::Pass);
+        assert!(fetched.summary.contains("prod-abc"), "{fetched:?}");
+        let rejected = EntitlementsResult::Rejected {
+            detail: "GetEntitlements: InvalidParameterException".into(),
+        };
+        let rejected = judge(entitlement_answer(rejected, None));
+        assert_eq!(rejected.outcome, Outcome::Pass);
+        assert!(rejected.summary.contains("InvalidParameterException"));
+        let failed = |kind, problem, code: &str| {
+            entitlement_answer(
+                EntitlementsResult::Failed(Failure {
+                    kind,
+                    detail: format!("GetEntitlements: {code}"),
+                }),
+                Some(AwsFailure {
+                    problem,
+                    code: Some(code.to_owned()),
+                    detail: format!("{code}: no"),
+                }),
+            )
+        };
+        let denied = judge(failed(
+            FailureKind::Transient,
+            Problem::Denied,
+            "AccessDeniedException",
+        ));
+        assert_eq!(denied.outcome, Outcome::Fail);
+        assert!(denied
+            .fix
+            .unwrap()
+            .contains("aws-marketplace:GetEntitlements"));
+        let throttled = failed(
+            FailureKind::Throttled,
+            Problem::Other,
+            "ThrottlingException",
+        );
+        assert_eq!(judge(throttled).outcome, Outcome::Warn);
+        let internal = failed(
+            FailureKind::Transient,
+            Problem::Other,
+            "InternalServiceErrorException",
+        );
+        assert_eq!(judge(internal).outcome, Outcome::Warn);
+        let credentials = failed(
+            FailureKind::Transient,
+            Problem::Credentials,
+            "UnrecognizedClientException",
+        );
+        assert_eq!(judge(credentials).outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn assumed_role_verdicts() {
+        const ROLE: &str = "arn:aws:iam::111122223333:role/marketplace";
+        let expiry = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let ok = assumed_role(ROLE, Some("seller-42"), &Ok(Some(expiry)));
+        assert_eq!(ok.outcome, Outcome::Pass);
+        assert!(
+            ok.summary.contains(ROLE) && ok.summary.contains("2027-01-15T08:00:00Z"),
+            "{ok:?}"
+        );
+        let failed = assumed_role(ROLE, None, &Err("AccessDenied: not authorized".into()));
+        assert_eq!(failed.outcome, Outcome::Fail);
+        assert!(failed.summary.contains("AccessDenied"), "{failed:?}");
+        assert!(failed.fix.unwrap().contains("sts:AssumeRole"));
+        // The API checks name the role they ran as; a skipped one does not pretend it ran.
+        let pass = CheckResult::pass(Check::ResolveCustomer, "permitted");
+        assert_eq!(
+            as_role(pass, Some(ROLE)).summary,
+            format!("permitted (as {ROLE})")
+        );
+        let skipped = CheckResult::skip(Check::ResolveCustomer, "the Marketplace role");
+        assert!(!as_role(skipped, Some(ROLE)).summary.contains(ROLE));
+        let plain = CheckResult::pass(Check::ResolveCustomer, "permitted");
+        assert_eq!(as_role(plain, None).summary, "permitted");
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! This file has the results, the report and the order the checks run in; the checks themselves
 //! are by concern: `config.rs` (configuration, region, visibility rule), `queues.rs` (the token
-//! queue and the dead-letter queue), `topic.rs` (SNS), `marketplace.rs` (ResolveCustomer).
+//! queue, the lifecycle queue and their dead-letter queues), `topic.rs` (SNS), `marketplace.rs`
+//! (the assumed role, ResolveCustomer, GetEntitlements).
 
 mod config;
 mod marketplace;
@@ -25,7 +26,9 @@ use crate::aws::Clients;
 use crate::config::Settings;
 
 pub use config::configuration;
-pub use marketplace::{resolve_customer, PROBE_TOKEN};
+pub use marketplace::{
+    assumed_role, get_entitlements, resolve_customer, PROBE_PRODUCT_CODE, PROBE_TOKEN,
+};
 pub use queues::{MIN_RECEIVE_COUNT, RECOMMENDED_RECEIVE_COUNT};
 
 /// Every check, in the order they run.
@@ -43,7 +46,12 @@ pub enum Check {
     DlqRetention,
     Topic,
     TopicFifo,
+    LifecycleQueue,
+    LifecycleDlq,
+    LifecycleRedrivePolicy,
+    MarketplaceRole,
     ResolveCustomer,
+    GetEntitlements,
 }
 
 impl Check {
@@ -60,7 +68,12 @@ impl Check {
             Check::DlqRetention => "dlq_retention",
             Check::Topic => "topic",
             Check::TopicFifo => "topic_fifo",
+            Check::LifecycleQueue => "lifecycle_queue",
+            Check::LifecycleDlq => "lifecycle_dlq",
+            Check::LifecycleRedrivePolicy => "lifecycle_redrive_policy",
+            Check::MarketplaceRole => "marketplace_role",
             Check::ResolveCustomer => "resolve_customer",
+            Check::GetEntitlements => "get_entitlements",
         }
     }
 }
@@ -237,10 +250,11 @@ pub async fn run_checks(clients: &Clients, settings: &Settings) -> CheckReport {
     ));
     let (queue, dlq) = (queue.ok(), dlq.ok());
     results.push(queues::queue_types(queue.as_ref(), dlq.as_ref()));
+    let tokens = queues::Pair::tokens(settings);
     results.push(queues::redrive_policy(
+        &tokens,
         queue.as_ref(),
         dlq.as_ref(),
-        settings,
     ));
     results.push(config::visibility_timeout(settings));
     results.push(queues::queue_visibility_timeout(queue.as_ref(), settings));
@@ -257,9 +271,103 @@ pub async fn run_checks(clients: &Clients, settings: &Settings) -> CheckReport {
     results.push(topic::topic_reachable(&settings.topic_arn, &topic));
     results.push(topic::topic_fifo(&settings.topic_arn, topic.as_ref().ok()));
 
-    let answer = crate::aws::metering::ask(&clients.metering, PROBE_TOKEN).await;
-    results.push(resolve_customer(&answer));
+    let lifecycle = !settings.lifecycle_queue_url.trim().is_empty();
+    if lifecycle {
+        results.extend(lifecycle_queues(clients, settings, region.as_deref()).await);
+    }
+    results.extend(marketplace_apis(clients, settings, lifecycle).await);
     CheckReport::new(results)
+}
+
+/// The lifecycle queue and its dead-letter queue: reachable, and the one redriving to the other.
+async fn lifecycle_queues(
+    clients: &Clients,
+    settings: &Settings,
+    region: Option<&str>,
+) -> Vec<CheckResult> {
+    let queue = sqs::queue_attributes(&clients.sqs, &settings.lifecycle_queue_url).await;
+    let dlq = sqs::queue_attributes(&clients.sqs, &settings.lifecycle_dlq_url).await;
+    vec![
+        queues::queue_reachable(
+            Check::LifecycleQueue,
+            "MPR_LIFECYCLE_QUEUE_URL",
+            &settings.lifecycle_queue_url,
+            &queue,
+            region,
+        ),
+        queues::queue_reachable(
+            Check::LifecycleDlq,
+            "MPR_LIFECYCLE_DLQ_URL",
+            &settings.lifecycle_dlq_url,
+            &dlq,
+            region,
+        ),
+        queues::redrive_policy(
+            &queues::Pair::lifecycle(settings),
+            queue.ok().as_ref(),
+            dlq.ok().as_ref(),
+        ),
+    ]
+}
+
+/// The Marketplace APIs, called with the worker's own Marketplace clients: first the assumed
+/// role when one is set (without its credentials neither call can be judged), then
+/// ResolveCustomer, then GetEntitlements when lifecycle events are consumed.
+async fn marketplace_apis(
+    clients: &Clients,
+    settings: &Settings,
+    lifecycle: bool,
+) -> Vec<CheckResult> {
+    let mut results = Vec::new();
+    let role = settings.marketplace.role();
+    if let Some((role_arn, external_id)) = role {
+        let credentials = marketplace_credentials(clients).await;
+        results.push(assumed_role(role_arn, external_id, &credentials));
+        if credentials.is_err() {
+            results.push(CheckResult::skip(
+                Check::ResolveCustomer,
+                "the Marketplace role",
+            ));
+            if lifecycle {
+                results.push(CheckResult::skip(
+                    Check::GetEntitlements,
+                    "the Marketplace role",
+                ));
+            }
+            return results;
+        }
+    }
+    let role_arn = role.map(|(arn, _)| arn);
+    let answer = crate::aws::metering::ask(&clients.metering, PROBE_TOKEN).await;
+    results.push(marketplace::as_role(resolve_customer(&answer), role_arn));
+    if lifecycle {
+        let product = settings
+            .product_codes
+            .first()
+            .map_or(PROBE_PRODUCT_CODE, String::as_str);
+        let answer = crate::aws::entitlement::ask(&clients.entitlement, product).await;
+        results.push(marketplace::as_role(
+            get_entitlements(&answer, product),
+            role_arn,
+        ));
+    }
+    results
+}
+
+/// The session credentials of the Marketplace clients' provider (the assumed role's), or why not.
+async fn marketplace_credentials(
+    clients: &Clients,
+) -> Result<Option<std::time::SystemTime>, String> {
+    use aws_sdk_marketplacemetering::config::ProvideCredentials as _;
+    use aws_sdk_marketplacemetering::error::DisplayErrorContext;
+    let Some(provider) = &clients.marketplace_credentials else {
+        return Err("no credentials provider is configured".to_owned());
+    };
+    provider
+        .provide_credentials()
+        .await
+        .map(|c| c.expiry())
+        .map_err(|e| DisplayErrorContext(&e).to_string())
 }
 
 /// The fix for an AWS failure, by what it means. `what` names the resource and its setting.

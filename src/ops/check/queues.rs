@@ -125,13 +125,42 @@ pub(super) fn queue_types(queue: Option<&Attributes>, dlq: Option<&Attributes>) 
     }
 }
 
+/// A queue the worker consumes and the dead-letter queue its redrive policy must point at.
+pub(super) struct Pair<'a> {
+    /// The check that judges the pair's redrive policy.
+    pub check: Check,
+    pub queue_url: &'a str,
+    /// The variable that names the dead-letter queue, for the fix.
+    pub dlq_variable: &'static str,
+}
+
+impl<'a> Pair<'a> {
+    pub fn tokens(settings: &'a Settings) -> Self {
+        Pair {
+            check: Check::RedrivePolicy,
+            queue_url: &settings.queue_url,
+            dlq_variable: "MPR_DLQ_URL",
+        }
+    }
+
+    pub fn lifecycle(settings: &'a Settings) -> Self {
+        Pair {
+            check: Check::LifecycleRedrivePolicy,
+            queue_url: &settings.lifecycle_queue_url,
+            dlq_variable: "MPR_LIFECYCLE_DLQ_URL",
+        }
+    }
+}
+
 pub(super) fn redrive_policy(
+    pair: &Pair,
     queue: Option<&Attributes>,
     dlq: Option<&Attributes>,
-    settings: &Settings,
 ) -> CheckResult {
+    let check = pair.check;
+    let dlq_variable = pair.dlq_variable;
     let (Some(queue), Some(dlq)) = (queue, dlq) else {
-        return CheckResult::skip(Check::RedrivePolicy, "the queue and the dead-letter queue");
+        return CheckResult::skip(check, "the queue and the dead-letter queue");
     };
     let dlq_arn = dlq
         .get(&QueueAttributeName::QueueArn)
@@ -141,7 +170,7 @@ pub(super) fn redrive_policy(
         format!(
             "aws sqs set-queue-attributes --queue-url {} --attributes \
              '{{\"RedrivePolicy\":\"{{\\\"deadLetterTargetArn\\\":\\\"{dlq_arn}\\\",\\\"maxReceiveCount\\\":\\\"{count}\\\"}}\"}}'",
-            settings.queue_url
+            pair.queue_url
         )
     };
     let Some(raw) = queue
@@ -149,7 +178,7 @@ pub(super) fn redrive_policy(
         .filter(|r| !r.trim().is_empty())
     else {
         return CheckResult::fail(
-            Check::RedrivePolicy,
+            check,
             "the queue has no redrive policy: a message that keeps failing (one that crashes the \
              worker, or keeps being handed back) is received again forever, instead of reaching the \
              dead-letter queue",
@@ -168,14 +197,14 @@ pub(super) fn redrive_policy(
     };
     if target != dlq_arn {
         return CheckResult::fail(
-            Check::RedrivePolicy,
+            check,
             format!(
-                "the redrive policy moves messages to {} but MPR_DLQ_URL is {dlq_arn}: dead-letters \
+                "the redrive policy moves messages to {} but {dlq_variable} is {dlq_arn}: dead-letters \
                  would be split across two queues, and `dlq` would only see the worker's",
                 if target.is_empty() { "nowhere readable" } else { target }
             ),
             format!(
-                "point the redrive policy at the dead-letter queue ({}), or set MPR_DLQ_URL to the \
+                "point the redrive policy at the dead-letter queue ({}), or set {dlq_variable} to the \
                  redrive target",
                 set_it(count.unwrap_or(RECOMMENDED_RECEIVE_COUNT).max(MIN_RECEIVE_COUNT))
             ),
@@ -183,7 +212,7 @@ pub(super) fn redrive_policy(
     }
     match count {
         Some(n) if n < MIN_RECEIVE_COUNT => CheckResult::fail(
-            Check::RedrivePolicy,
+            check,
             format!(
                 "maxReceiveCount is {n}: one hand-back (a deploy, a throttled delivery) is enough to \
                  move a valid token to the dead-letter queue"
@@ -191,7 +220,7 @@ pub(super) fn redrive_policy(
             format!("raise it to {RECOMMENDED_RECEIVE_COUNT} or more: {}", set_it(RECOMMENDED_RECEIVE_COUNT)),
         ),
         Some(n) if n < RECOMMENDED_RECEIVE_COUNT => CheckResult::warn(
-            Check::RedrivePolicy,
+            check,
             format!(
                 "points at the dead-letter queue, but maxReceiveCount is {n}: a throttling spell or a \
                  few deploys in a row can move a valid token there (as `redrive_policy` in `dlq list`)"
@@ -199,11 +228,11 @@ pub(super) fn redrive_policy(
             format!("raise it to {RECOMMENDED_RECEIVE_COUNT} or more: {}", set_it(RECOMMENDED_RECEIVE_COUNT)),
         ),
         Some(n) => CheckResult::pass(
-            Check::RedrivePolicy,
+            check,
             format!("moves messages to the dead-letter queue after {n} receives"),
         ),
         None => CheckResult::warn(
-            Check::RedrivePolicy,
+            check,
             format!("points at the dead-letter queue, but its maxReceiveCount is unreadable: {raw}"),
             set_it(RECOMMENDED_RECEIVE_COUNT),
         ),
