@@ -391,3 +391,34 @@ async fn a_disabled_resolve_customer_pauses_tokens_but_not_the_lifecycle_queue()
     assert_eq!(lc.fx.depth(&lc.fx.dlq_url).await, 0);
     lc.stop().await;
 }
+
+#[tokio::test]
+async fn health_names_the_lifecycle_queue_when_only_its_receives_fail() {
+    use mp_resolver::emulator::TestToken;
+    use mp_resolver::observe::metrics::Readiness;
+    let lc = start(Fixture::new(Topic::Standard).await, |_| {}).await;
+    let health = &lc.worker.telemetry().health;
+    eventually("ready on both queues", || async {
+        health.readiness() == Readiness::Ready
+    })
+    .await;
+    lc.fx
+        .sqs
+        .delete_queue()
+        .queue_url(&lc.queue_url)
+        .send()
+        .await
+        .expect("delete the lifecycle queue");
+    // The token queue keeps working, and must not hide the lifecycle queue's failing receives.
+    let token = TestToken::new("123456789012", "prod-abc")
+        .encode()
+        .expect("valid test token");
+    lc.fx.send(&token).await;
+    lc.fx.events(1).await;
+    eventually("not ready, naming the lifecycle queue", || async {
+        health.readiness() == Readiness::QueueUnreachable
+            && health.readiness_detail().contains("lifecycle queue")
+    })
+    .await;
+    lc.stop().await;
+}

@@ -68,9 +68,11 @@ pub async fn serve<P: Probe>(
 async fn healthz<P: Probe>(State(p): State<Arc<P>>) -> Response {
     match p.liveness() {
         Liveness::Healthy => (StatusCode::OK, Json(json!({"status": "healthy"}))).into_response(),
-        Liveness::Stalled { since_secs } => (
+        Liveness::Stalled { queue, since_secs } => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "stalled", "secondsWithoutProgress": since_secs})),
+            Json(
+                json!({"status": "stalled", "queue": queue, "secondsWithoutProgress": since_secs}),
+            ),
         )
             .into_response(),
         Liveness::TaskStopped { task } => (

@@ -93,7 +93,7 @@ impl Metrics {
         let r = registry;
         r.register(
             "mpr_messages_received",
-            "Messages received from the token queue",
+            "Messages received from the token queue and the lifecycle queue",
             m.received.clone(),
         );
         r.register(
@@ -245,14 +245,24 @@ impl Metrics {
     }
 }
 
-/// What `/healthz` and `/readyz` report.
+/// One consumed queue's receive loop, as health sees it.
+#[derive(Debug, Clone, Copy)]
+struct QueueHealth {
+    name: &'static str,
+    /// When its receive loop last completed a receive (empty or not) or waited by choice.
+    last_progress: Option<Instant>,
+    /// Whether its last receive (or the start-up check) reached it.
+    reachable: bool,
+}
+
+/// What `/healthz` and `/readyz` report. Each consumed queue (the token queue, the lifecycle
+/// queue) is followed on its own, so one lane's progress never hides another lane's stall or
+/// failing receives.
 #[derive(Debug)]
 pub struct Health {
     started: Instant,
     stall_timeout: Duration,
-    /// When the receive loop last completed a receive (empty or not), if ever.
-    last_progress: Mutex<Option<Instant>>,
-    queue_reachable: AtomicBool,
+    queues: Mutex<Vec<QueueHealth>>,
     paused: AtomicBool,
     stopping: AtomicBool,
     /// Resolved events held for a failing publish.
@@ -267,8 +277,9 @@ pub struct Health {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
     Healthy,
-    /// No successful receive for longer than the stall timeout.
+    /// No successful receive on `queue` for longer than the stall timeout.
     Stalled {
+        queue: &'static str,
         since_secs: u64,
     },
     /// A background task the process needs stopped.
@@ -310,8 +321,7 @@ impl Health {
         Health {
             started: Instant::now(),
             stall_timeout,
-            last_progress: Mutex::new(None),
-            queue_reachable: AtomicBool::new(false),
+            queues: Mutex::new(Vec::new()),
             paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             held: AtomicU64::new(0),
@@ -320,19 +330,43 @@ impl Health {
         }
     }
 
-    pub fn receive_succeeded(&self) {
-        *lock(&self.last_progress) = Some(Instant::now());
-        self.queue_reachable.store(true, Ordering::Relaxed);
+    /// Follows `queue` (by its lane's name) from now on: not reachable and without progress
+    /// until its loop reports.
+    pub fn watch_queue(&self, queue: &'static str) {
+        self.update(queue, |_| {});
     }
 
-    pub fn receive_failed(&self) {
-        self.queue_reachable.store(false, Ordering::Relaxed);
+    fn update(&self, queue: &'static str, change: impl FnOnce(&mut QueueHealth)) {
+        let mut queues = lock(&self.queues);
+        let index = match queues.iter().position(|q| q.name == queue) {
+            Some(i) => i,
+            None => {
+                queues.push(QueueHealth {
+                    name: queue,
+                    last_progress: None,
+                    reachable: false,
+                });
+                queues.len() - 1
+            }
+        };
+        change(&mut queues[index]);
+    }
+
+    pub fn receive_succeeded(&self, queue: &'static str) {
+        self.update(queue, |q| {
+            q.last_progress = Some(Instant::now());
+            q.reachable = true;
+        });
+    }
+
+    pub fn receive_failed(&self, queue: &'static str) {
+        self.update(queue, |q| q.reachable = false);
     }
 
     /// Progress also counts while the loop deliberately does not receive (paused, all slots
     /// busy): those are not stalls.
-    pub fn idle_by_choice(&self) {
-        *lock(&self.last_progress) = Some(Instant::now());
+    pub fn idle_by_choice(&self, queue: &'static str) {
+        self.update(queue, |q| q.last_progress = Some(Instant::now()));
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -342,7 +376,9 @@ impl Health {
     /// The start-up reachability check: `None` when every dependency answered.
     pub fn set_unreachable(&self, detail: Option<String>) {
         if detail.is_none() {
-            self.queue_reachable.store(true, Ordering::Relaxed);
+            for q in lock(&self.queues).iter_mut() {
+                q.reachable = true;
+            }
         }
         *lock(&self.unreachable) = detail;
     }
@@ -365,10 +401,19 @@ impl Health {
         if let Some(task) = *lock(&self.stopped_task) {
             return Liveness::TaskStopped { task };
         }
-        let last = lock(&self.last_progress).unwrap_or(self.started);
-        let since = Instant::now().saturating_duration_since(last);
+        let now = Instant::now();
+        let queues = lock(&self.queues);
+        // The queue that went longest without progress; before any is watched, the process's
+        // own start.
+        let (queue, last) = queues
+            .iter()
+            .map(|q| (q.name, q.last_progress.unwrap_or(self.started)))
+            .min_by_key(|(_, last)| *last)
+            .unwrap_or(("queue", self.started));
+        let since = now.saturating_duration_since(last);
         if since > self.stall_timeout {
             Liveness::Stalled {
+                queue,
                 since_secs: since.as_secs(),
             }
         } else {
@@ -376,10 +421,25 @@ impl Health {
         }
     }
 
+    /// The first watched queue whose last receive failed (all of them when none is watched yet).
+    fn unreachable_queue(&self) -> Option<&'static str> {
+        let queues = lock(&self.queues);
+        if queues.is_empty() {
+            return Some("queue");
+        }
+        queues.iter().find(|q| !q.reachable).map(|q| q.name)
+    }
+
     /// The readiness, in words, with the failing dependency's detail when there is one.
     pub fn readiness_detail(&self) -> String {
         match (self.readiness(), lock(&self.unreachable).as_deref()) {
             (Readiness::Unreachable, Some(detail)) => detail.to_owned(),
+            (Readiness::QueueUnreachable, _) => match self.unreachable_queue() {
+                Some(queue) if queue != "queue" => {
+                    format!("the {queue} queue is not reachable (yet)")
+                }
+                _ => Readiness::QueueUnreachable.as_str().to_owned(),
+            },
             (readiness, _) => readiness.as_str().to_owned(),
         }
     }
@@ -391,7 +451,7 @@ impl Health {
             Readiness::Paused
         } else if lock(&self.unreachable).is_some() {
             Readiness::Unreachable
-        } else if !self.queue_reachable.load(Ordering::Relaxed) {
+        } else if self.unreachable_queue().is_some() {
             Readiness::QueueUnreachable
         } else if self.held.load(Ordering::Relaxed) > 0 {
             Readiness::PublishFailing
@@ -449,9 +509,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(matches!(
             health.liveness(),
-            Liveness::Stalled { since_secs: 61 }
+            Liveness::Stalled { since_secs: 61, .. }
         ));
-        health.receive_succeeded();
+        health.receive_succeeded("tokens");
         assert_eq!(health.liveness(), Liveness::Healthy);
         tokio::time::advance(Duration::from_secs(59)).await;
         assert_eq!(health.liveness(), Liveness::Healthy);
@@ -463,15 +523,54 @@ mod tests {
     fn readiness_needs_a_reachable_queue_and_no_pause() {
         let health = Health::new(Duration::from_secs(60));
         assert_eq!(health.readiness(), Readiness::QueueUnreachable);
-        health.receive_succeeded();
+        health.receive_succeeded("tokens");
         assert_eq!(health.readiness(), Readiness::Ready);
         health.set_paused(true);
         assert_eq!(health.readiness(), Readiness::Paused);
         health.set_paused(false);
-        health.receive_failed();
+        health.receive_failed("tokens");
         assert_eq!(health.readiness(), Readiness::QueueUnreachable);
         health.set_stopping();
         assert_eq!(health.readiness(), Readiness::Stopping);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_queue_does_not_hide_the_other() {
+        let health = Health::new(Duration::from_secs(60));
+        health.watch_queue("tokens");
+        health.watch_queue("lifecycle");
+        health.receive_succeeded("tokens");
+        assert_eq!(
+            health.readiness(),
+            Readiness::QueueUnreachable,
+            "the lifecycle queue has not answered yet"
+        );
+        assert_eq!(
+            health.readiness_detail(),
+            "the lifecycle queue is not reachable (yet)"
+        );
+        health.receive_succeeded("lifecycle");
+        assert_eq!(health.readiness(), Readiness::Ready);
+        // The lifecycle queue's receives keep failing while the token queue's succeed.
+        health.receive_failed("lifecycle");
+        health.receive_succeeded("tokens");
+        assert_eq!(health.readiness(), Readiness::QueueUnreachable);
+        assert!(health.readiness_detail().contains("lifecycle"));
+        // Only the token loop makes progress: the lifecycle loop is stalled.
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(20)).await;
+            health.receive_succeeded("tokens");
+        }
+        assert_eq!(
+            health.liveness(),
+            Liveness::Stalled {
+                queue: "lifecycle",
+                since_secs: 80
+            }
+        );
+        health.receive_succeeded("lifecycle");
+        assert_eq!(health.liveness(), Liveness::Healthy);
+        assert_eq!(health.readiness(), Readiness::Ready);
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl Worker {
             }
             let queue = Queue::new(clients.sqs.clone(), url.clone(), dlq.clone())
                 .with_telemetry(telemetry.clone());
+            telemetry.health.watch_queue(pipeline.as_str());
             let (lane, task) = Lane::spawn(pipeline, queue, linger);
             delete_tasks.push((lane.delete_batcher_name(), task));
             lanes.push(lane);

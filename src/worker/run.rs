@@ -86,12 +86,14 @@ impl Worker {
             };
             let messages = match received {
                 Ok(Ok(messages)) => {
-                    self.telemetry.health.receive_succeeded();
+                    self.telemetry
+                        .health
+                        .receive_succeeded(lane.pipeline.as_str());
                     receive_delays = receive_backoff();
                     messages
                 }
                 failed => {
-                    self.telemetry.health.receive_failed();
+                    self.telemetry.health.receive_failed(lane.pipeline.as_str());
                     let wait = full_jitter(receive_delays.next().unwrap_or(RECEIVE_BACKOFF_MAX));
                     let error = match failed {
                         Ok(Err(e)) => e.to_string(),
@@ -139,7 +141,7 @@ impl Worker {
                     _ = shutdown.as_mut() => return Next::Shutdown,
                     _ = self.pause.resumed() => continue,
                     _ = tokio::time::sleep(tick) => {
-                        self.telemetry.health.idle_by_choice();
+                        self.telemetry.health.idle_by_choice(lane.pipeline.as_str());
                         continue;
                     }
                 }
@@ -151,7 +153,7 @@ impl Worker {
                     Err(_) => return Next::Shutdown,
                 },
                 _ = tokio::time::sleep(tick) => {
-                    self.telemetry.health.idle_by_choice();
+                    self.telemetry.health.idle_by_choice(lane.pipeline.as_str());
                     continue;
                 }
             };
@@ -182,7 +184,7 @@ impl Worker {
                     // The rate may rise meanwhile.
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 }
-                self.telemetry.health.idle_by_choice();
+                self.telemetry.health.idle_by_choice(lane.pipeline.as_str());
                 continue;
             }
             let mut permits = vec![first];
