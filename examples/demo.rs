@@ -1,8 +1,9 @@
 //! The local demo's AWS side (scripts/demo.sh runs it): `setup` creates the queues and the topic
 //! that config/local.toml names; `run` enqueues tokens of every kind and prints the events and
-//! dead-letters as they arrive; `signup-token` prints a buyer's token for the `intake` step and
-//! `await-signup ID` waits for the event that carries that signupId. Endpoints and credentials come
-//! from the SDK's standard chain.
+//! dead-letters as they arrive; `signup-token` prints a buyer's token for the `intake` step,
+//! `await-signup ID` waits for the event that carries that signupId, and `await-lifecycle N` waits
+//! for N subscription lifecycle events and prints them. Endpoints and credentials come from the
+//! SDK's standard chain.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -39,7 +40,14 @@ async fn main() -> Result<()> {
             let id = std::env::args().nth(2).unwrap_or_default();
             await_signup(&sqs, &settings, &id).await
         }
-        _ => bail!("usage: demo setup|run|signup-token|await-signup SIGNUP_ID"),
+        "await-lifecycle" => {
+            let n = std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            await_lifecycle(&sqs, &settings, n).await
+        }
+        _ => bail!("usage: demo setup|run|signup-token|await-signup SIGNUP_ID|await-lifecycle N"),
     }
 }
 
@@ -74,6 +82,23 @@ async fn setup(
         .send()
         .await
         .context("create the token queue")?;
+    let lifecycle_dlq = sqs
+        .create_queue()
+        .queue_name(queue_name(&settings.lifecycle_dlq_url))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .context("create the lifecycle dead-letter queue")?;
+    let lifecycle_dlq_arn = arn_of(sqs, lifecycle_dlq.queue_url().unwrap_or_default()).await?;
+    sqs.create_queue()
+        .queue_name(queue_name(&settings.lifecycle_queue_url))
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": lifecycle_dlq_arn, "maxReceiveCount": "5"}).to_string(),
+        )
+        .send()
+        .await
+        .context("create the lifecycle queue")?;
     let topic_name = settings.topic_arn.rsplit(':').next().unwrap_or_default();
     let topic = sns
         .create_topic()
@@ -99,14 +124,18 @@ async fn setup(
     for url in [
         &settings.queue_url,
         &settings.dlq_url,
+        &settings.lifecycle_queue_url,
+        &settings.lifecycle_dlq_url,
         &subscriber_url.to_owned(),
     ] {
         sqs.purge_queue().queue_url(url).send().await.ok();
     }
     println!(
-        "created: token queue {} (redrive to {} after 5 receives), topic {}, subscriber queue {}",
+        "created: token queue {} (redrive to {} after 5 receives), lifecycle queue {} (redrive to {}), topic {}, subscriber queue {}",
         queue_name(&settings.queue_url),
         queue_name(&settings.dlq_url),
+        queue_name(&settings.lifecycle_queue_url),
+        queue_name(&settings.lifecycle_dlq_url),
         topic_name,
         subscriber_name(settings)
     );
@@ -228,6 +257,45 @@ async fn await_signup(
         }
     }
     bail!("no event with signupId {signup_id} within 60 s")
+}
+
+/// Waits for `n` lifecycle events on the topic and prints what a subscriber acts on.
+async fn await_lifecycle(sqs: &aws_sdk_sqs::Client, settings: &Settings, n: usize) -> Result<()> {
+    let subscriber_url = subscriber_url(sqs, settings).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen < n && Instant::now() < deadline {
+        for m in drain(sqs, &subscriber_url).await? {
+            let e: Value = serde_json::from_str(&m.0).unwrap_or(Value::Null);
+            let entitlements = match e["entitlements"].as_array() {
+                Some(list) => format!(
+                    "[{}]",
+                    list.iter()
+                        .map(|x| format!(
+                            "{}={}",
+                            x["dimension"].as_str().unwrap_or("?"),
+                            x["value"]
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                None => "null".to_owned(),
+            };
+            println!(
+                "LIFECYCLE   {:<36} access={:<9} account={} license={} entitlements={}",
+                e["eventType"].as_str().unwrap_or("?"),
+                e["access"].as_str().unwrap_or("?"),
+                e["customerAWSAccountId"].as_str().unwrap_or("null"),
+                e["licenseArn"].as_str().unwrap_or("null"),
+                entitlements
+            );
+            seen += 1;
+        }
+    }
+    if seen < n {
+        bail!("{seen} of {n} lifecycle events within 60 s");
+    }
+    Ok(())
 }
 
 /// One long poll on `url`; returns (body, attributes) of what arrived and deletes it.

@@ -3,7 +3,10 @@
 # emulator, the queues and topic of config/local.toml, the worker, a handful of tokens of every
 # kind; prints the events and dead-letters that come out; then a buyer's sign-up through
 # `mp-resolver intake` (the fulfillment URL: a form POST -> 303 to the sign-up page with a signupId
-# -> the event with that signupId); then stops everything it started.
+# -> the event with that signupId); then a subscription's life: AWS Marketplace's agreement and
+# license events put on EventBridge reach the lifecycle queue through a rule and come out on the
+# same topic with the access to give and the customer's entitlements (from the emulator's
+# GetEntitlements); then stops everything it started.
 #
 # Usage: scripts/demo.sh        (from any directory; needs Rust, Python 3.11 and curl)
 set -euo pipefail
@@ -62,6 +65,7 @@ fi
 # The worker and the demo find everything through the AWS SDK's standard variables.
 export AWS_ENDPOINT_URL="$MPR_LS_ENDPOINT"
 export AWS_ENDPOINT_URL_MARKETPLACE_METERING="http://$EMULATOR_ADDR"
+export AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE="http://$EMULATOR_ADDR"
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 unset AWS_PROFILE AWS_SESSION_TOKEN
 
@@ -76,7 +80,7 @@ wait_for() {
     mpr_die "$what did not answer $url within 10 s"
 }
 
-mpr_info "==> Marketplace Metering emulator on $EMULATOR_ADDR"
+mpr_info "==> Marketplace Metering and Entitlement emulator on $EMULATOR_ADDR"
 "$BIN" emulator --listen "$EMULATOR_ADDR" >"$DEMO_DIR/emulator.log" 2>&1 &
 emulator_pid=$!
 wait_for "http://$EMULATOR_ADDR/emulator/stats" "$emulator_pid" "$DEMO_DIR/emulator.log" "the emulator"
@@ -107,6 +111,57 @@ signup_id="${location##*signupId=}"
 [[ -n $location && $signup_id != "$location" ]] || mpr_die "intake did not redirect with a signupId"
 printf '\nThe sign-up page would now keep signupId=%s with the new account.\n' "$signup_id"
 "$DEMO" await-signup "$signup_id"
+
+mpr_info "==> A subscription's life: Marketplace events on EventBridge -> lifecycle queue -> topic"
+# The AWS CLI from the LocalStack venv; --endpoint-url because the v1 CLI's SQS commands ignore
+# AWS_ENDPOINT_URL.
+AWS=("$MPR_VENV/bin/aws" --endpoint-url "$MPR_LS_ENDPOINT" --region "$AWS_REGION" --output text)
+lifecycle_url="$("${AWS[@]}" sqs get-queue-url --queue-name mpr-lifecycle --query QueueUrl)"
+lifecycle_arn="$("${AWS[@]}" sqs get-queue-attributes --queue-url "$lifecycle_url" \
+    --attribute-names QueueArn --query Attributes.QueueArn)"
+# What deploy/cloudformation/messaging.yaml creates: a rule on the default bus for Marketplace's
+# agreement source, with the lifecycle queue as its target.
+"${AWS[@]}" events put-rule --name mpr-marketplace-agreements \
+    --event-pattern '{"source": ["aws.agreement-marketplace"]}' >/dev/null
+"${AWS[@]}" events put-targets --rule mpr-marketplace-agreements \
+    --targets "Id=lifecycle-queue,Arn=$lifecycle_arn" >/dev/null
+customer=999900001111
+# AWS's own examples print license ARNs without the leading "arn:"; the worker normalises them.
+license="aws:license-manager::$customer:license:l-demolifecycle01"
+agreement=agmt-demolifecycle0000000000001
+# Puts one Marketplace event (detail type, detail JSON) on the default bus, then waits for the
+# lifecycle event the worker publishes for it.
+marketplace_event() {
+    local entries
+    entries="$("$MPR_VENV/bin/python" -c 'import json, sys
+print(json.dumps([{"Source": "aws.agreement-marketplace", "DetailType": sys.argv[1], "Detail": sys.argv[2]}]))' "$1" "$2")"
+    printf '\n$ aws events put-events  # %s\n' "$1"
+    "${AWS[@]}" events put-events --entries "$entries" >/dev/null
+    "$DEMO" await-lifecycle 1
+}
+# The customer's contract, as GetEntitlements will answer it: 25 seats for a year.
+curl -sf "http://$EMULATOR_ADDR/emulator/entitlements" -d "{\"productCode\": \"prod-demo\",
+    \"customerAWSAccountId\": \"$customer\", \"licenseArn\": \"arn:$license\",
+    \"entitlements\": [{\"Dimension\": \"seats\", \"Value\": {\"IntegerValue\": 25},
+    \"ExpirationDate\": $(($(date +%s) + 365 * 86400))}]}" >/dev/null
+marketplace_event "Purchase Agreement Created - Manufacturer" \
+    "{\"agreement\": {\"id\": \"$agreement\", \"intent\": \"NEW\", \"status\": \"ACTIVE\"},
+      \"product\": {\"code\": \"prod-demo\"}, \"acceptor\": {\"accountId\": \"$customer\"},
+      \"offer\": {\"id\": \"offer-demo\"}}"
+marketplace_event "License Updated - Manufacturer" \
+    "{\"agreement\": {\"id\": \"$agreement\"}, \"product\": {\"code\": \"prod-demo\"},
+      \"license\": {\"arn\": \"$license\"}, \"acceptor\": {\"accountId\": \"$customer\"}}"
+# The buyer cancels: the contract's entitlements are gone.
+curl -sf "http://$EMULATOR_ADDR/emulator/entitlements" -d "{\"productCode\": \"prod-demo\",
+    \"customerAWSAccountId\": \"$customer\", \"licenseArn\": \"arn:$license\", \"entitlements\": []}" >/dev/null
+marketplace_event "Purchase Agreement Ended - Manufacturer" \
+    "{\"agreement\": {\"id\": \"$agreement\", \"intent\": \"NEW\", \"status\": \"CANCELLED\"},
+      \"product\": {\"code\": \"prod-demo\"}, \"acceptor\": {\"accountId\": \"$customer\"}}"
+marketplace_event "License Deprovisioned - Manufacturer" \
+    "{\"agreement\": {\"id\": \"$agreement\"}, \"product\": {\"code\": \"prod-demo\"},
+      \"license\": {\"arn\": \"$license\"}, \"acceptor\": {\"accountId\": \"$customer\"}}"
+"${AWS[@]}" events remove-targets --rule mpr-marketplace-agreements --ids lifecycle-queue >/dev/null
+"${AWS[@]}" events delete-rule --name mpr-marketplace-agreements >/dev/null
 
 printf '\nEmulator stats: %s\n' "$(curl -sf "http://$EMULATOR_ADDR/emulator/stats")"
 

@@ -78,7 +78,7 @@ impl Finished<'_> {
         let kind = self.outcome.kind();
         match self.outcome {
             Outcome::Published { attempts, .. } => {
-                tracing::info!(attempts, outcome = kind, "customer published")
+                tracing::info!(attempts, outcome = kind, "event published")
             }
             Outcome::AlreadyDeadLettered { reason } => {
                 tracing::info!(
