@@ -1,5 +1,5 @@
-//! Reliability evidence: network faults, dependency errors, crashes, two workers, hostile input and
-//! load, each against the real `mp-resolver run` binary, LocalStack and the emulator, and each
+//! Reliability evidence: network faults, dependency errors (on the token and the lifecycle queue),
+//! crashes, two workers, hostile input and load, each against the real `mp-resolver run` binary, LocalStack and the emulator, and each
 //! ending in the same accounting: every token published at least once (same eventId on every
 //! duplicate) or dead-lettered exactly once with the right reason; none lost, none stuck. The
 //! worker's whole output is checked for raw tokens.
@@ -431,6 +431,249 @@ async fn hostile_input_is_dead_lettered_as_malformed_and_the_worker_stays_health
         "hostile input: {} bodies dead-lettered as malformed, 2 at-bound tokens as invalid",
         bodies.len()
     );
+}
+
+/// What one lifecycle notification must become: an event whose `agreementId` or
+/// `customerIdentifier` is the key (with entitlements read from GetEntitlements, or none), or a
+/// dead-letter of the body itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LifecycleExpect {
+    Event { entitlements: bool },
+    Unrecognized,
+}
+
+/// A mixed set of `n` lifecycle notifications, each with its own customer: license updates
+/// (GetEntitlements by license ARN), legacy entitlement updates (by CustomerIdentifier), agreements
+/// created and legacy subscribe-success (no call), and every twentieth body one the worker does not
+/// know. The emulator gets each customer's entitlements. Returns (key, body, expectation).
+fn lifecycle_notifications(fx: &Fixture, n: usize) -> Vec<(String, String, LifecycleExpect)> {
+    use mp_resolver::emulator::{CustomerEntitlements, TestEntitlement};
+    let mut out = Vec::new();
+    for i in 0..n {
+        let account = format!("{:012}", 300_000_000_000u64 + i as u64);
+        let agreement = format!("agmt-rel-{i}");
+        let customer = format!("CREL{i}");
+        let item = match i % 4 {
+            _ if i % 20 == 19 => (
+                format!("unknown-{i}"),
+                json!({"note": format!("not a Marketplace notification {i}")}).to_string(),
+                LifecycleExpect::Unrecognized,
+            ),
+            0 => {
+                let license = format!("arn:aws:license-manager::{account}:license:l-rel{i}");
+                fx.emulator
+                    .set_entitlements(
+                        CustomerEntitlements::for_account("prodrel", &account)
+                            .license(&license)
+                            .with(TestEntitlement::integer("seats", 5)),
+                    )
+                    .expect("valid entitlements");
+                let body = json!({
+                    "version": "0", "id": format!("rel-license-{i}"),
+                    "detail-type": "License Updated - Manufacturer",
+                    "source": "aws.agreement-marketplace", "time": "2026-11-30T00:00:00Z",
+                    "detail": {"agreement": {"id": agreement}, "product": {"code": "prodrel"},
+                               "license": {"arn": license}, "acceptor": {"accountId": account}}
+                });
+                (
+                    agreement,
+                    body.to_string(),
+                    LifecycleExpect::Event { entitlements: true },
+                )
+            }
+            1 => {
+                fx.emulator
+                    .set_entitlements(
+                        CustomerEntitlements::for_customer("prodrel", &customer)
+                            .with(TestEntitlement::boolean("Premium", true)),
+                    )
+                    .expect("valid entitlements");
+                let body = json!({"action": "entitlement-updated", "customer-identifier": customer,
+                                  "product-code": "prodrel"});
+                (
+                    customer,
+                    body.to_string(),
+                    LifecycleExpect::Event { entitlements: true },
+                )
+            }
+            2 => {
+                let body = json!({
+                    "version": "0", "id": format!("rel-created-{i}"),
+                    "detail-type": "Purchase Agreement Created - Manufacturer",
+                    "source": "aws.agreement-marketplace", "time": "2026-11-30T00:00:00Z",
+                    "detail": {"agreement": {"id": agreement, "intent": "NEW", "status": "ACTIVE"},
+                               "acceptor": {"accountId": account}, "offer": {"id": "offer-rel"}}
+                });
+                (
+                    agreement,
+                    body.to_string(),
+                    LifecycleExpect::Event {
+                        entitlements: false,
+                    },
+                )
+            }
+            _ => {
+                let body = json!({"action": "subscribe-success", "customer-identifier": customer,
+                                  "product-code": "prodrel"});
+                (
+                    customer,
+                    body.to_string(),
+                    LifecycleExpect::Event {
+                        entitlements: false,
+                    },
+                )
+            }
+        };
+        out.push(item);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_entitlement_errors_and_an_sns_outage_lose_nothing() {
+    let s = scale();
+    let fx = Fixture::new(Topic::Standard).await;
+    // GetEntitlements fails 5% of the time and has a quota below demand.
+    fx.emulator.configure(|e| {
+        e.error_rate = 0.05;
+        e.entitlement_quota = Some(20.0);
+    });
+    let dlq = fx.extra_queue(false, HashMap::new()).await;
+    let policy = json!({"deadLetterTargetArn": fx.arn_of(&dlq).await, "maxReceiveCount": "40"});
+    let queue = fx
+        .extra_queue(
+            false,
+            HashMap::from([(
+                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                policy.to_string(),
+            )]),
+        )
+        .await;
+    let notifications = lifecycle_notifications(&fx, s.tokens);
+    let bodies: Vec<String> = notifications.iter().map(|n| n.1.clone()).collect();
+    fx.send_all_to(&queue, &bodies).await;
+    let proxies = Proxies::start(&fx).await;
+    let mut env = proxies.env();
+    env.push((
+        "AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE".into(),
+        proxies.metering.endpoint.clone(),
+    ));
+    let started = Instant::now();
+    let worker = WorkerProcess::spawn(with(
+        worker_env(
+            &fx,
+            &[
+                ("MPR_LIFECYCLE_QUEUE_URL", &queue),
+                ("MPR_LIFECYCLE_DLQ_URL", &dlq),
+            ],
+        ),
+        env,
+    ));
+
+    let calls_needed = notifications
+        .iter()
+        .filter(|n| n.2 == LifecycleExpect::Event { entitlements: true })
+        .count() as u64;
+    eventually_within("GetEntitlements under way", s.settle, || async {
+        fx.emulator.stats().entitlement_calls >= calls_needed / 3
+    })
+    .await;
+    proxies.sns.cut();
+    tokio::time::sleep(s.cut).await; // SNS down for a while
+    proxies.sns.restore();
+
+    // Settle: every notification accounted for and the lifecycle queue empty.
+    let deadline = Instant::now() + s.settle;
+    let mut events: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut letters: HashMap<String, Vec<String>> = HashMap::new();
+    let accounted = |events: &HashMap<String, Vec<Value>>,
+                     letters: &HashMap<String, Vec<String>>| {
+        notifications
+            .iter()
+            .all(|(key, body, expect)| match expect {
+                LifecycleExpect::Unrecognized => letters.contains_key(body),
+                LifecycleExpect::Event { .. } => events.contains_key(key),
+            })
+    };
+    loop {
+        let mut got_any = false;
+        for event in fx.read_once(&fx.subscriber_url, 1).await {
+            got_any = true;
+            let e = event.json();
+            let key = e["agreementId"]
+                .as_str()
+                .or(e["customerIdentifier"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            events.entry(key).or_default().push(e);
+        }
+        for letter in fx.read_once(&dlq, 0).await {
+            got_any = true;
+            let reason = letter.attr("mpr.reason").to_owned();
+            letters.entry(letter.body).or_default().push(reason);
+        }
+        let done = accounted(&events, &letters) && fx.depth(&queue).await == 0;
+        if (!got_any && done) || Instant::now() >= deadline {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    let output = stop(worker).await;
+
+    let (mut published, mut duplicates, mut dead_lettered, mut lost) = (0, 0, 0, 0);
+    let mut wrong = Vec::new();
+    for (key, body, expect) in &notifications {
+        match expect {
+            LifecycleExpect::Event { entitlements } => match events.get(key) {
+                None => lost += 1,
+                Some(copies) => {
+                    published += 1;
+                    duplicates += copies.len() - 1;
+                    let id = &copies[0]["eventId"];
+                    let listed = copies[0]["entitlements"].as_array().map(Vec::len);
+                    if copies.iter().any(|c| &c["eventId"] != id)
+                        || (*entitlements && listed.unwrap_or(0) == 0)
+                        || (!*entitlements && listed.is_some())
+                        || letters.contains_key(body)
+                    {
+                        wrong.push(format!("{key}: {copies:?}"));
+                    }
+                }
+            },
+            LifecycleExpect::Unrecognized => match letters.get(body) {
+                None => lost += 1,
+                Some(reasons) if reasons.iter().all(|r| r == "unrecognized_notification") => {
+                    dead_lettered += 1
+                }
+                Some(reasons) => wrong.push(format!("{key}: dead-lettered as {reasons:?}")),
+            },
+        }
+    }
+    let known: std::collections::HashSet<&str> =
+        notifications.iter().map(|n| n.0.as_str()).collect();
+    let unexpected = events
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .count();
+    let stats = fx.emulator.stats();
+    eprintln!(
+        "lifecycle faults: enqueued {}, published {published}, duplicates {duplicates}, \
+         dead-lettered {dead_lettered}, lost {lost}, mis-routed {}, unexpected {unexpected}, \
+         in {:.1} s; emulator {stats:?}",
+        notifications.len(),
+        wrong.len(),
+        took.as_secs_f64()
+    );
+    assert_eq!(lost, 0, "lost notifications");
+    assert!(wrong.is_empty(), "mis-routed: {wrong:?}");
+    assert_eq!(unexpected, 0, "events for notifications never sent");
+    assert_eq!(published + dead_lettered, notifications.len());
+    assert_eq!(fx.depth(&queue).await, 0, "left on the lifecycle queue");
+    assert!(
+        stats.entitlement_errors > 0 && stats.entitlement_throttled > 0,
+        "the faults happened: {stats:?}"
+    );
+    assert_no_token_leaks("lifecycle faults", &[output], &[]);
 }
 
 /// Peak RSS of a worker working through `n` queued tokens.

@@ -464,8 +464,13 @@ pub fn expected_event_id(token: &str) -> String {
 }
 
 impl Fixture {
-    /// Sends many bodies, ten per SendMessageBatch call.
+    /// Sends many bodies to the token queue, ten per SendMessageBatch call.
     pub async fn send_all(&self, bodies: &[String]) {
+        self.send_all_to(&self.queue_url, bodies).await;
+    }
+
+    /// Sends many bodies to the queue at `url`, ten per SendMessageBatch call.
+    pub async fn send_all_to(&self, url: &str, bodies: &[String]) {
         for chunk in bodies.chunks(10) {
             let entries = chunk
                 .iter()
@@ -481,7 +486,7 @@ impl Fixture {
             let out = self
                 .sqs
                 .send_message_batch()
-                .queue_url(&self.queue_url)
+                .queue_url(url)
                 .set_entries(Some(entries))
                 .send()
                 .await
