@@ -12,7 +12,7 @@ use super::check;
 use super::dlq;
 use super::enqueue::{self, Extras};
 use super::load::{self, Needs, Required};
-use super::output::{self, ErrorBody, ErrorDocument, Format};
+use super::output::{self, ErrorBody, ErrorDocument, Format, Render};
 use super::progress::{Job, Progress};
 use super::redrive::{self, RedriveOptions};
 use super::{EXIT_DATA, EXIT_FAILURE};
@@ -27,7 +27,10 @@ Examples:
 
 Checks: configuration, aws_region, queue, dlq, queue_types, redrive_policy, visibility_timeout,
 queue_visibility_timeout, dlq_retention, topic, topic_fifo, resolve_customer (a call with a
-deliberately invalid token must answer InvalidTokenException). docs/operations.md explains each.
+deliberately invalid token must answer InvalidTokenException); with lifecycle_queue_url also
+lifecycle_queue, lifecycle_dlq, lifecycle_redrive_policy and get_entitlements; with
+marketplace.role_arn also marketplace_role (both API calls then run as that role).
+docs/operations.md explains each.
 
 Exit status: 0 when no check failed (warnings allowed), 1 when one did, 78 when the configuration
 is missing or invalid.";
@@ -128,42 +131,42 @@ pub enum DlqCommand {
     Redrive(DlqRedriveArgs),
 }
 
+/// Which dead-letter queue a `dlq` subcommand works on, and how it reports.
 #[derive(Debug, Args)]
-#[command(after_help = LIST_HELP)]
-pub struct DlqListArgs {
+pub struct DlqTarget {
     /// A TOML file layered over the defaults (environment variables still win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The dead-letter queue, instead of MPR_DLQ_URL / dlq_url.
     #[arg(long, value_name = "URL")]
     pub dlq_url: Option<String>,
-    /// The lifecycle queue's dead-letters (MPR_LIFECYCLE_DLQ_URL / lifecycle_dlq_url) instead.
+    /// The lifecycle queue's dead-letters (MPR_LIFECYCLE_DLQ_URL / lifecycle_dlq_url) instead; a
+    /// redrive then moves them back to the lifecycle queue (lifecycle_queue_url).
     #[arg(long, conflicts_with = "dlq_url")]
     pub lifecycle: bool,
-    /// Look at no more than this many messages (they are all held invisible while listing).
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub max: u64,
     /// Print one JSON document instead of the report.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = LIST_HELP)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    pub target: DlqTarget,
+    /// Look at no more than this many messages (they are all held invisible while listing).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max: u64,
+}
+
+#[derive(Debug, Args)]
 #[command(after_help = REDRIVE_HELP)]
 pub struct DlqRedriveArgs {
-    /// A TOML file layered over the defaults (environment variables still win).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The dead-letter queue, instead of MPR_DLQ_URL / dlq_url.
-    #[arg(long, value_name = "URL")]
-    pub dlq_url: Option<String>,
+    #[command(flatten)]
+    pub target: DlqTarget,
     /// Where to move them, instead of MPR_QUEUE_URL / queue_url.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "lifecycle")]
     pub queue_url: Option<String>,
-    /// From the lifecycle dead-letter queue back to the lifecycle queue (lifecycle_dlq_url,
-    /// lifecycle_queue_url) instead.
-    #[arg(long, conflicts_with_all = ["dlq_url", "queue_url"])]
-    pub lifecycle: bool,
     /// Only dead-letters with this reason.
     #[arg(long, value_name = "REASON")]
     pub reason: Option<dlq::LetterReason>,
@@ -173,9 +176,6 @@ pub struct DlqRedriveArgs {
     /// Let SQS move the whole queue (StartMessageMoveTask); falls back to copying if refused.
     #[arg(long, conflicts_with_all = ["reason", "max"])]
     pub move_task: bool,
-    /// Print one JSON document instead of the report.
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub async fn check(args: CheckArgs) -> ExitCode {
@@ -268,29 +268,78 @@ pub async fn dlq(args: DlqArgs) -> ExitCode {
     }
 }
 
-async fn dlq_list(args: DlqListArgs) -> ExitCode {
-    let format = Format::from_json_flag(args.json);
+/// A `dlq` subcommand's configuration, clients and the (dead-letter queue, its source queue)
+/// pair it works on: the token queue's, or the lifecycle queue's with `--lifecycle`.
+struct DlqSetup {
+    settings: crate::config::Settings,
+    clients: Clients,
+    dlq_url: String,
+    queue_url: String,
+}
+
+/// Loads what `command` needs (`keys` unless `--lifecycle`), with the URL flags on top; on
+/// failure the explanation is printed and the exit code returned.
+async fn dlq_setup(
+    target: DlqTarget,
+    queue_url: Option<String>,
+    keys: &'static [Required],
+    command: &'static str,
+    example: &'static str,
+) -> Result<DlqSetup, ExitCode> {
     let needs = Needs {
-        command: "dlq list",
-        keys: if args.lifecycle {
-            &[]
-        } else {
-            &[Required::DlqUrl]
-        },
+        command,
+        keys: if target.lifecycle { &[] } else { keys },
         flags: true,
-        example: "mp-resolver dlq list",
+        example,
     };
-    let Some(loaded) = load_with_flags(
-        args.config,
-        &[(Required::DlqUrl, args.dlq_url)],
-        &needs,
-        format,
-    ) else {
-        return ExitCode::from(EXIT_CONFIG as u8);
+    let format = Format::from_json_flag(target.json);
+    let flags = [
+        (Required::QueueUrl, queue_url),
+        (Required::DlqUrl, target.dlq_url),
+    ];
+    let Some(loaded) = load_with_flags(target.config, &flags, &needs, format) else {
+        return Err(ExitCode::from(EXIT_CONFIG as u8));
     };
-    let clients = Clients::from_environment(&loaded.settings).await;
-    let Some((dlq_url, _)) = load::dlq_queues(&loaded.settings, args.lifecycle, "dlq list") else {
-        return ExitCode::from(EXIT_CONFIG as u8);
+    let Some((dlq_url, queue_url)) = load::dlq_queues(&loaded.settings, target.lifecycle, command)
+    else {
+        return Err(ExitCode::from(EXIT_CONFIG as u8));
+    };
+    Ok(DlqSetup {
+        clients: Clients::from_environment(&loaded.settings).await,
+        settings: loaded.settings,
+        dlq_url,
+        queue_url,
+    })
+}
+
+/// Prints a command's report, or the AWS failure that stopped it; exits by the report's verdict.
+fn report<R: Render + serde::Serialize>(
+    result: Result<R, CallError>,
+    ok: impl FnOnce(&R) -> bool,
+    format: Format,
+) -> ExitCode {
+    match result {
+        Ok(report) => {
+            output::print(&report, format);
+            exit(ok(&report))
+        }
+        Err(error) => aws_failure(&error, format),
+    }
+}
+
+async fn dlq_list(args: DlqListArgs) -> ExitCode {
+    let format = Format::from_json_flag(args.target.json);
+    let setup = match dlq_setup(
+        args.target,
+        None,
+        &[Required::DlqUrl],
+        "dlq list",
+        "mp-resolver dlq list",
+    )
+    .await
+    {
+        Ok(setup) => setup,
+        Err(code) => return code,
     };
     let max = usize::try_from(args.max).unwrap_or(usize::MAX);
     let job = Job {
@@ -298,54 +347,33 @@ async fn dlq_list(args: DlqListArgs) -> ExitCode {
         unit: "messages",
     };
     let listing = Progress::on_stderr(format, job, None)
-        .run(dlq::list(&clients.sqs, &dlq_url, max))
+        .run(dlq::list(&setup.clients.sqs, &setup.dlq_url, max))
         .await;
-    match listing {
-        Ok(report) => {
-            output::print(&report, format);
-            exit(report.ok)
-        }
-        Err(error) => aws_failure(&error, format),
-    }
+    report(listing, |r| r.ok, format)
 }
 
 async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
-    let format = Format::from_json_flag(args.json);
-    let needs = Needs {
-        command: "dlq redrive",
-        keys: if args.lifecycle {
-            &[]
-        } else {
-            &[Required::QueueUrl, Required::DlqUrl]
-        },
-        flags: true,
-        example: "mp-resolver dlq redrive --reason expired_token",
+    let format = Format::from_json_flag(args.target.json);
+    let setup = match dlq_setup(
+        args.target,
+        args.queue_url,
+        &[Required::QueueUrl, Required::DlqUrl],
+        "dlq redrive",
+        "mp-resolver dlq redrive --reason expired_token",
+    )
+    .await
+    {
+        Ok(setup) => setup,
+        Err(code) => return code,
     };
-    let Some(loaded) = load_with_flags(
-        args.config,
-        &[
-            (Required::QueueUrl, args.queue_url),
-            (Required::DlqUrl, args.dlq_url),
-        ],
-        &needs,
-        format,
-    ) else {
-        return ExitCode::from(EXIT_CONFIG as u8);
-    };
-    let clients = Clients::from_environment(&loaded.settings).await;
     // `unpublished` letters are published to the topic, when one is configured.
-    let topic = loaded.settings.topic_arn.trim();
+    let topic = setup.settings.topic_arn.trim();
     let options = RedriveOptions {
         reason: args.reason,
         max: args.max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
         move_task: args.move_task,
         publisher: (!topic.is_empty())
-            .then(|| crate::aws::sns::Publisher::new(clients.sns.clone(), topic.to_owned())),
-    };
-    let Some((dlq_url, queue_url)) =
-        load::dlq_queues(&loaded.settings, args.lifecycle, "dlq redrive")
-    else {
-        return ExitCode::from(EXIT_CONFIG as u8);
+            .then(|| crate::aws::sns::Publisher::new(setup.clients.sns.clone(), topic.to_owned())),
     };
     let job = Job {
         command: "dlq redrive",
@@ -353,19 +381,13 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
     };
     let redriven = Progress::on_stderr(format, job, None)
         .run(redrive::redrive(
-            &clients.sqs,
-            &dlq_url,
-            &queue_url,
+            &setup.clients.sqs,
+            &setup.dlq_url,
+            &setup.queue_url,
             &options,
         ))
         .await;
-    match redriven {
-        Ok(report) => {
-            output::print(&report, format);
-            exit(report.ok)
-        }
-        Err(error) => aws_failure(&error, format),
-    }
+    report(redriven, |r| r.ok, format)
 }
 
 /// Loads the configuration with the command's URL flags on top; on failure prints the explanation
