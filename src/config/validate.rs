@@ -103,70 +103,49 @@ pub(super) fn check_range<T: PartialOrd + std::fmt::Display>(
 }
 
 fn ranges(s: &Settings) -> Result<(), ConfigError> {
-    let w = &s.worker;
-    check_range("worker.max_in_flight", w.max_in_flight, 1, 10_000)?;
-    check_range("worker.receive_batch", w.receive_batch, 1, 10)?;
-    check_range("worker.receive_wait_secs", w.receive_wait_secs, 0, 20)?;
-    // The heartbeat extends visibility every third of it; below 3 s that leaves no slack.
-    check_range(
-        "worker.visibility_timeout_secs",
-        w.visibility_timeout_secs,
-        3,
-        43_200,
-    )?;
-    check_range(
-        "worker.shutdown_grace_secs",
-        w.shutdown_grace_secs,
-        0,
-        3_600,
-    )?;
-    check_range("worker.stall_timeout_secs", w.stall_timeout_secs, 1, 86_400)?;
-    check_range("worker.dedupe_capacity", w.dedupe_capacity, 1, 10_000_000)?;
-    check_range("worker.delete_linger_ms", w.delete_linger_ms, 0, 1_000)?;
-
-    let r = &s.resolve;
-    check_range(
-        "resolve.attempt_timeout_ms",
-        r.attempt_timeout_ms,
-        100,
-        60_000,
-    )?;
-    check_range("resolve.max_attempts", r.max_attempts, 1, 100)?;
-    check_range(
-        "resolve.initial_backoff_ms",
-        r.initial_backoff_ms,
-        1,
-        60_000,
-    )?;
-    check_range(
-        "resolve.max_backoff_ms",
-        r.max_backoff_ms,
-        r.initial_backoff_ms,
-        600_000,
-    )?;
+    let (w, r, p, rl, pa) = (&s.worker, &s.resolve, &s.publish, &s.rate_limit, &s.pause);
+    // Whole-number keys as (key, value, min, max); every integer type fits an i128 as it is.
+    #[rustfmt::skip]
+    let whole: [(&str, i128, i128, i128); 22] = [
+        ("worker.max_in_flight", w.max_in_flight as i128, 1, 10_000),
+        ("worker.receive_batch", w.receive_batch as i128, 1, 10),
+        ("worker.receive_wait_secs", w.receive_wait_secs as i128, 0, 20),
+        // The heartbeat extends visibility every third of it; below 3 s that leaves no slack.
+        ("worker.visibility_timeout_secs", w.visibility_timeout_secs as i128, 3, 43_200),
+        ("worker.shutdown_grace_secs", w.shutdown_grace_secs as i128, 0, 3_600),
+        ("worker.stall_timeout_secs", w.stall_timeout_secs as i128, 1, 86_400),
+        ("worker.dedupe_capacity", w.dedupe_capacity as i128, 1, 10_000_000),
+        ("worker.delete_linger_ms", w.delete_linger_ms as i128, 0, 1_000),
+        ("resolve.attempt_timeout_ms", r.attempt_timeout_ms as i128, 100, 60_000),
+        ("resolve.max_attempts", r.max_attempts as i128, 1, 100),
+        ("resolve.initial_backoff_ms", r.initial_backoff_ms as i128, 1, 60_000),
+        ("resolve.max_backoff_ms", r.max_backoff_ms as i128, r.initial_backoff_ms as i128, 600_000),
+        ("resolve.budget_secs", r.budget_secs as i128, 0, 43_200),
+        ("resolve.handback_max_secs", r.handback_max_secs as i128, 1, 43_200),
+        ("publish.max_batch", p.max_batch as i128, 1, 10),
+        ("publish.linger_ms", p.linger_ms as i128, 0, 1_000),
+        ("publish.hold_secs", p.hold_secs as i128, 1, 43_200),
+        ("publish.hold_max_delay_secs", p.hold_max_delay_secs as i128, 1, p.hold_secs as i128),
+        ("rate_limit.cooldown_ms", rl.cooldown_ms as i128, 0, 60_000),
+        ("pause.probe_initial_secs", pa.probe_initial_secs as i128, 1, 3_600),
+        ("pause.probe_max_secs", pa.probe_max_secs as i128, pa.probe_initial_secs as i128, 86_400),
+        ("aws.max_attempts", s.aws.max_attempts as i128, 1, 10),
+    ];
+    #[rustfmt::skip]
+    let fractional: [(&str, f64, f64, f64); 4] = [
+        ("rate_limit.min_per_sec", rl.min_per_sec, 0.01, 10_000.0),
+        ("rate_limit.initial_per_sec", rl.initial_per_sec, rl.min_per_sec, 10_000.0),
+        ("rate_limit.decrease_factor", rl.decrease_factor, 0.05, 0.99),
+        ("rate_limit.increase_per_sec", rl.increase_per_sec, 0.0, 1_000.0),
+    ];
+    for (key, value, min, max) in whole {
+        check_range(key, value, min, max)?;
+    }
+    for (key, value, min, max) in fractional {
+        check_range(key, value, min, max)?;
+    }
     check_range("resolve.backoff_factor", r.backoff_factor, 1.0, 10.0)?;
-    check_range("resolve.budget_secs", r.budget_secs, 0, 43_200)?;
-    check_range("resolve.handback_max_secs", r.handback_max_secs, 1, 43_200)?;
-
-    let p = &s.publish;
-    check_range("publish.max_batch", p.max_batch, 1, 10)?;
-    check_range("publish.linger_ms", p.linger_ms, 0, 1_000)?;
-    check_range("publish.hold_secs", p.hold_secs, 1, 43_200)?;
-    check_range(
-        "publish.hold_max_delay_secs",
-        p.hold_max_delay_secs,
-        1,
-        p.hold_secs,
-    )?;
-
-    let rl = &s.rate_limit;
-    check_range("rate_limit.min_per_sec", rl.min_per_sec, 0.01, 10_000.0)?;
-    check_range(
-        "rate_limit.initial_per_sec",
-        rl.initial_per_sec,
-        rl.min_per_sec,
-        10_000.0,
-    )?;
+    // A max_per_sec of 0 means no ceiling.
     if rl.max_per_sec != 0.0 {
         check_range(
             "rate_limit.max_per_sec",
@@ -175,25 +154,6 @@ fn ranges(s: &Settings) -> Result<(), ConfigError> {
             10_000.0,
         )?;
     }
-    check_range("rate_limit.decrease_factor", rl.decrease_factor, 0.05, 0.99)?;
-    check_range("rate_limit.cooldown_ms", rl.cooldown_ms, 0, 60_000)?;
-    check_range(
-        "rate_limit.increase_per_sec",
-        rl.increase_per_sec,
-        0.0,
-        1_000.0,
-    )?;
-
-    let pa = &s.pause;
-    check_range("pause.probe_initial_secs", pa.probe_initial_secs, 1, 3_600)?;
-    check_range(
-        "pause.probe_max_secs",
-        pa.probe_max_secs,
-        pa.probe_initial_secs,
-        86_400,
-    )?;
-
-    check_range("aws.max_attempts", s.aws.max_attempts, 1, 10)?;
     Ok(())
 }
 

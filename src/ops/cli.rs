@@ -82,6 +82,13 @@ original is deleted from the dead-letter queue; messages not taken are handed ba
 #[derive(Debug, Args)]
 #[command(after_help = CHECK_HELP)]
 pub struct CheckArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The flags every operator command has: where the configuration is, and how to report.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
     /// A TOML file layered over the defaults, as for `run` (environment variables still win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -93,9 +100,8 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 #[command(after_help = ENQUEUE_HELP)]
 pub struct EnqueueArgs {
-    /// A TOML file layered over the defaults (environment variables still win).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// The token queue, instead of MPR_QUEUE_URL / queue_url.
     #[arg(long, value_name = "URL")]
     pub queue_url: Option<String>,
@@ -105,9 +111,6 @@ pub struct EnqueueArgs {
     /// A `context` entry sent with every token; repeat for more.
     #[arg(long = "context", value_name = "KEY=VALUE", value_parser = enqueue::parse_context_pair)]
     pub context: Vec<(String, String)>,
-    /// Print one JSON document instead of the report.
-    #[arg(long)]
-    pub json: bool,
     /// Registration tokens. None, or `-`, reads standard input, one token per line.
     #[arg(value_name = "TOKEN")]
     pub tokens: Vec<String>,
@@ -134,9 +137,8 @@ pub enum DlqCommand {
 /// Which dead-letter queue a `dlq` subcommand works on, and how it reports.
 #[derive(Debug, Args)]
 pub struct DlqTarget {
-    /// A TOML file layered over the defaults (environment variables still win).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// The dead-letter queue, instead of MPR_DLQ_URL / dlq_url.
     #[arg(long, value_name = "URL")]
     pub dlq_url: Option<String>,
@@ -144,9 +146,6 @@ pub struct DlqTarget {
     /// redrive then moves them back to the lifecycle queue (lifecycle_queue_url).
     #[arg(long, conflicts_with = "dlq_url")]
     pub lifecycle: bool,
-    /// Print one JSON document instead of the report.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -179,14 +178,14 @@ pub struct DlqRedriveArgs {
 }
 
 pub async fn check(args: CheckArgs) -> ExitCode {
-    let format = Format::from_json_flag(args.json);
+    let format = Format::from_json_flag(args.common.json);
     let needs = Needs {
         command: "check",
         keys: &Required::ALL,
         flags: false,
         example: "mp-resolver check",
     };
-    let sources = Sources::from_process(args.config);
+    let sources = Sources::from_process(args.common.config);
     let loaded = match load::load_for(&sources, &needs) {
         Ok(loaded) => loaded,
         Err(error) => return config_failure(&error, &sources, &needs, format),
@@ -200,7 +199,7 @@ pub async fn check(args: CheckArgs) -> ExitCode {
 }
 
 pub async fn enqueue(args: EnqueueArgs) -> ExitCode {
-    let format = Format::from_json_flag(args.json);
+    let format = Format::from_json_flag(args.common.json);
     let needs = Needs {
         command: "enqueue",
         keys: &[Required::QueueUrl],
@@ -208,7 +207,7 @@ pub async fn enqueue(args: EnqueueArgs) -> ExitCode {
         example: "mp-resolver enqueue \"$TOKEN\"",
     };
     let Some(loaded) = load_with_flags(
-        args.config,
+        args.common.config,
         &[(Required::QueueUrl, args.queue_url)],
         &needs,
         format,
@@ -292,12 +291,12 @@ async fn dlq_setup(
         flags: true,
         example,
     };
-    let format = Format::from_json_flag(target.json);
+    let format = Format::from_json_flag(target.common.json);
     let flags = [
         (Required::QueueUrl, queue_url),
         (Required::DlqUrl, target.dlq_url),
     ];
-    let Some(loaded) = load_with_flags(target.config, &flags, &needs, format) else {
+    let Some(loaded) = load_with_flags(target.common.config, &flags, &needs, format) else {
         return Err(ExitCode::from(EXIT_CONFIG as u8));
     };
     let Some((dlq_url, queue_url)) = load::dlq_queues(&loaded.settings, target.lifecycle, command)
@@ -328,7 +327,7 @@ fn report<R: Render + serde::Serialize>(
 }
 
 async fn dlq_list(args: DlqListArgs) -> ExitCode {
-    let format = Format::from_json_flag(args.target.json);
+    let format = Format::from_json_flag(args.target.common.json);
     let setup = match dlq_setup(
         args.target,
         None,
@@ -353,7 +352,7 @@ async fn dlq_list(args: DlqListArgs) -> ExitCode {
 }
 
 async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
-    let format = Format::from_json_flag(args.target.json);
+    let format = Format::from_json_flag(args.target.common.json);
     let setup = match dlq_setup(
         args.target,
         args.queue_url,
