@@ -73,27 +73,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:4599")]
         listen: SocketAddr,
-        /// Calls per second before ThrottlingException (token bucket). Unlimited when absent.
-        #[arg(long, value_name = "CALLS_PER_S")]
-        quota: Option<f64>,
-        /// Delay added to every call, in milliseconds.
-        #[arg(long, default_value_t = 0, value_name = "MS")]
-        latency_ms: u64,
-        /// Fraction of calls (0 to 1) that fail with InternalServiceErrorException.
-        #[arg(long, default_value_t = 0.0, value_name = "0..1")]
-        error_rate: f64,
-        /// Answer every call with DisabledApiException.
-        #[arg(long)]
-        disabled: bool,
-        /// A token that resolved once answers ExpiredTokenException on every later call.
-        #[arg(long)]
-        single_use: bool,
-        /// Refuse calls without a SigV4 Authorization header for `aws-marketplace` (the signature itself is not verified).
-        #[arg(long)]
-        strict_auth: bool,
-        /// GetEntitlements calls per second before ThrottlingException (its own bucket). Unlimited when absent.
-        #[arg(long, value_name = "CALLS_PER_S")]
-        entitlement_quota: Option<f64>,
+        #[command(flatten)]
+        settings: EmulatorSettings,
     },
 }
 
@@ -119,40 +100,12 @@ fn main() -> ExitCode {
                 std::io::Write::write_all(&mut std::io::stdout(), emf::catalogue_text().as_bytes());
             ExitCode::SUCCESS
         }
-        Command::Emulator {
-            listen,
-            quota,
-            latency_ms,
-            error_rate,
-            disabled,
-            single_use,
-            strict_auth,
-            entitlement_quota,
-        } => {
-            if !(0.0..=1.0).contains(&error_rate) {
-                eprintln!(
-                    "mp-resolver emulator: --error-rate must be between 0 and 1, got {error_rate}"
-                );
+        Command::Emulator { listen, settings } => {
+            // The same rules as `POST /emulator/config`.
+            if let Err(problem) = settings.validate() {
+                eprintln!("mp-resolver emulator: {problem}");
                 return ExitCode::from(2);
             }
-            for (flag, quota) in [
-                ("--quota", quota),
-                ("--entitlement-quota", entitlement_quota),
-            ] {
-                if quota.is_some_and(|q| !q.is_finite() || q < 0.0) {
-                    eprintln!("mp-resolver emulator: {flag} must be a positive number");
-                    return ExitCode::from(2);
-                }
-            }
-            let settings = EmulatorSettings {
-                quota,
-                latency_ms,
-                error_rate,
-                disabled,
-                single_use,
-                strict_auth,
-                entitlement_quota,
-            };
             runtime.block_on(serve_emulator(listen, settings))
         }
     }

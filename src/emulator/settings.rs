@@ -2,27 +2,36 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// How the whole emulated service behaves. Every field can be changed while it runs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// How the whole emulated service behaves. Every field can be changed while it runs: as the flags
+/// of `mp-resolver emulator` (the first line of each comment is its help), and as JSON members of
+/// `POST /emulator/config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EmulatorSettings {
-    /// Calls per second across all tokens; `None` or `0` means unlimited.
+    // Across all tokens; `None` or `0` means unlimited.
+    /// Calls per second before ThrottlingException (token bucket). Unlimited when absent.
+    #[arg(long, value_name = "CALLS_PER_S")]
     pub quota: Option<f64>,
-    /// Delay added before answering each call.
+    /// Delay added to every call, in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
     pub latency_ms: u64,
-    /// Fraction (0..=1) of calls that answer `InternalServiceErrorException` at random.
+    /// Fraction of calls (0 to 1) that fail with InternalServiceErrorException, at random.
+    #[arg(long, default_value_t = 0.0, value_name = "0..1")]
     pub error_rate: f64,
-    /// Every call answers `DisabledApiException` (GetEntitlements, whose model has no such error:
-    /// `InternalServiceErrorException`).
+    // GetEntitlements, whose model has no such error, answers `InternalServiceErrorException`.
+    /// Answer every call with DisabledApiException.
+    #[arg(long)]
     pub disabled: bool,
-    /// A token that resolved once answers `ExpiredTokenException` on every later call, as AWS does
+    /// A token that resolved once answers ExpiredTokenException on every later call, as AWS does
     /// when a buyer resubmits a registration token.
+    #[arg(long)]
     pub single_use: bool,
-    /// Refuse API calls without a SigV4 `Authorization` header for the `aws-marketplace` signing
-    /// name. The signature itself is not verified.
+    /// Refuse calls without a SigV4 Authorization header for `aws-marketplace` (the signature itself is not verified).
+    #[arg(long)]
     pub strict_auth: bool,
-    /// GetEntitlements calls per second, a bucket of its own (the real services have separate
-    /// quotas); `None` or `0` means unlimited.
+    // The real services have separate quotas; `None` or `0` means unlimited.
+    /// GetEntitlements calls per second before ThrottlingException (its own bucket). Unlimited when absent.
+    #[arg(long, value_name = "CALLS_PER_S")]
     pub entitlement_quota: Option<f64>,
 }
 
@@ -32,8 +41,11 @@ impl EmulatorSettings {
     /// with such values (see `effective_error_rate` and the quota bucket).
     pub fn validate(&self) -> Result<(), String> {
         for (key, quota) in [
-            ("quota", self.quota),
-            ("entitlementQuota", self.entitlement_quota),
+            ("quota (--quota)", self.quota),
+            (
+                "entitlementQuota (--entitlement-quota)",
+                self.entitlement_quota,
+            ),
         ] {
             if let Some(quota) = quota {
                 if !quota.is_finite() || quota < 0.0 {
@@ -45,7 +57,7 @@ impl EmulatorSettings {
         }
         if !(0.0..=1.0).contains(&self.error_rate) {
             return Err(format!(
-                "errorRate must be a number from 0 to 1, got {}",
+                "errorRate (--error-rate) must be a number from 0 to 1, got {}",
                 self.error_rate
             ));
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::aws::sns::TopicEvent;
 use crate::aws::sqs::{now_rfc3339, DeleteEntry, ReceivedMessage};
 use crate::contract::{DeadLetter, DeadLetterReason, Fingerprint};
-use crate::worker::decide::Handled;
+use crate::worker::decide::{Handled, Letter, Settling};
 use crate::worker::events::StepFailed;
 use crate::worker::lane::Lane;
 use crate::worker::lease::Lease;
@@ -33,31 +33,52 @@ impl Worker {
         }
     }
 
+    /// What this process remembers about the message and its event: a redelivery of a message it
+    /// dead-lettered (its delete was lost) or of an event it published.
+    pub(super) fn observe(
+        &self,
+        settling: &mut Settling,
+        message_id: &str,
+        event_id: Option<&Fingerprint>,
+    ) {
+        settling.already_dead_lettered = lock(&self.dead_lettered).get(message_id).copied();
+        settling.already_published = event_id.is_some_and(|id| self.was_published(id));
+    }
+
+    /// Before each decision: whether the process is stopping, and how long a held event waited.
+    pub(super) fn refresh(&self, settling: &mut Settling, held: &Option<HeldGuard<'_>>) {
+        settling.stopping = *self.stopping.borrow();
+        if let Some(h) = held {
+            settling.held_for = h.since.elapsed();
+        }
+    }
+
     /// One publish try of a delivery's event: on success the event id is remembered, the hold
     /// (if any) ends and the message is deleted; on failure the hold starts (if it had not) and
-    /// the error goes back into the delivery's facts.
+    /// the error goes back into the delivery's facts (`None`).
     pub(super) async fn publish_then_delete<'a>(
         &'a self,
-        lane: &Lane,
-        message: &ReceivedMessage,
-        lease: &Lease,
+        attempt: &mut Attempt<'_, 'a>,
+        settling: &mut Settling,
         (event_id, event): (Fingerprint, TopicEvent),
-        held: &mut Option<HeldGuard<'a>>,
-    ) -> Result<Fingerprint, String> {
+    ) -> Option<Fingerprint> {
         // From here, handing the message back at shutdown would publish it twice.
-        lease.mark_committed();
+        attempt.lease.mark_committed();
         match self.publish(event_id, event).await {
             Ok(event_id) => {
                 self.remember_published(&event_id);
-                drop(held.take());
-                self.delete(lane, message, lease).await;
-                Ok(event_id)
+                drop(attempt.held.take());
+                self.delete(attempt.lane, attempt.message, attempt.lease)
+                    .await;
+                Some(event_id)
             }
             Err(error) => {
-                if held.is_none() {
-                    *held = Some(HeldGuard::start(&self.telemetry));
+                if attempt.held.is_none() {
+                    attempt.held = Some(HeldGuard::start(&self.telemetry));
                 }
-                Err(error)
+                settling.publish_failures += 1;
+                settling.last_publish_error = Some(error);
+                None
             }
         }
     }
@@ -145,21 +166,38 @@ impl Worker {
         drop(lease.settle().await);
     }
 
-    /// Dead-letters the message and, once the letter is out, remembers it and deletes the
-    /// message: the outcome, or `None` when the letter could not be sent (the decision table
-    /// then hands the message back).
+    /// Dead-letters the message and, once the letter is out, remembers it, ends a hold and
+    /// deletes the message: the outcome, or `None` when the letter could not be sent (noted in the
+    /// delivery's facts: the decision table then hands the message back).
     pub(super) async fn retire(
         &self,
-        lane: &Lane,
-        message: &ReceivedMessage,
-        lease: &Lease,
-        (reason, detail, event_id, event): Letter,
+        attempt: &mut Attempt<'_, '_>,
+        settling: &mut Settling,
+        letter: Letter,
     ) -> Option<Outcome> {
+        let Letter {
+            reason,
+            detail,
+            event_id,
+            event,
+        } = letter;
+        let Attempt {
+            lane,
+            message,
+            lease,
+            ..
+        } = *attempt;
         lease.mark_committed();
-        self.dead_letter(lane, message, reason, detail, event_id.clone(), event)
+        if self
+            .dead_letter(lane, message, reason, detail, event_id.clone(), event)
             .await
-            .ok()?;
+            .is_err()
+        {
+            settling.dead_letter_failed = true;
+            return None;
+        }
         lock(&self.dead_lettered).put(message.message_id.clone(), reason);
+        drop(attempt.held.take());
         self.delete(lane, message, lease).await;
         Some(Outcome::DeadLettered { reason, event_id })
     }
@@ -180,10 +218,22 @@ impl Worker {
     }
 }
 
-/// A dead-letter's reason, detail, the event id and (for `unpublished`) the event JSON.
-pub(super) type Letter = (
-    DeadLetterReason,
-    String,
-    Option<Fingerprint>,
-    Option<String>,
-);
+/// One delivery being worked, as the actions that settle it need it: where it came from, its
+/// lease, and the hold of its event while publishing it fails.
+pub(super) struct Attempt<'d, 'w> {
+    pub lane: &'d Lane,
+    pub message: &'d ReceivedMessage,
+    pub lease: &'d Lease,
+    pub held: Option<HeldGuard<'w>>,
+}
+
+impl<'d> Attempt<'d, '_> {
+    pub fn new(lane: &'d Lane, message: &'d ReceivedMessage, lease: &'d Lease) -> Self {
+        Attempt {
+            lane,
+            message,
+            lease,
+            held: None,
+        }
+    }
+}

@@ -12,24 +12,17 @@ use crate::contract::{
 use crate::worker::resolve::ResolveOutcome;
 use crate::worker::retry::{BackoffPolicy, HoldPolicy};
 
-/// Everything known about one delivery so far. The worker fills it in step by step.
+/// What any delivery, on either queue, goes through on its way to being settled: what this process
+/// did with the same message or event before, the publish tries of its event, the dead-letter
+/// send, and the shutdown. Each queue's delivery adds what is particular to its messages.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct Settling {
     /// The message's `ApproximateReceiveCount`.
     pub receive_count: u32,
     /// This process dead-lettered the message before (its delete was lost), with this reason.
     pub already_dead_lettered: Option<DeadLetterReason>,
-    /// The body, parsed against the inbound contract.
-    pub request: Result<TokenRequest, Malformed>,
-    /// This process published the token's event before (a redelivery).
+    /// This process published the event before (a redelivery).
     pub already_published: bool,
-    /// Resolving is paused process-wide (DisabledApiException).
-    pub paused: bool,
-    /// What this delivery's ResolveCustomer calls ended in, once asked (or what this process
-    /// learned for the same token earlier: a token may resolve only once).
-    pub resolved: Option<ResolveOutcome>,
-    /// The event built from the answer, kept as it is for every publish try.
-    pub event: Option<CustomerEvent>,
     /// Publish tries that failed (after the SDK's retries), the time since the first failure, and
     /// the last error.
     pub publish_failures: u32,
@@ -39,29 +32,83 @@ pub struct Delivery {
     pub stopping: bool,
     /// The dead-letter send failed (after the SDK's retries).
     pub dead_letter_failed: bool,
-    /// Shutdown's grace period ran out before the delivery finished.
-    pub grace_over: bool,
     /// The jitter drawn for this delivery, in `[0, 1]`: the fraction of a backoff step to wait.
     pub draw: f64,
 }
 
-impl Delivery {
-    pub fn new(receive_count: u32, request: Result<TokenRequest, Malformed>, draw: f64) -> Self {
-        Delivery {
+impl Settling {
+    pub fn new(receive_count: u32, draw: f64) -> Self {
+        Settling {
             receive_count,
             already_dead_lettered: None,
-            request,
             already_published: false,
-            paused: false,
-            resolved: None,
-            event: None,
             publish_failures: 0,
             held_for: Duration::ZERO,
             last_publish_error: None,
             stopping: false,
             dead_letter_failed: false,
-            grace_over: false,
             draw,
+        }
+    }
+
+    /// The publish step of the delivery's event: publish after the returned wait (zero for the
+    /// first try, a held event's backoff after), or give up because the process is stopping or
+    /// the hold ran out, with the detail of the `unpublished` dead-letter (which carries the
+    /// event: held, never away).
+    pub fn next_publish(&self, hold: HoldPolicy) -> Result<Duration, String> {
+        let failures = self.publish_failures;
+        if failures == 0 {
+            return Ok(Duration::ZERO);
+        }
+        if self.stopping || self.held_for >= hold.hold {
+            return Err(format!(
+                "SNS publish failed {failures} times over {} s{}: {}",
+                self.held_for.as_secs(),
+                if self.stopping {
+                    " (process stopping)"
+                } else {
+                    ""
+                },
+                self.last_publish_error
+                    .as_deref()
+                    .unwrap_or("unknown error")
+            ));
+        }
+        Ok(hold.retry_delay(failures, self.draw))
+    }
+
+    /// How long a hand-back leaves the message invisible after `attempts` calls in this delivery.
+    pub fn hand_back_delay(&self, policy: &BackoffPolicy, attempts: u32) -> Duration {
+        policy.handback_delay_drawn(self.receive_count, attempts, self.draw)
+    }
+}
+
+/// Everything known about one token delivery so far. The worker fills it in step by step.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub settling: Settling,
+    /// The body, parsed against the inbound contract.
+    pub request: Result<TokenRequest, Malformed>,
+    /// Resolving is paused process-wide (DisabledApiException).
+    pub paused: bool,
+    /// What this delivery's ResolveCustomer calls ended in, once asked (or what this process
+    /// learned for the same token earlier: a token may resolve only once).
+    pub resolved: Option<ResolveOutcome>,
+    /// The event built from the answer, kept as it is for every publish try.
+    pub event: Option<CustomerEvent>,
+    /// Shutdown's grace period ran out before the delivery finished.
+    pub grace_over: bool,
+}
+
+impl Delivery {
+    pub fn new(receive_count: u32, request: Result<TokenRequest, Malformed>, draw: f64) -> Self {
+        Delivery {
+            settling: Settling::new(receive_count, draw),
+            request,
+            paused: false,
+            resolved: None,
+            event: None,
+            grace_over: false,
         }
     }
 
@@ -99,12 +146,7 @@ pub enum Action {
     },
     /// Send the body to the dead-letter queue with its reason (and, for `unpublished`, the event),
     /// then delete the message.
-    DeadLetter {
-        reason: DeadLetterReason,
-        detail: String,
-        event_id: Option<Fingerprint>,
-        event: Option<String>,
-    },
+    DeadLetter(Letter),
     /// Leave the message on the queue, visible again after `delay`.
     HandBack {
         cause: HandBackCause,
@@ -112,6 +154,16 @@ pub enum Action {
         /// The API answered DisabledApiException: pause resolving process-wide as well.
         pause_resolving: bool,
     },
+}
+
+/// A dead-letter to send: the body goes unchanged, with these as its `mpr.*` attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Letter {
+    pub reason: DeadLetterReason,
+    pub detail: String,
+    pub event_id: Option<Fingerprint>,
+    /// For `unpublished`: the event that could not be published, so nothing AWS said is lost.
+    pub event: Option<String>,
 }
 
 /// Why a message was deleted without new work.
@@ -140,9 +192,7 @@ pub enum HandBackCause {
 pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
     let hand_back = |cause, attempts| Action::HandBack {
         cause,
-        delay: rules
-            .policy
-            .handback_delay_drawn(d.receive_count, attempts, d.draw),
+        delay: d.settling.hand_back_delay(rules.policy, attempts),
         pause_resolving: false,
     };
     if d.grace_over {
@@ -152,23 +202,23 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
             pause_resolving: false,
         };
     }
-    if let Some(reason) = d.already_dead_lettered {
+    if let Some(reason) = d.settling.already_dead_lettered {
         return Action::Delete(Handled::DeadLettered(reason));
     }
     let request = match &d.request {
         Ok(request) => request,
-        Err(_) if d.dead_letter_failed => return hand_back(HandBackCause::DeadLetter, 1),
+        Err(_) if d.settling.dead_letter_failed => return hand_back(HandBackCause::DeadLetter, 1),
         Err(malformed) => {
-            return Action::DeadLetter {
+            return Action::DeadLetter(Letter {
                 reason: DeadLetterReason::MalformedMessage,
                 detail: malformed.detail.clone(),
                 event_id: malformed.fingerprint.clone(),
                 event: None,
-            }
+            })
         }
     };
     let event_id = request.token.fingerprint();
-    if d.already_published {
+    if d.settling.already_published {
         return Action::Delete(Handled::Published(event_id));
     }
     let Some(resolved) = &d.resolved else {
@@ -182,10 +232,10 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
             let allowed = rules.product_codes.is_empty()
                 || rules.product_codes.contains(&customer.product_code);
             if !allowed {
-                if d.dead_letter_failed {
+                if d.settling.dead_letter_failed {
                     return hand_back(HandBackCause::DeadLetter, 1);
                 }
-                return Action::DeadLetter {
+                return Action::DeadLetter(Letter {
                     reason: DeadLetterReason::ProductMismatch,
                     detail: format!(
                         "product code {} is not in the allow-list (product_codes)",
@@ -193,75 +243,40 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                     ),
                     event_id: Some(event_id),
                     event: None,
-                };
+                });
             }
-            match next_publish(
-                d.publish_failures,
-                d.held_for,
-                d.stopping,
-                rules.hold,
-                d.draw,
-                d.last_publish_error.as_deref(),
-            ) {
+            match d.settling.next_publish(rules.hold) {
                 Ok(after) => Action::Publish {
                     customer: customer.clone(),
                     attempts: *attempts,
                     after,
                 },
-                Err(_) if d.dead_letter_failed => hand_back(HandBackCause::DeadLetter, 1),
-                Err(detail) => Action::DeadLetter {
+                Err(_) if d.settling.dead_letter_failed => hand_back(HandBackCause::DeadLetter, 1),
+                Err(detail) => Action::DeadLetter(Letter {
                     reason: DeadLetterReason::Unpublished,
                     detail,
                     event_id: Some(event_id),
                     event: d.event.as_ref().map(CustomerEvent::to_json),
-                },
+                }),
             }
         }
         ResolveOutcome::Rejected { reason, detail, .. } => {
-            if d.dead_letter_failed {
+            if d.settling.dead_letter_failed {
                 return hand_back(HandBackCause::DeadLetter, 1);
             }
-            Action::DeadLetter {
+            Action::DeadLetter(Letter {
                 reason: *reason,
                 detail: detail.clone(),
                 event_id: Some(event_id),
                 event: None,
-            }
+            })
         }
         ResolveOutcome::Unavailable { failure, attempts } => Action::HandBack {
             cause: HandBackCause::Resolve(failure.kind),
-            delay: rules
-                .policy
-                .handback_delay_drawn(d.receive_count, *attempts, d.draw),
+            delay: d.settling.hand_back_delay(rules.policy, *attempts),
             pause_resolving: failure.kind == FailureKind::Disabled,
         },
     }
-}
-
-/// The publish step of any event after `failures` failed tries: publish after the returned wait
-/// (zero for the first try, a held event's backoff after), or give up because the process is
-/// stopping or the hold ran out, with the detail of the `unpublished` dead-letter (which carries
-/// the event: held, never away).
-pub fn next_publish(
-    failures: u32,
-    held_for: Duration,
-    stopping: bool,
-    hold: HoldPolicy,
-    draw: f64,
-    last_error: Option<&str>,
-) -> Result<Duration, String> {
-    if failures == 0 {
-        return Ok(Duration::ZERO);
-    }
-    if stopping || held_for >= hold.hold {
-        return Err(format!(
-            "SNS publish failed {failures} times over {} s{}: {}",
-            held_for.as_secs(),
-            if stopping { " (process stopping)" } else { "" },
-            last_error.unwrap_or("unknown error")
-        ));
-    }
-    Ok(hold.retry_delay(failures, draw))
 }
 
 #[cfg(test)]
@@ -346,8 +361,8 @@ pub(crate) mod tests {
                 attempts: 1,
             });
             d.event = Some(event());
-            d.publish_failures = 2;
-            d.last_publish_error = Some("NotFound: topic".into());
+            d.settling.publish_failures = 2;
+            d.settling.last_publish_error = Some("NotFound: topic".into());
             f(d);
         })
     }
@@ -388,43 +403,43 @@ pub(crate) mod tests {
                         attempts: 1,
                     })
                 }),
-                Action::DeadLetter {
+                Action::DeadLetter(Letter {
                     reason: DeadLetterReason::ProductMismatch,
                     detail: "product code prod-other is not in the allow-list (product_codes)"
                         .into(),
                     event_id: fp(),
                     event: None,
-                },
+                }),
             ),
             (
                 "InvalidTokenException: invalid_token",
                 delivery(|d| d.resolved = Some(rejected(DeadLetterReason::InvalidToken))),
-                Action::DeadLetter {
+                Action::DeadLetter(Letter {
                     reason: DeadLetterReason::InvalidToken,
                     detail: "ResolveCustomer: invalid_token".into(),
                     event_id: fp(),
                     event: None,
-                },
+                }),
             ),
             (
                 "ExpiredTokenException: expired_token",
                 delivery(|d| d.resolved = Some(rejected(DeadLetterReason::ExpiredToken))),
-                Action::DeadLetter {
+                Action::DeadLetter(Letter {
                     reason: DeadLetterReason::ExpiredToken,
                     detail: "ResolveCustomer: expired_token".into(),
                     event_id: fp(),
                     event: None,
-                },
+                }),
             ),
             (
                 "a body that breaks the inbound format: malformed_message",
                 Delivery::new(2, parse_body("{\"registrationToken\": 5}"), 1.0),
-                Action::DeadLetter {
+                Action::DeadLetter(Letter {
                     reason: DeadLetterReason::MalformedMessage,
                     detail: "`registrationToken` must be a string, found a number".into(),
                     event_id: None,
                     event: None,
-                },
+                }),
             ),
             (
                 "throttled past the budget: handed back with the backoff delay",
@@ -464,7 +479,7 @@ pub(crate) mod tests {
             ),
             (
                 "the publish failed: held, retried after its backoff, no second call",
-                held(|d| d.held_for = Duration::from_secs(10)),
+                held(|d| d.settling.held_for = Duration::from_secs(10)),
                 Action::Publish {
                     customer: customer("prod-a"),
                     attempts: 1,
@@ -473,31 +488,31 @@ pub(crate) mod tests {
             ),
             (
                 "held past publish.hold_secs: dead-lettered as unpublished, with the event",
-                held(|d| d.held_for = Duration::from_secs(60)),
-                Action::DeadLetter {
+                held(|d| d.settling.held_for = Duration::from_secs(60)),
+                Action::DeadLetter(Letter {
                     reason: DeadLetterReason::Unpublished,
                     detail: "SNS publish failed 2 times over 60 s: NotFound: topic".into(),
                     event_id: fp(),
                     event: Some(event().to_json()),
-                },
+                }),
             ),
             (
                 "held when the process stops: dead-lettered as unpublished at once",
-                held(|d| d.stopping = true),
-                Action::DeadLetter {
+                held(|d| d.settling.stopping = true),
+                Action::DeadLetter(Letter {
                     reason: DeadLetterReason::Unpublished,
                     detail:
                         "SNS publish failed 2 times over 0 s (process stopping): NotFound: topic"
                             .into(),
                     event_id: fp(),
                     event: Some(event().to_json()),
-                },
+                }),
             ),
             (
                 "held, and its unpublished letter failed too: handed back",
                 held(|d| {
-                    d.held_for = Duration::from_secs(60);
-                    d.dead_letter_failed = true;
+                    d.settling.held_for = Duration::from_secs(60);
+                    d.settling.dead_letter_failed = true;
                 }),
                 Action::HandBack {
                     cause: HandBackCause::DeadLetter,
@@ -524,7 +539,7 @@ pub(crate) mod tests {
                 "the dead-letter send failed: handed back",
                 delivery(|d| {
                     d.resolved = Some(rejected(DeadLetterReason::InvalidToken));
-                    d.dead_letter_failed = true;
+                    d.settling.dead_letter_failed = true;
                 }),
                 Action::HandBack {
                     cause: HandBackCause::DeadLetter,
@@ -536,7 +551,7 @@ pub(crate) mod tests {
                 "a malformed body whose dead-letter send failed: handed back",
                 {
                     let mut d = Delivery::new(2, parse_body("{"), 1.0);
-                    d.dead_letter_failed = true;
+                    d.settling.dead_letter_failed = true;
                     d
                 },
                 Action::HandBack {
@@ -547,20 +562,22 @@ pub(crate) mod tests {
             ),
             (
                 "already published by this process: deleted, no call",
-                delivery(|d| d.already_published = true),
+                delivery(|d| d.settling.already_published = true),
                 Action::Delete(Handled::Published(Fingerprint::of(TOKEN))),
             ),
             (
                 "already published wins over a pause",
                 delivery(|d| {
-                    d.already_published = true;
+                    d.settling.already_published = true;
                     d.paused = true;
                 }),
                 Action::Delete(Handled::Published(Fingerprint::of(TOKEN))),
             ),
             (
                 "already dead-lettered by this process: deleted, no second letter",
-                delivery(|d| d.already_dead_lettered = Some(DeadLetterReason::ExpiredToken)),
+                delivery(|d| {
+                    d.settling.already_dead_lettered = Some(DeadLetterReason::ExpiredToken)
+                }),
                 Action::Delete(Handled::DeadLettered(DeadLetterReason::ExpiredToken)),
             ),
             (
@@ -619,8 +636,8 @@ pub(crate) mod tests {
         };
         let delay_at = |receive_count, draw| {
             let mut d = delivery(|d| d.resolved = Some(failure(FailureKind::Throttled)));
-            d.receive_count = receive_count;
-            d.draw = draw;
+            d.settling.receive_count = receive_count;
+            d.settling.draw = draw;
             match decide(&d, rules) {
                 Action::HandBack { delay, .. } => delay,
                 other => panic!("{other:?}"),

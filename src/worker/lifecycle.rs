@@ -17,11 +17,12 @@ use crate::contract::lifecycle::{
     Unrecognized,
 };
 use crate::contract::{DeadLetterReason, Fingerprint};
-use crate::worker::decide::{next_publish, HandBackCause, Handled};
+use crate::worker::act::Attempt;
+use crate::worker::decide::{HandBackCause, Handled, Letter, Settling};
 use crate::worker::lane::Lane;
 use crate::worker::lease::Lease;
 use crate::worker::retry::{retry_within_budget, BackoffPolicy, HoldPolicy};
-use crate::worker::{lock, HeldGuard, Outcome, Worker};
+use crate::worker::{Outcome, Worker};
 
 /// What this delivery's GetEntitlements calls ended in.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,38 +43,21 @@ pub enum EntitlementsOutcome {
 /// Everything known about one lifecycle delivery so far.
 #[derive(Debug, Clone)]
 pub struct LifecycleDelivery {
-    pub receive_count: u32,
+    pub settling: Settling,
     pub notification: Result<Notification, Unrecognized>,
-    pub already_dead_lettered: Option<DeadLetterReason>,
-    pub already_published: bool,
     /// Once asked (only for license and entitlement updates).
     pub entitlements: Option<EntitlementsOutcome>,
     /// The event, built once and kept as it is for every publish try.
     pub event: Option<LifecycleEvent>,
-    pub publish_failures: u32,
-    pub held_for: Duration,
-    pub last_publish_error: Option<String>,
-    pub stopping: bool,
-    pub dead_letter_failed: bool,
-    /// The jitter drawn for this delivery, in `[0, 1]`.
-    pub draw: f64,
 }
 
 impl LifecycleDelivery {
     pub fn new(receive_count: u32, notification: Result<Notification, Unrecognized>) -> Self {
         LifecycleDelivery {
-            receive_count,
+            settling: Settling::new(receive_count, 1.0),
             notification,
-            already_dead_lettered: None,
-            already_published: false,
             entitlements: None,
             event: None,
-            publish_failures: 0,
-            held_for: Duration::ZERO,
-            last_publish_error: None,
-            stopping: false,
-            dead_letter_failed: false,
-            draw: 1.0,
         }
     }
 
@@ -95,12 +79,7 @@ pub enum LifecycleAction {
     Publish {
         after: Duration,
     },
-    DeadLetter {
-        reason: DeadLetterReason,
-        detail: String,
-        event_id: Option<Fingerprint>,
-        event: Option<String>,
-    },
+    DeadLetter(Letter),
     HandBack {
         cause: HandBackCause,
         delay: Duration,
@@ -115,21 +94,21 @@ pub fn decide_lifecycle(
 ) -> LifecycleAction {
     let hand_back = |cause, attempts| LifecycleAction::HandBack {
         cause,
-        delay: policy.handback_delay_drawn(d.receive_count, attempts, d.draw),
+        delay: d.settling.hand_back_delay(policy, attempts),
     };
     let dead_letter = |reason, detail, event_id, event| {
-        if d.dead_letter_failed {
+        if d.settling.dead_letter_failed {
             hand_back(HandBackCause::DeadLetter, 1)
         } else {
-            LifecycleAction::DeadLetter {
+            LifecycleAction::DeadLetter(Letter {
                 reason,
                 detail,
                 event_id,
                 event,
-            }
+            })
         }
     };
-    if let Some(reason) = d.already_dead_lettered {
+    if let Some(reason) = d.settling.already_dead_lettered {
         return LifecycleAction::Delete(Handled::DeadLettered(reason));
     }
     let notification = match &d.notification {
@@ -144,7 +123,7 @@ pub fn decide_lifecycle(
         }
     };
     let event_id = notification.fields.event_id.clone();
-    if d.already_published {
+    if d.settling.already_published {
         return LifecycleAction::Delete(Handled::Published(event_id));
     }
     if let Some(filter) = notification.entitlement_filter() {
@@ -177,14 +156,7 @@ pub fn decide_lifecycle(
             (Some(EntitlementsOutcome::Fetched(_)), _) => {}
         }
     }
-    match next_publish(
-        d.publish_failures,
-        d.held_for,
-        d.stopping,
-        hold,
-        d.draw,
-        d.last_publish_error.as_deref(),
-    ) {
+    match d.settling.next_publish(hold) {
         Ok(after) => LifecycleAction::Publish { after },
         Err(detail) => dead_letter(
             DeadLetterReason::Unpublished,
@@ -206,19 +178,16 @@ impl Worker {
     ) -> Outcome {
         let mut d =
             LifecycleDelivery::new(message.receive_count, parse_lifecycle_body(&message.body));
-        d.draw = rand::rng().random_range(0.0..=1.0);
-        if let Some(event_id) = d.event_id().cloned() {
-            tracing::Span::current().record("event_id", tracing::field::display(&event_id));
-            d.already_published = self.was_published(&event_id);
+        d.settling.draw = rand::rng().random_range(0.0..=1.0);
+        let event_id = d.event_id().cloned();
+        if let Some(event_id) = &event_id {
+            tracing::Span::current().record("event_id", tracing::field::display(event_id));
         }
-        d.already_dead_lettered = lock(&self.dead_lettered).get(&message.message_id).copied();
+        self.observe(&mut d.settling, &message.message_id, event_id.as_ref());
         let mut attempts = 0;
-        let mut held: Option<HeldGuard<'_>> = None;
+        let mut attempt = Attempt::new(lane, message, lease);
         loop {
-            d.stopping = *self.stopping.borrow();
-            if let Some(h) = &held {
-                d.held_for = h.since.elapsed();
-            }
+            self.refresh(&mut d.settling, &attempt.held);
             match decide_lifecycle(&d, &self.policy, self.hold) {
                 LifecycleAction::FetchEntitlements {
                     product_code,
@@ -250,33 +219,18 @@ impl Worker {
                     let event_id = event.fields.event_id.clone();
                     let (event_type, access) = (event.event_type, event.access.as_str());
                     let publish = (event_id, TopicEvent::Lifecycle(event));
-                    match self
-                        .publish_then_delete(lane, message, lease, publish, &mut held)
+                    if let Some(event_id) = self
+                        .publish_then_delete(&mut attempt, &mut d.settling, publish)
                         .await
                     {
-                        Ok(event_id) => {
-                            self.telemetry.metrics.lifecycle_event(event_type, access);
-                            return Outcome::Published { event_id, attempts };
-                        }
-                        Err(error) => {
-                            d.publish_failures += 1;
-                            d.last_publish_error = Some(error);
-                        }
+                        self.telemetry.metrics.lifecycle_event(event_type, access);
+                        return Outcome::Published { event_id, attempts };
                     }
                 }
-                LifecycleAction::DeadLetter {
-                    reason,
-                    detail,
-                    event_id,
-                    event,
-                } => {
-                    let letter = (reason, detail, event_id, event);
-                    match self.retire(lane, message, lease, letter).await {
-                        Some(outcome) => {
-                            drop(held.take());
-                            return outcome;
-                        }
-                        None => d.dead_letter_failed = true,
+                LifecycleAction::DeadLetter(letter) => {
+                    if let Some(outcome) = self.retire(&mut attempt, &mut d.settling, letter).await
+                    {
+                        return outcome;
                     }
                 }
                 LifecycleAction::HandBack { cause, delay } => {

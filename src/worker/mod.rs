@@ -36,6 +36,7 @@ use crate::aws::Clients;
 use crate::config::Settings;
 use crate::contract::{parse_body, CustomerEvent, DeadLetterReason, Fingerprint, ResolvedCustomer};
 use crate::observe::metrics::Telemetry;
+use crate::worker::act::Attempt;
 use crate::worker::batch::{BatchLimits, Batcher};
 use crate::worker::decide::{decide, Action, Delivery, Rules};
 use crate::worker::events::{Finished, Held, TokenResolved};
@@ -302,24 +303,24 @@ impl Worker {
         }
         // A message whose dead-letter went out but whose delete was lost comes back with the same
         // message id: it is settled without a second letter.
-        delivery.already_dead_lettered =
-            lock(&self.dead_lettered).get(&message.message_id).copied();
-        if let Some(event_id) = delivery.event_id() {
-            delivery.already_published = self.was_published(&event_id);
+        let event_id = delivery.event_id();
+        self.observe(
+            &mut delivery.settling,
+            &message.message_id,
+            event_id.as_ref(),
+        );
+        if let Some(event_id) = &event_id {
             delivery.resolved = lock(&self.resolved)
-                .get(&event_id)
+                .get(event_id)
                 .map(|(customer, attempts)| ResolveOutcome::Resolved {
                     customer: customer.clone(),
                     attempts: *attempts,
                 });
         }
-        let mut held: Option<HeldGuard<'_>> = None;
+        let mut attempt = Attempt::new(lane, message, lease);
         loop {
             delivery.paused = self.pause.is_paused();
-            delivery.stopping = *self.stopping.borrow();
-            if let Some(h) = &held {
-                delivery.held_for = h.since.elapsed();
-            }
+            self.refresh(&mut delivery.settling, &attempt.held);
             let rules = Rules {
                 product_codes: &self.settings.product_codes,
                 policy: &self.policy,
@@ -368,30 +369,19 @@ impl Worker {
                         })
                         .clone();
                     let publish = (event.event_id.clone(), TopicEvent::Customer(event));
-                    match self
-                        .publish_then_delete(lane, message, lease, publish, &mut held)
+                    if let Some(event_id) = self
+                        .publish_then_delete(&mut attempt, &mut delivery.settling, publish)
                         .await
                     {
-                        Ok(event_id) => return Outcome::Published { event_id, attempts },
-                        Err(error) => {
-                            delivery.publish_failures += 1;
-                            delivery.last_publish_error = Some(error);
-                        }
+                        return Outcome::Published { event_id, attempts };
                     }
                 }
-                Action::DeadLetter {
-                    reason,
-                    detail,
-                    event_id,
-                    event,
-                } => {
-                    let letter = (reason, detail, event_id, event);
-                    match self.retire(lane, message, lease, letter).await {
-                        Some(outcome) => {
-                            drop(held.take());
-                            return outcome;
-                        }
-                        None => delivery.dead_letter_failed = true,
+                Action::DeadLetter(letter) => {
+                    if let Some(outcome) = self
+                        .retire(&mut attempt, &mut delivery.settling, letter)
+                        .await
+                    {
+                        return outcome;
                     }
                 }
                 Action::HandBack {

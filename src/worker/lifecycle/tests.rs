@@ -28,17 +28,17 @@ fn an_unknown_body_is_dead_lettered_as_unrecognized() {
     let d = delivery(r#"{"hello":"world"}"#, |_| {});
     assert!(matches!(
         next(&d),
-        LifecycleAction::DeadLetter {
+        LifecycleAction::DeadLetter(Letter {
             reason: DeadLetterReason::UnrecognizedNotification,
             event_id: None,
             ..
-        }
+        })
     ));
 }
 
 #[test]
 fn an_unknown_body_whose_letter_failed_is_handed_back() {
-    let d = delivery("not json", |d| d.dead_letter_failed = true);
+    let d = delivery("not json", |d| d.settling.dead_letter_failed = true);
     assert!(matches!(
         next(&d),
         LifecycleAction::HandBack {
@@ -120,18 +120,18 @@ fn entitlements_rejected_are_dead_lettered_with_the_event_id() {
     let id = event_id(&d);
     assert_eq!(
         next(&d),
-        LifecycleAction::DeadLetter {
+        LifecycleAction::DeadLetter(Letter {
             reason: DeadLetterReason::UnrecognizedNotification,
             detail: "GetEntitlements: InvalidParameterException".into(),
             event_id: Some(id),
             event: None,
-        }
+        })
     );
 }
 
 #[test]
 fn a_redelivery_of_a_published_event_is_deleted() {
-    let d = delivery(CREATED, |d| d.already_published = true);
+    let d = delivery(CREATED, |d| d.settling.already_published = true);
     let id = event_id(&d);
     assert_eq!(next(&d), LifecycleAction::Delete(Handled::Published(id)));
 }
@@ -139,7 +139,7 @@ fn a_redelivery_of_a_published_event_is_deleted() {
 #[test]
 fn a_redelivery_of_a_dead_letter_is_deleted() {
     let d = delivery("junk", |d| {
-        d.already_dead_lettered = Some(DeadLetterReason::UnrecognizedNotification)
+        d.settling.already_dead_lettered = Some(DeadLetterReason::UnrecognizedNotification)
     });
     assert_eq!(
         next(&d),
@@ -152,8 +152,8 @@ fn a_redelivery_of_a_dead_letter_is_deleted() {
 #[test]
 fn a_failed_publish_is_retried_after_a_backoff_while_held() {
     let d = delivery(CREATED, |d| {
-        d.publish_failures = 2;
-        d.held_for = Duration::from_secs(10);
+        d.settling.publish_failures = 2;
+        d.settling.held_for = Duration::from_secs(10);
     });
     match next(&d) {
         LifecycleAction::Publish { after } => assert!(after >= Duration::from_millis(100)),
@@ -165,10 +165,10 @@ fn a_failed_publish_is_retried_after_a_backoff_while_held() {
 fn a_held_event_past_its_hold_or_at_shutdown_is_dead_lettered_with_the_event() {
     for (held_for, stopping) in [(Duration::from_secs(60), false), (Duration::ZERO, true)] {
         let d = delivery(CREATED, |d| {
-            d.publish_failures = 1;
-            d.held_for = held_for;
-            d.stopping = stopping;
-            d.last_publish_error = Some("NotFound".into());
+            d.settling.publish_failures = 1;
+            d.settling.held_for = held_for;
+            d.settling.stopping = stopping;
+            d.settling.last_publish_error = Some("NotFound".into());
             d.event = d
                 .notification
                 .as_ref()
@@ -176,12 +176,12 @@ fn a_held_event_past_its_hold_or_at_shutdown_is_dead_lettered_with_the_event() {
                 .map(|n| lifecycle::decide(n, None, chrono::Utc::now()));
         });
         match next(&d) {
-            LifecycleAction::DeadLetter {
+            LifecycleAction::DeadLetter(Letter {
                 reason: DeadLetterReason::Unpublished,
                 event: Some(event),
                 detail,
                 ..
-            } => {
+            }) => {
                 assert!(event.contains("marketplace.agreement.created"), "{event}");
                 assert!(detail.contains("NotFound"), "{detail}");
             }
