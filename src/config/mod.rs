@@ -231,6 +231,15 @@ pub(crate) mod tests {
         })
     }
 
+    /// The configuration of `file` over the defaults, with the required keys in the environment.
+    fn load_file(file: PathBuf) -> Result<Loaded, ConfigError> {
+        load(&Sources {
+            config_file: Some(file),
+            env: required(),
+            ..Sources::default()
+        })
+    }
+
     pub(crate) fn temp_file(name: &str, contents: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mpr-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -300,62 +309,32 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        for (var, value, key) in [
+        #[rustfmt::skip]
+        let cases = [
             ("MPR_WORKER__MAX_IN_FLIGHT", "0", "worker.max_in_flight"),
             ("MPR_WORKER__MAX_IN_FLIGHT", "lots", "worker.max_in_flight"),
             ("MPR_WORKER__RECEIVE_BATCH", "11", "worker.receive_batch"),
-            (
-                "MPR_WORKER__RECEIVE_WAIT_SECS",
-                "21",
-                "worker.receive_wait_secs",
-            ),
-            (
-                "MPR_WORKER__VISIBILITY_TIMEOUT_SECS",
-                "2",
-                "worker.visibility_timeout_secs",
-            ),
-            (
-                "MPR_RATE_LIMIT__DECREASE_FACTOR",
-                "1.5",
-                "rate_limit.decrease_factor",
-            ),
+            ("MPR_WORKER__RECEIVE_WAIT_SECS", "21", "worker.receive_wait_secs"),
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "2", "worker.visibility_timeout_secs"),
+            ("MPR_RATE_LIMIT__DECREASE_FACTOR", "1.5", "rate_limit.decrease_factor"),
             ("MPR_RATE_LIMIT__MAX_PER_SEC", "5", "rate_limit.max_per_sec"),
             ("MPR_ADMIN__LISTEN", "not-an-address", "admin.listen"),
             ("MPR_PAUSE__PROBE_MAX_SECS", "1", "pause.probe_max_secs"),
-            (
-                "MPR_RESOLVE__MAX_BACKOFF_MS",
-                "10",
-                "resolve.max_backoff_ms",
-            ),
+            ("MPR_RESOLVE__MAX_BACKOFF_MS", "10", "resolve.max_backoff_ms"),
             ("MPR_LOG__FORMAT", "xml", "log.format"),
             ("MPR_TOPIC_ARN", "customers", "topic_arn"),
             ("MPR_DLQ_URL", QUEUE, "dlq_url"),
             ("MPR_INTAKE__PATH", "fulfil", "intake.path"),
             ("MPR_INTAKE__PATH", "/f?x=1", "intake.path"),
-            (
-                "MPR_INTAKE__REGISTRATION_URL",
-                "/signup",
-                "intake.registration_url",
-            ),
-            (
-                "MPR_INTAKE__REGISTRATION_URL",
-                "ftp://example.com/signup",
-                "intake.registration_url",
-            ),
+            ("MPR_INTAKE__REGISTRATION_URL", "/signup", "intake.registration_url"),
+            ("MPR_INTAKE__REGISTRATION_URL", "ftp://example.com/signup", "intake.registration_url"),
             ("MPR_INTAKE__MAX_BODY_BYTES", "100", "intake.max_body_bytes"),
             ("MPR_INTAKE__MAX_IN_FLIGHT", "0", "intake.max_in_flight"),
-            (
-                "MPR_INTAKE__RATE_LIMIT_PER_MINUTE",
-                "0",
-                "intake.rate_limit_per_minute",
-            ),
-            (
-                "MPR_INTAKE__CLIENT_ADDRESS",
-                "leftmost",
-                "intake.client_address",
-            ),
+            ("MPR_INTAKE__RATE_LIMIT_PER_MINUTE", "0", "intake.rate_limit_per_minute"),
+            ("MPR_INTAKE__CLIENT_ADDRESS", "leftmost", "intake.client_address"),
             ("MPR_INTAKE__LISTEN", "8080", "intake.listen"),
-        ] {
+        ];
+        for (var, value, key) in cases {
             let err = load_env(&[(var, value)]).unwrap_err().to_string();
             assert!(
                 err.contains(&format!("`{key}`")) && err.contains(var),
@@ -367,25 +346,15 @@ pub(crate) mod tests {
     #[test]
     fn unknown_key_in_a_file_is_an_error() {
         let file = temp_file("typo.toml", "[worker]\nmax_inflight = 8\n");
-        let err = load(&Sources {
-            config_file: Some(file),
-            env: required(),
-            ..Sources::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = load_file(file).unwrap_err().to_string();
         assert!(err.contains("max_inflight"), "{err}");
     }
 
     #[test]
     fn missing_config_file_is_an_error() {
-        let err = load(&Sources {
-            config_file: Some(PathBuf::from("/nonexistent/mpr.toml")),
-            env: required(),
-            ..Sources::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = load_file(PathBuf::from("/nonexistent/mpr.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/mpr.toml"), "{err}");
     }
 

@@ -418,6 +418,35 @@ impl CustomerEvent {
     }
 }
 
+/// Test helpers for the wire shapes: the parsers of inbound bodies (tokens here, notifications in
+/// `lifecycle`) and the events' JSON.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::fmt::{Debug, Display};
+
+    /// What `parse` makes of `body`, which must parse.
+    pub fn parsed<T, E: Display>(body: &str, parse: impl Fn(&str) -> Result<T, E>) -> T {
+        parse(body).unwrap_or_else(|e| panic!("{body:.80?} should parse: {e}"))
+    }
+
+    /// Why `parse` refuses `body`, which must not parse.
+    pub fn refused<T: Debug, E>(body: &str, parse: impl Fn(&str) -> Result<T, E>) -> E {
+        match parse(body) {
+            Ok(t) => panic!("{body:.80?} should be refused, parsed as {t:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// The member names of a JSON object, in the order they were written.
+    pub fn keys(json: &serde_json::Value) -> Vec<&str> {
+        json.as_object()
+            .expect("a JSON object")
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -446,14 +475,11 @@ mod tests {
     const TOKEN: &str = "emu1.eyJhY2NvdW50IjoiMTIzNDU2Nzg5MDEyIn0";
 
     fn ok(body: &str) -> TokenRequest {
-        parse_body(body).unwrap_or_else(|e| panic!("{body:?} should parse: {e}"))
+        super::testing::parsed(body, parse_body)
     }
 
     fn bad(body: &str) -> Malformed {
-        match parse_body(body) {
-            Ok(r) => panic!("{body:?} should be malformed, parsed as {r:?}"),
-            Err(e) => e,
-        }
+        super::testing::refused(body, parse_body)
     }
 
     #[test]
@@ -640,12 +666,7 @@ mod tests {
         };
         let event = CustomerEvent::new(&r, customer, None, "2026-11-24T00:00:00Z".into(), 2);
         let json: Value = serde_json::from_str(&event.to_json()).unwrap();
-        let keys: Vec<&str> = json
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = super::testing::keys(&json);
         for key in [
             "eventType",
             "schemaVersion",

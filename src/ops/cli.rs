@@ -12,7 +12,7 @@ use super::check;
 use super::dlq;
 use super::enqueue::{self, Extras};
 use super::load::{self, Needs, Required};
-use super::output::{self, ErrorBody, ErrorDocument, Format, Render};
+use super::output::{self, ErrorBody, Format, Render};
 use super::progress::{Job, Progress};
 use super::redrive::{self, RedriveOptions};
 use super::{EXIT_DATA, EXIT_FAILURE};
@@ -226,20 +226,11 @@ pub async fn enqueue(args: EnqueueArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(rejected) => {
             eprint!("{}", output::render(&rejected, Format::Human));
-            if format == Format::Json {
-                output::print(
-                    &ErrorDocument {
-                        ok: false,
-                        error: ErrorBody {
-                            kind: "input",
-                            message: rejected.to_string(),
-                            missing: Vec::new(),
-                            details: serde_json::to_value(&rejected).ok(),
-                        },
-                    },
-                    Format::Json,
-                );
+            ErrorBody {
+                details: serde_json::to_value(&rejected).ok(),
+                ..ErrorBody::new("input", rejected.to_string())
             }
+            .print(format);
             return ExitCode::from(EXIT_DATA);
         }
     };
@@ -447,21 +438,12 @@ fn config_failure(
     format: Format,
 ) -> ExitCode {
     eprint!("{}", load::explain(error, sources, needs));
-    if format == Format::Json {
-        let missing = load::missing(sources, needs);
-        output::print(
-            &ErrorDocument {
-                ok: false,
-                error: ErrorBody {
-                    kind: "configuration",
-                    message: error.to_string(),
-                    missing: missing.iter().map(|k| k.env()).collect(),
-                    details: None,
-                },
-            },
-            Format::Json,
-        );
+    let missing = load::missing(sources, needs);
+    ErrorBody {
+        missing: missing.iter().map(|k| k.env()).collect(),
+        ..ErrorBody::new("configuration", error.to_string())
     }
+    .print(format);
     ExitCode::from(EXIT_CONFIG as u8)
 }
 
@@ -469,38 +451,12 @@ fn aws_failure(error: &CallError, format: Format) -> ExitCode {
     let message = error.to_string();
     eprintln!("mp-resolver: {message}");
     eprintln!("Run `mp-resolver check` to see what is wrong and how to fix it.");
-    if format == Format::Json {
-        output::print(
-            &ErrorDocument {
-                ok: false,
-                error: ErrorBody {
-                    kind: "aws",
-                    message,
-                    missing: Vec::new(),
-                    details: None,
-                },
-            },
-            Format::Json,
-        );
-    }
+    ErrorBody::new("aws", message).print(format);
     ExitCode::from(EXIT_FAILURE)
 }
 
 fn input_failure(message: String, format: Format) -> ExitCode {
     eprintln!("mp-resolver enqueue: {message}");
-    if format == Format::Json {
-        output::print(
-            &ErrorDocument {
-                ok: false,
-                error: ErrorBody {
-                    kind: "input",
-                    message,
-                    missing: Vec::new(),
-                    details: None,
-                },
-            },
-            Format::Json,
-        );
-    }
+    ErrorBody::new("input", message).print(format);
     ExitCode::from(EXIT_DATA)
 }

@@ -66,6 +66,31 @@ pub struct ErrorBody<'a> {
     pub details: Option<serde_json::Value>,
 }
 
+impl<'a> ErrorBody<'a> {
+    pub fn new(kind: &'a str, message: String) -> Self {
+        ErrorBody {
+            kind,
+            message,
+            missing: Vec::new(),
+            details: None,
+        }
+    }
+
+    /// With `--json`, prints the error as the one document on standard output (the words for a
+    /// person have gone to standard error already); nothing otherwise.
+    pub fn print(self, format: Format) {
+        if format == Format::Json {
+            print(
+                &ErrorDocument {
+                    ok: false,
+                    error: self,
+                },
+                Format::Json,
+            );
+        }
+    }
+}
+
 impl Render for ErrorDocument<'_> {
     fn human(&self) -> String {
         format!("{}\n", self.error.message)

@@ -48,14 +48,11 @@ fn fixture(name: &str) -> &'static str {
 }
 
 fn ok(body: &str) -> Notification {
-    parse_lifecycle_body(body).unwrap_or_else(|e| panic!("{body:.80} should parse: {e}"))
+    crate::contract::testing::parsed(body, parse_lifecycle_body)
 }
 
 fn unrecognized(body: &str) -> Unrecognized {
-    match parse_lifecycle_body(body) {
-        Ok(n) => panic!("{body:.80} should be unrecognized, parsed as {n:?}"),
-        Err(e) => e,
-    }
+    crate::contract::testing::refused(body, parse_lifecycle_body)
 }
 
 fn now() -> DateTime<Utc> {
@@ -514,12 +511,7 @@ fn event_serializes_with_the_contract_names_and_attributes() {
     ];
     let event = decide(&license, Some(list), now());
     let json: Value = serde_json::from_str(&event.to_json()).unwrap();
-    let keys: Vec<&str> = json
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = crate::contract::testing::keys(&json);
     let expected = [
         "eventType",
         "schemaVersion",
