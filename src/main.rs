@@ -96,8 +96,10 @@ fn main() -> ExitCode {
         Command::Dlq(args) => runtime.block_on(ops::cli::dlq(args)),
         Command::Metrics => {
             // A closed pipe (`| head`) is not an error worth a panic.
-            let _ =
-                std::io::Write::write_all(&mut std::io::stdout(), emf::catalogue_text().as_bytes());
+            let _ = std::io::Write::write_all(
+                &mut std::io::stdout(),
+                ops::metrics::catalogue_text().as_bytes(),
+            );
             ExitCode::SUCCESS
         }
         Command::Emulator { listen, settings } => {

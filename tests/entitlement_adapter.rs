@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_marketplacemetering::config::{Credentials, SharedCredentialsProvider};
-use mp_resolver::aws::entitlement::{EntitlementReader, EntitlementsResult};
+use mp_resolver::aws::entitlement::EntitlementsResult;
 use mp_resolver::aws::metering::FailureKind;
 use mp_resolver::aws::Clients;
 use mp_resolver::contract::lifecycle::{EntitlementFilter, EntitlementValue};
+use mp_resolver::worker::entitlements::EntitlementReader;
 use mp_resolver::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use serde_json::{json, Value};
 use support::aws_stub::{self, Recorded};

@@ -16,12 +16,13 @@ use aws_sdk_marketplacemetering::config::{
     Credentials, ProvideCredentials, SharedCredentialsProvider,
 };
 use mp_resolver::aws::clients::marketplace_sdk_config;
-use mp_resolver::aws::entitlement::{EntitlementReader, EntitlementsResult};
+use mp_resolver::aws::entitlement::EntitlementsResult;
 use mp_resolver::aws::metering::{classify, CallResult, FailureKind};
 use mp_resolver::aws::Clients;
 use mp_resolver::config::Settings;
 use mp_resolver::contract::lifecycle::EntitlementFilter;
 use mp_resolver::ops::check::{run_checks, Check, Outcome};
+use mp_resolver::worker::entitlements::EntitlementReader;
 use mp_resolver::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use serde_json::json;
 use support::aws_stub::{self, Recorded};

@@ -2,8 +2,6 @@
 //! updates. Every page is read; errors are classified as for ResolveCustomer (`metering`), with
 //! the same `Failure` kinds, so the worker's backoff and hand-back treat both APIs alike.
 
-use std::sync::Arc;
-
 use aws_sdk_marketplaceentitlement::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_marketplaceentitlement::operation::get_entitlements::{
     GetEntitlementsError, GetEntitlementsOutput,
@@ -14,16 +12,11 @@ use chrono::{DateTime, Utc};
 use crate::aws::error::{describe, AwsFailure};
 use crate::aws::metering::{code_detail, is_throttling, service_error, Failure, FailureKind};
 use crate::contract::lifecycle::{Entitlement, EntitlementFilter, EntitlementValue};
-use crate::worker::ratelimit::AdaptiveRateLimiter;
 
 const API: &str = "GetEntitlements";
 
 /// Entitlements asked for per page (the API's maximum).
 pub const PAGE_SIZE: i32 = 25;
-
-/// Pages read before the answer is treated as a fault: 100 pages of 25 is far beyond any real
-/// contract, and a service repeating its `NextToken` must not keep a message forever.
-pub const MAX_PAGES: usize = 100;
 
 /// What GetEntitlements said about one notification's customer.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,85 +130,44 @@ pub async fn ask(client: &aws_sdk_marketplaceentitlement::Client, product_code: 
     }
 }
 
-/// Reads entitlements under their own adaptive rate limit (GetEntitlements has its own quota).
-/// The client must have its SDK retries off (`aws::Clients` builds it so): each page is one
-/// request, and retrying a failed read is the worker's backoff.
-#[derive(Debug, Clone)]
-pub struct EntitlementReader {
-    client: aws_sdk_marketplaceentitlement::Client,
-    limiter: Arc<AdaptiveRateLimiter>,
+/// One page of a customer's entitlements, and the token of the next page when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub entitlements: Vec<Entitlement>,
+    pub next_token: Option<String>,
 }
 
-impl EntitlementReader {
-    pub fn new(
-        client: aws_sdk_marketplaceentitlement::Client,
-        limiter: Arc<AdaptiveRateLimiter>,
-    ) -> Self {
-        EntitlementReader { client, limiter }
-    }
-
-    /// Every page of the customer's entitlements for `product_code`, or why not.
-    pub async fn fetch(
-        &self,
-        product_code: &str,
-        filter: &EntitlementFilter,
-    ) -> EntitlementsResult {
-        let (name, value) = filter_of(filter);
-        let mut entitlements = Vec::new();
-        let mut next_token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            self.limiter.acquire().await;
-            let result = self
-                .client
-                .get_entitlements()
-                .product_code(product_code)
-                .filter(name.clone(), vec![value.to_owned()])
-                .max_results(PAGE_SIZE)
-                .set_next_token(next_token.take())
-                .send()
-                .await;
-            let page = match result {
-                Ok(page) => page,
-                Err(error) => {
-                    let outcome = classify_error(error);
-                    self.feed_back(&outcome);
-                    return outcome;
-                }
-            };
-            self.limiter.succeeded();
-            let GetEntitlementsOutput {
-                entitlements: page_entitlements,
-                next_token: token,
-                ..
-            } = page;
-            entitlements.extend(
-                page_entitlements
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(entitlement),
-            );
-            match token.filter(|t| !t.is_empty()) {
-                Some(token) => next_token = Some(token),
-                None => return EntitlementsResult::Fetched(entitlements),
-            }
-        }
-        EntitlementsResult::Failed(Failure {
-            kind: FailureKind::Transient,
-            detail: format!("{API} returned more than {MAX_PAGES} pages"),
-        })
-    }
-
-    fn feed_back(&self, outcome: &EntitlementsResult) {
-        match outcome {
-            EntitlementsResult::Failed(f) if f.kind == FailureKind::Throttled => {
-                self.limiter.throttled()
-            }
-            EntitlementsResult::Failed(_) => {}
-            EntitlementsResult::Rejected { .. } | EntitlementsResult::Fetched(_) => {
-                self.limiter.succeeded()
-            }
-        }
-    }
+/// One GetEntitlements request (`PAGE_SIZE` at most) for `product_code` and `filter`, from
+/// `next_token` on: the page, or the classified failure. The client must have its SDK retries off
+/// (`aws::Clients` builds it so): retrying a failed read is the worker's backoff.
+pub async fn page(
+    client: &aws_sdk_marketplaceentitlement::Client,
+    product_code: &str,
+    filter: &EntitlementFilter,
+    next_token: Option<String>,
+) -> Result<Page, EntitlementsResult> {
+    let (name, value) = filter_of(filter);
+    let GetEntitlementsOutput {
+        entitlements,
+        next_token,
+        ..
+    } = client
+        .get_entitlements()
+        .product_code(product_code)
+        .filter(name, vec![value.to_owned()])
+        .max_results(PAGE_SIZE)
+        .set_next_token(next_token)
+        .send()
+        .await
+        .map_err(classify_error)?;
+    Ok(Page {
+        entitlements: entitlements
+            .unwrap_or_default()
+            .into_iter()
+            .map(entitlement)
+            .collect(),
+        next_token: next_token.filter(|t| !t.is_empty()),
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use crate::contract::lifecycle::LifecycleEvent;
 use crate::contract::CustomerEvent;
 use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
-use crate::worker::batch::BatchSink;
 
 const OP: &str = "PublishBatch";
 
@@ -282,27 +281,3 @@ impl Publishable for TopicEvent {
 
 /// SNS caps a whole `PublishBatch` request's payload at 256 KiB.
 pub const MAX_BATCH_BYTES: usize = 262_144;
-
-/// Events go out through `PublishBatch`.
-#[derive(Debug, Clone)]
-pub struct PublishSink(pub Publisher);
-
-impl BatchSink for PublishSink {
-    type Item = TopicEvent;
-    type Output = String;
-
-    fn weight(&self, event: &TopicEvent) -> usize {
-        // The message plus its attributes' names, types and values, with room to spare.
-        event.to_json().len() + 256
-    }
-
-    async fn send(&self, events: &[TopicEvent]) -> Vec<Result<String, EntryFailure>> {
-        match self.0.publish_batch(events).await {
-            Ok(results) => results,
-            Err(error) => events
-                .iter()
-                .map(|_| Err(EntryFailure::whole_call(&error.failure)))
-                .collect(),
-        }
-    }
-}

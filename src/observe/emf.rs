@@ -21,9 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
-use crate::intake::telemetry::IntakeTelemetry;
 use crate::observe::admin::Probe;
-use crate::observe::metrics::Telemetry;
 
 const MAX_METRICS_PER_LINE: usize = 100;
 const MAX_DIMENSIONS: usize = 30;
@@ -270,41 +268,6 @@ fn pack(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
         }
     }
     lines
-}
-
-/// The metrics `run` and `intake` emit, as EMF names with kind and unit (what
-/// `mp-resolver metrics` prints and the deployment check compares the dashboards with).
-pub fn catalogue() -> Vec<Family> {
-    let t = Telemetry::new(Duration::from_secs(60));
-    // A labelled family appears in the registry text only once it has a series.
-    let m = &t.metrics;
-    m.outcome("published");
-    m.dead_lettered("invalid_token");
-    m.resolve_attempt("expired", false, Duration::ZERO);
-    m.aws_call("sqs", "ReceiveMessage", true);
-    m.batch_entry_failed("sqs", "DeleteMessageBatch");
-    m.lifecycle_event("subscribe-success", "granted");
-    let intake = IntakeTelemetry::new();
-    intake.request("accepted");
-    let mut families = parse(&t.render());
-    families.extend(parse(&intake.render_metrics()));
-    families
-}
-
-/// `mp-resolver metrics`: one line per metric, `name<TAB>kind<TAB>unit<TAB>label,names`.
-pub fn catalogue_text() -> String {
-    catalogue()
-        .iter()
-        .map(|f| {
-            format!(
-                "{}\t{}\t{}\t{}\n",
-                f.name,
-                f.kind.as_str(),
-                f.unit(),
-                f.label_names().join(",")
-            )
-        })
-        .collect()
 }
 
 fn now_ms() -> u64 {

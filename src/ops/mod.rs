@@ -1,5 +1,6 @@
-//! Operator tools: `check` (preflight), `enqueue` (put tokens on the queue) and `dlq` (list and
-//! redrive dead-letters), plus the configuration loading and first-run explanation they share.
+//! Operator tools: `check` (preflight), `enqueue` (put tokens on the queue), `dlq` (list and
+//! redrive dead-letters) and `metrics` (the catalogue of emitted metrics), plus the configuration
+//! loading and first-run explanation they share.
 //!
 //! Each tool is a library function that takes the AWS clients and plain options and returns a
 //! report struct, so the tests drive exactly what the command line prints. `cli` turns command-line
@@ -13,6 +14,7 @@ pub mod dlq;
 pub mod enqueue;
 mod letter;
 pub mod load;
+pub mod metrics;
 mod move_task;
 pub mod output;
 pub mod progress;

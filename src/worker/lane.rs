@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::aws::sqs::{DeleteSink, Queue};
+use crate::aws::sqs::Queue;
 use crate::worker::batch::{BatchLimits, Batcher};
 use crate::worker::inflight::InFlight;
+use crate::worker::sinks::DeleteSink;
 
 /// What a lane's messages are and how each one is worked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

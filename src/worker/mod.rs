@@ -6,6 +6,7 @@
 mod act;
 pub mod batch;
 pub mod decide;
+pub mod entitlements;
 pub mod events;
 mod inflight;
 pub mod lane;
@@ -17,6 +18,7 @@ pub mod resolve;
 pub mod retry;
 pub mod run;
 mod shutdown;
+pub mod sinks;
 mod supervise;
 
 use std::num::NonZeroUsize;
@@ -29,8 +31,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use crate::aws::entitlement::EntitlementReader;
-use crate::aws::sns::{PublishSink, Publisher, TopicEvent, MAX_BATCH_BYTES};
+use crate::aws::sns::{Publisher, TopicEvent, MAX_BATCH_BYTES};
 use crate::aws::sqs::{now_rfc3339, Queue, ReceivedMessage};
 use crate::aws::Clients;
 use crate::config::Settings;
@@ -39,6 +40,7 @@ use crate::observe::metrics::Telemetry;
 use crate::worker::act::Attempt;
 use crate::worker::batch::{BatchLimits, Batcher};
 use crate::worker::decide::{decide, Action, Delivery, Rules};
+use crate::worker::entitlements::EntitlementReader;
 use crate::worker::events::{Finished, Held, TokenResolved};
 use crate::worker::lane::{Lane, Pipeline};
 use crate::worker::lease::Lease;
@@ -46,6 +48,7 @@ use crate::worker::pause::ApiPause;
 use crate::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use crate::worker::resolve::{ResolveOutcome, Resolver};
 use crate::worker::retry::{BackoffPolicy, HoldPolicy};
+use crate::worker::sinks::PublishSink;
 use crate::worker::supervise::Expect;
 
 pub use crate::worker::decide::HandBackCause;

@@ -19,7 +19,7 @@ use crate::contract::{dlq_attr, DeadLetter};
 
 mod queue;
 
-pub use queue::{DeleteEntry, DeleteSink, Queue, ReceivedMessage};
+pub use queue::{DeleteEntry, Queue, ReceivedMessage};
 
 /// Sends one SQS batch request (the three batch operations differ only in their SDK types).
 macro_rules! batch_call {

@@ -16,7 +16,6 @@ use crate::aws::error::{CallError, EntryFailure};
 use crate::contract::DeadLetter;
 use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
-use crate::worker::batch::BatchSink;
 
 /// One message as the worker received it. `body` may hold a token: it is never logged.
 #[derive(Clone)]
@@ -221,18 +220,5 @@ impl Queue {
         let result = send_dead_letter(&self.sqs, &self.dlq_url, letter, group_id).await;
         self.count("SendMessage", &result);
         result
-    }
-}
-
-/// Deletes go out through `DeleteMessageBatch`.
-#[derive(Debug, Clone)]
-pub struct DeleteSink(pub Queue);
-
-impl BatchSink for DeleteSink {
-    type Item = DeleteEntry;
-    type Output = ();
-
-    async fn send(&self, items: &[DeleteEntry]) -> Vec<Result<(), EntryFailure>> {
-        self.0.delete_batch(items).await
     }
 }
