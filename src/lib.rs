@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) only wires; everything it runs lives here so the tests drive the same code.
 
 pub mod aws;
+pub mod cache;
 pub mod config;
 pub mod contract;
 pub mod emulator;

@@ -80,7 +80,7 @@ impl Intake {
             settings: settings.intake.clone(),
             limiter: ClientLimiter::per_minute(settings.intake.rate_limit_per_minute),
             slots: Semaphore::new(settings.intake.max_in_flight),
-            signup_ids: Mutex::new(LruCache::new(REMEMBERED_SIGNUPS)),
+            signup_ids: Mutex::new(crate::cache::growing_lru(REMEMBERED_SIGNUPS)),
             telemetry: Arc::new(IntakeTelemetry::new()),
         }))
     }

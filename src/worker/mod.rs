@@ -190,9 +190,9 @@ impl Worker {
             stopping: watch::Sender::new(false),
             grace_over: watch::Sender::new(false),
             background: Mutex::new(Vec::new()),
-            published: Mutex::new(growing_lru(capacity)),
-            resolved: Mutex::new(growing_lru(capacity)),
-            dead_lettered: Mutex::new(growing_lru(capacity)),
+            published: Mutex::new(crate::cache::growing_lru(capacity)),
+            resolved: Mutex::new(crate::cache::growing_lru(capacity)),
+            dead_lettered: Mutex::new(crate::cache::growing_lru(capacity)),
             settings,
         });
         for (name, task) in delete_tasks {
@@ -446,37 +446,7 @@ impl Drop for HeldGuard<'_> {
     }
 }
 
-/// An LRU cache of at most `capacity` entries whose table grows as it fills. `LruCache::new`
-/// allocates the table for every entry at once (about 2 MB for the default 100,000), and hashing
-/// spreads the first few thousand entries over all of its pages, so each cache would cost its full
-/// size in resident memory almost from the start.
-fn growing_lru<K: std::hash::Hash + Eq, V>(capacity: NonZeroUsize) -> LruCache<K, V> {
-    let mut cache = LruCache::unbounded();
-    cache.resize(capacity);
-    cache
-}
-
 /// A poisoned lock only means another task panicked mid-update of a cache; the data is still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_growing_lru_keeps_its_bound() {
-        let mut cache = growing_lru::<u32, ()>(NonZeroUsize::new(3).unwrap());
-        for key in 0..5 {
-            cache.put(key, ());
-        }
-        assert_eq!(cache.len(), 3);
-        assert_eq!(cache.cap().get(), 3);
-        assert!(
-            cache.get(&0).is_none() && cache.get(&1).is_none(),
-            "the oldest went first"
-        );
-        assert!(cache.get(&4).is_some());
-    }
 }
