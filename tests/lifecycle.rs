@@ -15,8 +15,6 @@ use mp_resolver::emulator::{CustomerEntitlements, TestEntitlement};
 use mp_resolver::worker::Worker;
 use serde_json::{json, Value};
 use support::{eventually, Fixture, Received, Topic};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -30,25 +28,14 @@ const ENTITLEMENT_ENVELOPE: &str =
 /// LocalStack routes on the target header and the credential scope and does not check the
 /// signature). The response body as JSON.
 async fn eventbridge(endpoint: &str, operation: &str, body: Value) -> Value {
-    let body = body.to_string();
-    let authority = endpoint.trim_start_matches("http://");
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/x-amz-json-1.1\r\n\
-         X-Amz-Target: AWSEvents.{operation}\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/events/aws4_request, \
-         SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(authority)
-        .await
-        .expect("connect to LocalStack");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "{operation} failed: {response}"
-    );
+    let response = support::localstack_request(
+        endpoint,
+        "events",
+        "application/x-amz-json-1.1",
+        &format!("X-Amz-Target: AWSEvents.{operation}\r\n"),
+        &body.to_string(),
+    )
+    .await;
     let json = match (response.find('{'), response.rfind('}')) {
         (Some(start), Some(end)) => &response[start..=end],
         _ => "{}",

@@ -6,10 +6,7 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::Duration;
-
-use aws_sdk_sqs::types::QueueAttributeName;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_marketplacemetering::config::{
@@ -27,8 +24,6 @@ use mp_resolver::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use serde_json::json;
 use support::aws_stub::{self, Recorded};
 use support::{Fixture, Topic};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const BASE_KEY: &str = "AKIDBASECHAIN";
 
@@ -79,23 +74,14 @@ async fn create_role(endpoint: &str, name: &str) -> String {
         ("RoleName", name),
         ("AssumeRolePolicyDocument", trust),
     ]);
-    let authority = endpoint.trim_start_matches("http://");
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iam/aws4_request, \
-         SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(authority)
-        .await
-        .expect("connect to LocalStack");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "CreateRole failed: {response}"
-    );
+    let response = support::localstack_request(
+        endpoint,
+        "iam",
+        "application/x-www-form-urlencoded",
+        "",
+        &body,
+    )
+    .await;
     let arn = response
         .split("<Arn>")
         .nth(1)
@@ -276,19 +262,6 @@ async fn an_unreachable_sts_is_a_transient_failure_not_a_verdict() {
     );
 }
 
-/// A lifecycle queue redriving to its own dead-letter queue, beside the fixture's.
-async fn lifecycle_queues(fx: &Fixture) -> (String, String) {
-    let dlq = fx.extra_queue(false, HashMap::new()).await;
-    let policy = json!({"deadLetterTargetArn": fx.arn_of(&dlq).await, "maxReceiveCount": "40"});
-    let queue = fx
-        .extra_queue(
-            false,
-            HashMap::from([(QueueAttributeName::RedrivePolicy, policy.to_string())]),
-        )
-        .await;
-    (queue, dlq)
-}
-
 #[tokio::test]
 async fn check_calls_both_marketplace_apis_through_the_assumed_role() {
     let fx = Fixture::new(Topic::Standard).await;
@@ -299,7 +272,7 @@ async fn check_calls_both_marketplace_apis_through_the_assumed_role() {
         &format!("mpr-check-{}", std::process::id()),
     )
     .await;
-    let (queue, dlq) = lifecycle_queues(&fx).await;
+    let (queue, dlq) = fx.queue_with_dlq(40).await;
     let mut settings = fx.settings.clone();
     settings.lifecycle_queue_url = queue;
     settings.lifecycle_dlq_url = dlq;

@@ -538,17 +538,7 @@ async fn lifecycle_entitlement_errors_and_an_sns_outage_lose_nothing() {
         e.error_rate = 0.05;
         e.entitlement_quota = Some(20.0);
     });
-    let dlq = fx.extra_queue(false, HashMap::new()).await;
-    let policy = json!({"deadLetterTargetArn": fx.arn_of(&dlq).await, "maxReceiveCount": "40"});
-    let queue = fx
-        .extra_queue(
-            false,
-            HashMap::from([(
-                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-                policy.to_string(),
-            )]),
-        )
-        .await;
+    let (queue, dlq) = fx.queue_with_dlq(40).await;
     let notifications = lifecycle_notifications(&fx, s.tokens);
     let bodies: Vec<String> = notifications.iter().map(|n| n.1.clone()).collect();
     fx.send_all_to(&queue, &bodies).await;

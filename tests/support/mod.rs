@@ -160,15 +160,7 @@ impl Fixture {
         }
         let subscriber_url =
             create_queue(&sqs, &format!("{name}-subscriber{suffix}"), sub_attrs).await;
-        let subscriber_arn = queue_arn(&sqs, &subscriber_url).await;
-        sns.subscribe()
-            .topic_arn(&topic_arn)
-            .protocol("sqs")
-            .endpoint(&subscriber_arn)
-            .attributes("RawMessageDelivery", "true")
-            .send()
-            .await
-            .expect("subscribe");
+        subscribe_raw(&sns, &topic_arn, &queue_arn(&sqs, &subscriber_url).await).await;
 
         let emulator = RunningEmulator::start(EmulatorSettings::default())
             .await
@@ -214,17 +206,23 @@ impl Fixture {
     /// The worker's clients as production builds them, SQS and SNS at LocalStack and
     /// ResolveCustomer and GetEntitlements at the emulator.
     pub fn clients(&self, settings: &Settings) -> Clients {
-        let base = Clients::from_sdk_config(&self.ls_config, settings);
         let emu_config = self
             .ls_config
             .to_builder()
             .endpoint_url(self.emulator.endpoint())
             .build();
-        let emulated = Clients::from_sdk_config(&emu_config, settings);
+        self.with_marketplace(&emu_config, settings)
+    }
+
+    /// SQS and SNS at LocalStack; the two Marketplace clients (and their credentials) from
+    /// `marketplace`.
+    fn with_marketplace(&self, marketplace: &SdkConfig, settings: &Settings) -> Clients {
+        let chosen = Clients::from_sdk_config(marketplace, settings);
         Clients {
-            metering: emulated.metering,
-            entitlement: emulated.entitlement,
-            ..base
+            metering: chosen.metering,
+            entitlement: chosen.entitlement,
+            marketplace_credentials: chosen.marketplace_credentials,
+            ..Clients::from_sdk_config(&self.ls_config, settings)
         }
     }
 
@@ -387,15 +385,7 @@ impl Fixture {
             .expect("topic arn");
         assert_eq!(arn, self.topic_arn);
         let subscriber_arn = queue_arn(&self.sqs, &self.subscriber_url).await;
-        self.sns
-            .subscribe()
-            .topic_arn(&arn)
-            .protocol("sqs")
-            .endpoint(&subscriber_arn)
-            .attributes("RawMessageDelivery", "true")
-            .send()
-            .await
-            .expect("subscribe");
+        subscribe_raw(&self.sns, &arn, &subscriber_arn).await;
     }
 
     pub async fn events(&self, n: usize) -> Vec<Received> {
@@ -455,6 +445,18 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
         .unwrap_or_default()
         .remove(&QueueAttributeName::QueueArn)
         .expect("QueueArn attribute")
+}
+
+/// Subscribes a queue to a topic with raw message delivery (the body is the event itself).
+async fn subscribe_raw(sns: &aws_sdk_sns::Client, topic_arn: &str, queue_arn: &str) {
+    sns.subscribe()
+        .topic_arn(topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .expect("subscribe");
 }
 
 /// sha256(token), first 32 hex chars, computed independently of the library.
@@ -580,6 +582,23 @@ impl Fixture {
         queue_arn(&self.sqs, url).await
     }
 
+    /// A fresh standard queue and its dead-letter queue, the first redriving to the second after
+    /// `max_receive_count` receives: (queue URL, DLQ URL).
+    pub async fn queue_with_dlq(&self, max_receive_count: u32) -> (String, String) {
+        let dlq = self.extra_queue(false, HashMap::new()).await;
+        let policy = serde_json::json!({
+            "deadLetterTargetArn": self.arn_of(&dlq).await,
+            "maxReceiveCount": max_receive_count.to_string(),
+        });
+        let queue = self
+            .extra_queue(
+                false,
+                HashMap::from([(QueueAttributeName::RedrivePolicy, policy.to_string())]),
+            )
+            .await;
+        (queue, dlq)
+    }
+
     /// [`Fixture::clients`] with the Marketplace clients on the assumed role of
     /// `settings.marketplace`: AssumeRole goes to `sts_endpoint` (LocalStack's STS, or somewhere
     /// that does not answer), the Marketplace calls still to the emulator.
@@ -595,13 +614,7 @@ impl Fixture {
                 .to_builder()
                 .endpoint_url(self.emulator.endpoint())
                 .build();
-        let emulated = Clients::from_sdk_config(&marketplace, settings);
-        Clients {
-            metering: emulated.metering,
-            entitlement: emulated.entitlement,
-            marketplace_credentials: emulated.marketplace_credentials,
-            ..self.clients(settings)
-        }
+        self.with_marketplace(&marketplace, settings)
     }
 
     /// The production client set, with ResolveCustomer sent to `metering_endpoint` instead of
@@ -617,4 +630,36 @@ impl Fixture {
             ..self.clients(settings)
         }
     }
+}
+
+/// One request to a LocalStack service the crate has no client for (EventBridge, IAM), with a
+/// SigV4-shaped `Authorization` header naming `service`: LocalStack routes on the credential scope
+/// (and `X-Amz-Target`, among `headers`) and does not check the signature. Panics unless it
+/// answers 200; the whole response otherwise.
+pub async fn localstack_request(
+    endpoint: &str,
+    service: &str,
+    content_type: &str,
+    headers: &str,
+    body: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = endpoint.trim_start_matches("http://");
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\n{headers}\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("connect to LocalStack");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "{service} request failed: {response}"
+    );
+    response
 }
