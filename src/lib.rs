@@ -11,4 +11,5 @@ pub mod emulator;
 pub mod intake;
 pub mod observe;
 pub mod ops;
+pub mod store;
 pub mod worker;

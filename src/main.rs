@@ -65,6 +65,8 @@ enum Command {
         after_help = "The names /metrics uses, without the _total suffix; labels become dimensions (after Service and QueueName).\nscripts/deploy-check.sh compares them with the metrics the deployment's dashboard and alarms name."
     )]
     Metrics,
+    /// The store's own chores: `store create-table` makes the DynamoDB table (idempotent, for local use and tests).
+    Store(ops::cli::StoreArgs),
     /// Serve a local stand-in for the Marketplace Metering ResolveCustomer and Entitlement Service GetEntitlements APIs.
     #[command(
         after_help = "Example:\n  mp-resolver emulator --listen 127.0.0.1:4599 --quota 20\n  AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://127.0.0.1:4599 mp-resolver run ...\n  aws marketplace-entitlement get-entitlements --endpoint-url http://127.0.0.1:4599 --product-code prod-abc"
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::Check(args) => runtime.block_on(ops::cli::check(args)),
         Command::Enqueue(args) => runtime.block_on(ops::cli::enqueue(args)),
         Command::Dlq(args) => runtime.block_on(ops::cli::dlq(args)),
+        Command::Store(args) => runtime.block_on(ops::cli::store(args)),
         Command::Metrics => {
             // A closed pipe (`| head`) is not an error worth a panic.
             let _ = std::io::Write::write_all(
@@ -138,8 +141,15 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
         }
     };
     tracing::info!(admin = %settings.admin.listen, "health and metrics listening");
-    let clients = Clients::from_environment(&settings).await;
-    let worker = Worker::new(clients, settings.clone());
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let clients = Clients::from_sdk_config_with_role(&shared, &settings).await;
+    let store = match open_store(&settings, &shared).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let worker = Worker::new(clients, settings.clone(), store);
     let emf = emf::spawn(worker.telemetry().clone(), &settings);
     let result = worker.run_with_admin(admin, shutdown_signal()).await;
     emf.finish().await;
@@ -148,6 +158,23 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "admin listener failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The store `[store]` names; a file that cannot be opened exits 78 naming the key.
+async fn open_store(
+    settings: &config::Settings,
+    shared: &aws_config::SdkConfig,
+) -> Result<mp_resolver::store::Store, ExitCode> {
+    match mp_resolver::store::Store::open(&settings.store, shared).await {
+        Ok(store) => {
+            tracing::info!(store = store.describe(), "store open");
+            Ok(store)
+        }
+        Err(error) => {
+            eprintln!("mp-resolver: configuration key `store.path` (env MPR_STORE__PATH): {error}");
+            Err(ExitCode::from(EXIT_CONFIG as u8))
         }
     }
 }

@@ -145,8 +145,9 @@ async fn fifo_topic_gets_group_and_dedup_ids() {
     assert_eq!(fx.depth(&fx.queue_url).await, 0);
 
     // The dedup id is the event id: a second publish of the same token within SNS's dedup window
-    // delivers nothing new.
-    let again = fx.worker();
+    // delivers nothing new. (A worker on a store of its own, so it does publish again.)
+    let other_store = support::store::TestStore::new(support::store::Backend::Embedded).await;
+    let again = fx.worker_on(fx.settings.clone(), other_store.open().await);
     fx.send(&body_for(&token)).await;
     let message = fx.receive_token_message(&again).await;
     assert!(matches!(
@@ -440,7 +441,7 @@ async fn a_publish_that_keeps_failing_is_held_then_dead_lettered_as_unpublished(
 }
 
 #[tokio::test]
-async fn the_same_token_twice_has_one_event_id_and_one_call_per_process() {
+async fn the_same_token_twice_has_one_call_and_one_event_across_processes_sharing_a_store() {
     let fx = Fixture::new(Topic::Standard).await;
     let token = good_token().encode().expect("valid test token");
     let body = body_for(&token);
@@ -450,19 +451,21 @@ async fn the_same_token_twice_has_one_event_id_and_one_call_per_process() {
         process_one(&fx, &first, &body).await,
         Outcome::Published { .. }
     ));
-    // Another process (an ECS task next to this one) does not share memory: it publishes again.
+    // Another process (an ECS task next to this one) on the same store: the store says the token
+    // was published, so it is deleted with no call and no second event.
     let second = fx.worker();
-    assert!(matches!(
-        process_one(&fx, &second, &body).await,
-        Outcome::Published { .. }
-    ));
-    let events = fx.events(2).await;
-    for event in &events {
-        assert_eq!(event.json()["eventId"], expected_event_id(&token));
-    }
-    assert_eq!(fx.emulator.stats().calls, 2);
+    let outcome = process_one(&fx, &second, &body).await;
+    assert_eq!(
+        outcome,
+        Outcome::AlreadyPublished {
+            event_id: mp_resolver::contract::Fingerprint::of(&token)
+        }
+    );
+    let events = fx.events(1).await;
+    assert_eq!(events[0].json()["eventId"], expected_event_id(&token));
+    assert_eq!(fx.emulator.stats().calls, 1, "one ResolveCustomer call");
 
-    // A redelivery to a process that already published it: deleted, no call, no event.
+    // A redelivery to the process that published it: deleted, no call, no event.
     let outcome = process_one(&fx, &first, &body).await;
     assert_eq!(
         outcome,
@@ -472,7 +475,7 @@ async fn the_same_token_twice_has_one_event_id_and_one_call_per_process() {
     );
     assert_eq!(
         fx.emulator.stats().calls,
-        2,
+        1,
         "no second ResolveCustomer call"
     );
     assert!(

@@ -20,10 +20,12 @@ pub use validate::validate;
 mod intake;
 mod marketplace;
 mod metrics;
+mod store;
 
 pub use intake::{ClientAddressSource, IntakeSettings};
 pub use marketplace::MarketplaceSettings;
 pub use metrics::MetricsSettings;
+pub use store::{StoreKind, StoreSettings};
 
 /// The documented defaults; compiled in so the binary and the document cannot disagree.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");

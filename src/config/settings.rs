@@ -28,6 +28,7 @@ pub struct Settings {
     pub aws: AwsSettings,
     pub log: LogSettings,
     pub metrics: super::MetricsSettings,
+    pub store: super::StoreSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -58,7 +58,7 @@ impl fmt::Debug for RegistrationToken {
 
 /// The token's stand-in wherever it must be named: the first 32 hex characters of its SHA-256.
 /// It is the event's `eventId`, so every delivery of one token carries the same id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Fingerprint(String);
 
@@ -365,10 +365,13 @@ pub struct ResolvedCustomer {
     pub agreement_id: Option<String>,
 }
 
-/// The event published for every resolved token (schema version 1).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The event published for every resolved token (schema version 1). It is also what the store keeps
+/// of a resolved token, so it reads back (`from_json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerEvent {
+    /// Always [`EVENT_TYPE`]; `from_json` checks it.
+    #[serde(skip_deserializing, default = "customer_event_type")]
     pub event_type: &'static str,
     pub schema_version: u32,
     pub event_id: Fingerprint,
@@ -416,6 +419,30 @@ impl CustomerEvent {
         // Serializing plain strings, maps and numbers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The event `to_json` wrote; `None` for anything else.
+    pub fn from_json(json: &str) -> Option<Self> {
+        let value: Value = serde_json::from_str(json).ok()?;
+        if value.get("eventType").and_then(Value::as_str) != Some(EVENT_TYPE) {
+            return None;
+        }
+        serde_json::from_value(value).ok()
+    }
+
+    /// What ResolveCustomer answered, as the event carries it.
+    pub fn customer(&self) -> ResolvedCustomer {
+        ResolvedCustomer {
+            customer_identifier: self.customer_identifier.clone(),
+            customer_aws_account_id: self.customer_aws_account_id.clone(),
+            product_code: self.product_code.clone(),
+            license_arn: self.license_arn.clone(),
+            agreement_id: self.agreement_id.clone(),
+        }
+    }
+}
+
+fn customer_event_type() -> &'static str {
+    EVENT_TYPE
 }
 
 /// Test helpers for the wire shapes: the parsers of inbound bodies (tokens here, notifications in

@@ -42,6 +42,17 @@ struct AwsCallLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreCallLabel {
+    operation: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOperationLabel {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LifecycleLabel {
     event_type: &'static str,
     access: &'static str,
@@ -65,6 +76,8 @@ pub struct Metrics {
     paused: Gauge,
     held: Gauge,
     lifecycle_events: Family<LifecycleLabel, Counter>,
+    store_calls: Family<StoreCallLabel, Counter>,
+    store_seconds: Family<StoreOperationLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
@@ -89,6 +102,8 @@ impl Metrics {
             paused: Gauge::default(),
             held: Gauge::default(),
             lifecycle_events: Family::default(),
+            store_calls: Family::default(),
+            store_seconds: Family::new_with_constructor(store_histogram),
         };
         let r = registry;
         r.register(
@@ -166,7 +181,27 @@ impl Metrics {
             "Subscription lifecycle events, by type and the access they give",
             m.lifecycle_events.clone(),
         );
+        r.register(
+            "mpr_store_calls",
+            "Store calls, by operation and result (ok, conflict: a conditional write lost, error)",
+            m.store_calls.clone(),
+        );
+        r.register(
+            "mpr_store_duration_seconds",
+            "Store call latency, by operation",
+            m.store_seconds.clone(),
+        );
         m
+    }
+
+    /// One store call: `result` is `ok`, `conflict` or `error`.
+    pub fn store_call(&self, operation: &'static str, result: &'static str, took: Duration) {
+        self.store_calls
+            .get_or_create(&StoreCallLabel { operation, result })
+            .inc();
+        self.store_seconds
+            .get_or_create(&StoreOperationLabel { operation })
+            .observe(took.as_secs_f64());
     }
 
     /// Adds `delta` to the held gauge; the new value.
@@ -245,6 +280,12 @@ impl Metrics {
     }
 }
 
+fn store_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    ])
+}
+
 /// One consumed queue's receive loop, as health sees it.
 #[derive(Debug, Clone, Copy)]
 struct QueueHealth {
@@ -264,6 +305,8 @@ pub struct Health {
     stall_timeout: Duration,
     queues: Mutex<Vec<QueueHealth>>,
     paused: AtomicBool,
+    /// The store did not answer; the token lane waits for it.
+    store_paused: AtomicBool,
     stopping: AtomicBool,
     /// Resolved events held for a failing publish.
     held: AtomicU64,
@@ -296,6 +339,8 @@ pub enum Readiness {
     /// The start-up check could not reach the queue, the dead-letter queue or the topic.
     Unreachable,
     Paused,
+    /// The store does not answer: tokens wait on the queue.
+    StoreUnavailable,
     /// Resolved events are held because the topic does not take publishes.
     PublishFailing,
     Stopping,
@@ -308,6 +353,9 @@ impl Readiness {
             Readiness::QueueUnreachable => "queue not reachable (yet)",
             Readiness::Unreachable => "a dependency did not answer the start-up check",
             Readiness::Paused => "paused: ResolveCustomer answered DisabledApiException",
+            Readiness::StoreUnavailable => {
+                "paused: the store does not answer (tokens wait on the queue; none is dead-lettered)"
+            }
             Readiness::PublishFailing => {
                 "holding resolved events: the topic does not accept publishes (see mpr_held_messages)"
             }
@@ -323,6 +371,7 @@ impl Health {
             stall_timeout,
             queues: Mutex::new(Vec::new()),
             paused: AtomicBool::new(false),
+            store_paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             held: AtomicU64::new(0),
             unreachable: Mutex::new(None),
@@ -371,6 +420,10 @@ impl Health {
 
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn set_store_paused(&self, paused: bool) {
+        self.store_paused.store(paused, Ordering::Relaxed);
     }
 
     /// The start-up reachability check: `None` when every dependency answered.
@@ -449,6 +502,8 @@ impl Health {
             Readiness::Stopping
         } else if self.paused.load(Ordering::Relaxed) {
             Readiness::Paused
+        } else if self.store_paused.load(Ordering::Relaxed) {
+            Readiness::StoreUnavailable
         } else if lock(&self.unreachable).is_some() {
             Readiness::Unreachable
         } else if self.unreachable_queue().is_some() {

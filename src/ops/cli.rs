@@ -29,7 +29,8 @@ Checks: configuration, aws_region, queue, dlq, queue_types, redrive_policy, visi
 queue_visibility_timeout, dlq_retention, topic, topic_fifo, resolve_customer (a call with a
 deliberately invalid token must answer InvalidTokenException); with lifecycle_queue_url also
 lifecycle_queue, lifecycle_dlq, lifecycle_redrive_policy and get_entitlements; with
-marketplace.role_arn also marketplace_role (both API calls then run as that role).
+marketplace.role_arn also marketplace_role (both API calls then run as that role); last, store
+(the embedded file or the DynamoDB table opens, has the key schema, and takes a write).
 docs/operations.md explains each.
 
 Exit status: 0 when no check failed (warnings allowed), 1 when one did, 78 when the configuration
@@ -77,7 +78,12 @@ unrecognized_notification, redrive_policy. Copies of one letter (same mpr.source
 sent once; the other copies are deleted.
 Each copy is sent to the token queue, body unchanged and without the mpr.* attributes, before its
 original is deleted from the dead-letter queue; messages not taken are handed back at once.
---move-task is faster for a large backlog, but SQS carries the mpr.* attributes along.";
+Letters that carry their resolved event (unpublished, product_mismatch) are published to the topic
+instead, with no ResolveCustomer call (their tokens are spent); a product_mismatch letter only once
+its product is in product_codes.
+--move-task is faster for a large backlog, but SQS carries the mpr.* attributes along, and it is
+refused while any letter carries a resolved event (the console's redrive has the same problem:
+don't use it on the token dead-letter queue).";
 
 #[derive(Debug, Args)]
 #[command(after_help = CHECK_HELP)]
@@ -190,10 +196,14 @@ pub async fn check(args: CheckArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(error) => return config_failure(&error, &sources, &needs, format),
     };
-    let clients = Clients::from_environment(&loaded.settings).await;
-    let report = check::run_checks(&clients, &loaded.settings)
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let clients = Clients::from_sdk_config_with_role(&shared, &loaded.settings).await;
+    let mut report = check::run_checks(&clients, &loaded.settings)
         .await
         .prepend(check::configuration(&loaded.ignored_env));
+    report.push(check::store(&loaded.settings, &shared).await);
     output::print(&report, format);
     exit(report.ok)
 }
@@ -364,6 +374,7 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
         move_task: args.move_task,
         publisher: (!topic.is_empty())
             .then(|| crate::aws::sns::Publisher::new(setup.clients.sns.clone(), topic.to_owned())),
+        product_codes: setup.settings.product_codes.clone(),
     };
     let job = Job {
         command: "dlq redrive",
@@ -459,4 +470,123 @@ fn input_failure(message: String, format: Format) -> ExitCode {
     eprintln!("mp-resolver enqueue: {message}");
     ErrorBody::new("input", message).print(format);
     ExitCode::from(EXIT_DATA)
+}
+
+const STORE_HELP: &str = "\
+Examples:
+  mp-resolver store create-table --table mp-resolver-state
+  AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:4568 mp-resolver store create-table --table mpr-local
+
+Creates the DynamoDB table the `dynamodb` store uses (partition key pk, sort key sk, both strings;
+on-demand; TTL on expiresAt), unless it exists with that schema: safe to run again. For local use
+and tests; production tables come from deploy/cloudformation/messaging.yaml (with point-in-time
+recovery). The table is store.table (MPR_STORE__TABLE) unless --table names one.";
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create the DynamoDB table of the `dynamodb` store (idempotent).
+    #[command(after_help = STORE_HELP)]
+    CreateTable(CreateTableArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateTableArgs {
+    /// The table's name (default: store.table).
+    #[arg(long, value_name = "NAME")]
+    pub table: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What `store create-table` found or made.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TableReport {
+    ok: bool,
+    table: String,
+    status: String,
+    detail: Option<String>,
+}
+
+impl Render for TableReport {
+    fn human(&self) -> String {
+        match &self.detail {
+            None => format!(
+                "table {} is ready ({}): pk (S) and sk (S), on demand, TTL on expiresAt\n",
+                self.table, self.status
+            ),
+            Some(detail) => format!("table {}: {detail}\n", self.table),
+        }
+    }
+}
+
+pub async fn store(args: StoreArgs) -> ExitCode {
+    match args.command {
+        StoreCommand::CreateTable(args) => create_table(args).await,
+    }
+}
+
+async fn create_table(args: CreateTableArgs) -> ExitCode {
+    let format = Format::from_json_flag(args.common.json);
+    let needs = Needs {
+        command: "store create-table",
+        keys: &[],
+        flags: false,
+        example: "mp-resolver store create-table --table mp-resolver-state",
+    };
+    let sources = Sources::from_process(args.common.config);
+    let loaded = match load::load_for(&sources, &needs) {
+        Ok(loaded) => loaded,
+        Err(error) => return config_failure(&error, &sources, &needs, format),
+    };
+    let table = args
+        .table
+        .unwrap_or_else(|| loaded.settings.store.table.clone());
+    if table.trim().is_empty() {
+        ErrorBody::new(
+            "configuration",
+            "configuration key `store.table` (env MPR_STORE__TABLE): is required: the table to \
+             create (or pass --table NAME)"
+                .to_owned(),
+        )
+        .print(format);
+        return ExitCode::from(EXIT_CONFIG as u8);
+    }
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let report = match crate::store::create_table(&shared, &table).await {
+        Ok(crate::store::TableCheck::Ready { status }) => TableReport {
+            ok: true,
+            table,
+            status,
+            detail: None,
+        },
+        Ok(crate::store::TableCheck::WrongSchema(detail)) => TableReport {
+            ok: false,
+            table,
+            status: "WRONG_SCHEMA".into(),
+            detail: Some(format!("exists, but is not the store's: {detail}")),
+        },
+        Ok(crate::store::TableCheck::Missing) => TableReport {
+            ok: false,
+            table,
+            status: "MISSING".into(),
+            detail: Some("was created but cannot be described yet; run again".into()),
+        },
+        Err(e) => TableReport {
+            ok: false,
+            table,
+            status: "ERROR".into(),
+            detail: Some(e.to_string()),
+        },
+    };
+    output::print(&report, format);
+    exit(report.ok)
 }

@@ -21,6 +21,7 @@ pub fn catalogue() -> Vec<Family> {
     m.aws_call("sqs", "ReceiveMessage", true);
     m.batch_entry_failed("sqs", "DeleteMessageBatch");
     m.lifecycle_event("subscribe-success", "granted");
+    m.store_call("write", "ok", Duration::ZERO);
     let intake = IntakeTelemetry::new();
     intake.request("accepted");
     let mut families = parse(&t.render());
@@ -63,6 +64,8 @@ mod tests {
             ("mpr_paused", "None"),
             ("mpr_held_messages", "Count"),
             ("mpr_lifecycle_events", "Count"),
+            ("mpr_store_calls", "Count"),
+            ("mpr_store_duration_seconds", "Seconds"),
             ("mpr_intake_requests", "Count"),
             ("mpr_intake_send_duration_seconds", "Seconds"),
             ("mpr_intake_in_flight", "Count"),

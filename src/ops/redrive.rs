@@ -40,9 +40,13 @@ pub struct RedriveOptions {
     pub max: Option<usize>,
     /// Let SQS move the whole queue (`StartMessageMoveTask`); ignored with `reason` or `max`.
     pub move_task: bool,
-    /// Where `unpublished` letters' events go: published as they are, with no ResolveCustomer call
-    /// (their token may be spent). Without it, such letters stay on the dead-letter queue.
+    /// Where the events of letters that carry one (`unpublished`, `product_mismatch`) go:
+    /// published as they are, with no ResolveCustomer call (their token is spent). Without it,
+    /// such letters stay on the dead-letter queue.
     pub publisher: Option<Publisher>,
+    /// The allow-list in force (`product_codes`; empty allows all): a `product_mismatch` letter is
+    /// published only once its product is allowed, else it stays.
+    pub product_codes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -220,6 +224,20 @@ pub async fn redrive(
     let queue_arn = sqs::queue_arn(sqs_client, queue_url).await?;
     let mut note = None;
     if options.move_task {
+        // A move task would send letters that carry their resolved event back to be resolved
+        // again: their tokens are spent, so each would come back as `expired_token`.
+        let with_events = letters_with_events(sqs_client, dlq_url).await?;
+        if with_events > 0 && options.reason.is_none() && options.max.is_none() {
+            let mut report = empty_report(dlq_url, queue_url, options, Method::MoveTask);
+            report.ok = false;
+            report.note = Some(format!(
+                "refused: {with_events} dead-letter(s) carry a resolved event (unpublished or \
+                 product_mismatch); a message move task (or the console's redrive) would send them \
+                 to be resolved again, and their tokens are spent. Run `mp-resolver dlq redrive` \
+                 without --move-task: it publishes their events with no ResolveCustomer call"
+            ));
+            return Ok(report);
+        }
         if options.reason.is_some() || options.max.is_some() {
             note = Some(
                 "--move-task moves the whole queue; with --reason or --max the messages were copied one by one"
@@ -308,6 +326,7 @@ async fn copy(
     let mut moved: Vec<Moved> = Vec::new();
     let mut failed: Vec<RedriveFailure> = Vec::new();
     let mut left = 0;
+    let mut still_mismatched = 0;
     let mut copies_deleted = 0;
     // Letters sent in this run, by key: the sent message's id. A copy seen later (even in another
     // batch) is deleted, not sent again.
@@ -343,12 +362,18 @@ async fn copy(
                     left += 1;
                 }
             }
-            // `unpublished` letters carry their resolved event: it is published, not re-resolved.
+            // Letters that carry their resolved event (`unpublished`, `product_mismatch`) are
+            // published, never re-resolved; a mismatch whose product is still not allowed stays.
             let (publish, send): (Vec<DeadLetterView>, Vec<DeadLetterView>) =
-                send.into_iter().partition(|v| {
-                    v.reason == LetterReason::from(DeadLetterReason::Unpublished)
-                        && v.event.is_some()
-                });
+                send.into_iter().partition(|v| v.event.is_some());
+            let (publish, not_allowed): (Vec<DeadLetterView>, Vec<DeadLetterView>) = publish
+                .into_iter()
+                .partition(|v| event_allowed(v, &options.product_codes));
+            for view in &not_allowed {
+                scan.hold(view);
+                left += 1;
+                still_mismatched += 1;
+            }
             let published = publish_events(options.publisher.as_ref(), &publish).await;
             let outgoing: Vec<Outgoing> = send
                 .iter()
@@ -454,21 +479,89 @@ async fn copy(
     .await;
     let hand_back_failures = scan.hand_back().await;
     let error = walked.err().map(|e| e.to_string());
+    let mut report = empty_report(dlq_url, queue_url, options, Method::Copy);
+    report.ok = failed.is_empty() && hand_back_failures.is_empty() && error.is_none();
+    report.moved_count = moved.len() as u64;
+    report.copies_deleted = copies_deleted;
+    report.moved = moved;
+    report.left = left;
+    report.failed = failed;
+    report.hand_back_failures = hand_back_failures;
+    report.error = error;
+    if still_mismatched > 0 {
+        report.note = Some(format!(
+            "{still_mismatched} product_mismatch letter(s) left: their product is still not in \
+             product_codes (add it, then redrive again)"
+        ));
+    }
+    report
+}
+
+fn empty_report(
+    dlq_url: &str,
+    queue_url: &str,
+    options: &RedriveOptions,
+    method: Method,
+) -> RedriveReport {
     RedriveReport {
-        ok: failed.is_empty() && hand_back_failures.is_empty() && error.is_none(),
-        method: Method::Copy,
+        ok: true,
+        method,
         dlq_url: dlq_url.to_owned(),
         queue_url: queue_url.to_owned(),
         reason: options.reason.clone(),
         max: options.max,
-        moved_count: moved.len() as u64,
-        copies_deleted,
-        moved,
-        left,
-        failed,
-        hand_back_failures,
+        moved_count: 0,
+        copies_deleted: 0,
+        moved: Vec::new(),
+        left: 0,
+        failed: Vec::new(),
+        hand_back_failures: Vec::new(),
         task: None,
         note: None,
-        error,
+        error: None,
     }
+}
+
+/// Whether a letter's event may be published under `product_codes` (an `unpublished` one always
+/// may: it was allowed when it resolved).
+fn event_allowed(view: &DeadLetterView, product_codes: &[String]) -> bool {
+    if view.reason != LetterReason::from(DeadLetterReason::ProductMismatch)
+        || product_codes.is_empty()
+    {
+        return true;
+    }
+    let product = view
+        .event
+        .as_deref()
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .and_then(|e| {
+            e.get("productCode")
+                .and_then(|p| p.as_str())
+                .map(str::to_owned)
+        });
+    product.is_some_and(|p| product_codes.contains(&p))
+}
+
+/// How many dead-letters carry a resolved event; every one looked at is handed back at once.
+async fn letters_with_events(
+    sqs_client: &aws_sdk_sqs::Client,
+    dlq_url: &str,
+) -> Result<usize, CallError> {
+    let mut scan = Scan::new(sqs_client, dlq_url);
+    let mut count = 0;
+    let walked: Result<(), CallError> = async {
+        loop {
+            let batch = scan.next_batch().await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for view in batch {
+                count += usize::from(view.event.is_some());
+                scan.hold(&view);
+            }
+        }
+    }
+    .await;
+    drop(scan.hand_back().await);
+    walked.map(|()| count)
 }

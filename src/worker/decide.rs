@@ -94,10 +94,29 @@ pub struct Delivery {
     /// What this delivery's ResolveCustomer calls ended in, once asked (or what this process
     /// learned for the same token earlier: a token may resolve only once).
     pub resolved: Option<ResolveOutcome>,
-    /// The event built from the answer, kept as it is for every publish try.
+    /// The event built from the answer (or read from the store), kept as it is for every publish
+    /// try and carried by any letter.
     pub event: Option<CustomerEvent>,
+    /// What the store said before any call (`crate::store::tokens`).
+    pub store: StoreStep,
     /// Shutdown's grace period ran out before the delivery finished.
     pub grace_over: bool,
+}
+
+/// Where a delivery stands with the store, before it may call ResolveCustomer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreStep {
+    /// Not looked yet.
+    NotAsked,
+    /// This delivery holds the token's claim: it may call.
+    Claimed,
+    /// Another delivery (here or in another task) holds a live claim until `lease_until_ms`.
+    HeldElsewhere { lease_until_ms: i64 },
+    /// The store answered with what it knew (an answer, a publish, a verdict): in `resolved`,
+    /// `event` and `settling`.
+    Known,
+    /// The store could not be reached (or refused): nothing is called or dead-lettered meanwhile.
+    Failed(String),
 }
 
 impl Delivery {
@@ -108,6 +127,7 @@ impl Delivery {
             paused: false,
             resolved: None,
             event: None,
+            store: StoreStep::NotAsked,
             grace_over: false,
         }
     }
@@ -135,6 +155,11 @@ pub struct Rules<'a> {
 pub enum Action {
     /// Handled before: delete the message without calling anything.
     Delete(Handled),
+    /// Look the token up in the store, claiming it for a call when it is new there.
+    Recall,
+    /// Wait for the answer of the delivery that holds the token's claim, at most until it lapses,
+    /// then look again.
+    AwaitHolder { lease_until_ms: i64 },
     /// Ask ResolveCustomer (with the in-process retries of one delivery).
     Resolve,
     /// Publish the resolved customer after waiting `after` (zero for the first try; a held event's
@@ -184,6 +209,8 @@ pub enum HandBackCause {
     Entitlements(FailureKind),
     /// The dead-letter send failed.
     DeadLetter,
+    /// The store could not be reached, so the token could not be looked up or its verdict kept.
+    Store,
     /// The process is stopping and the grace period ran out.
     Shutdown,
 }
@@ -222,6 +249,17 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
         return Action::Delete(Handled::Published(event_id));
     }
     let Some(resolved) = &d.resolved else {
+        // The store first: a token it knows is settled from there, never asked about again.
+        match &d.store {
+            StoreStep::NotAsked => return Action::Recall,
+            StoreStep::HeldElsewhere { lease_until_ms } => {
+                return Action::AwaitHolder {
+                    lease_until_ms: *lease_until_ms,
+                }
+            }
+            StoreStep::Failed(_) => return hand_back(HandBackCause::Store, 0),
+            StoreStep::Claimed | StoreStep::Known => {}
+        }
         if d.paused {
             return hand_back(HandBackCause::Resolve(FailureKind::Disabled), 0);
         }
@@ -235,6 +273,8 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                 if d.settling.dead_letter_failed {
                     return hand_back(HandBackCause::DeadLetter, 1);
                 }
+                // The letter keeps the answer: once the allow-list is fixed, `dlq redrive`
+                // publishes it without a call.
                 return Action::DeadLetter(Letter {
                     reason: DeadLetterReason::ProductMismatch,
                     detail: format!(
@@ -242,7 +282,7 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                         customer.product_code
                     ),
                     event_id: Some(event_id),
-                    event: None,
+                    event: d.event.as_ref().map(CustomerEvent::to_json),
                 });
             }
             match d.settling.next_publish(rules.hold) {
@@ -329,6 +369,8 @@ pub(crate) mod tests {
     /// A delivery of a good token (receive count 2, the full jitter step), changed by `f`.
     fn delivery(f: impl FnOnce(&mut Delivery)) -> Delivery {
         let mut d = Delivery::new(2, parse_body(TOKEN), 1.0);
+        // The store was asked and gave this delivery the claim (the store's own rows set it).
+        d.store = StoreStep::Claimed;
         f(&mut d);
         d
     }
@@ -376,6 +418,58 @@ pub(crate) mod tests {
         let p = policy();
         let after = |attempts| p.handback_delay_drawn(2, attempts, 1.0);
         vec![
+            (
+                "a token is looked up in the store before any call",
+                delivery(|d| d.store = StoreStep::NotAsked),
+                Action::Recall,
+            ),
+            (
+                "the store not reachable: handed back, nothing called or dead-lettered",
+                delivery(|d| d.store = StoreStep::Failed("DynamoDB: timeout".into())),
+                Action::HandBack {
+                    cause: HandBackCause::Store,
+                    delay: after(0),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "another delivery holds the claim: wait for its answer",
+                delivery(|d| d.store = StoreStep::HeldElsewhere { lease_until_ms: 99 }),
+                Action::AwaitHolder { lease_until_ms: 99 },
+            ),
+            (
+                "the store knew the answer: published without a call",
+                delivery(|d| {
+                    d.store = StoreStep::Known;
+                    d.resolved = Some(ResolveOutcome::Resolved {
+                        customer: customer("prod-a"),
+                        attempts: 1,
+                    });
+                    d.event = Some(event());
+                }),
+                Action::Publish {
+                    customer: customer("prod-a"),
+                    attempts: 1,
+                    after: Duration::ZERO,
+                },
+            ),
+            (
+                "product_mismatch keeps the resolved event in the letter",
+                delivery(|d| {
+                    d.resolved = Some(ResolveOutcome::Resolved {
+                        customer: customer("prod-other"),
+                        attempts: 1,
+                    });
+                    d.event = Some(event());
+                }),
+                Action::DeadLetter(Letter {
+                    reason: DeadLetterReason::ProductMismatch,
+                    detail: "product code prod-other is not in the allow-list (product_codes)"
+                        .into(),
+                    event_id: fp(),
+                    event: Some(event().to_json()),
+                }),
+            ),
             (
                 "a new token is resolved first",
                 delivery(|_| {}),

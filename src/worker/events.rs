@@ -110,6 +110,7 @@ fn cause_label(cause: HandBackCause) -> &'static str {
     match cause {
         HandBackCause::Resolve(kind) | HandBackCause::Entitlements(kind) => kind.as_str(),
         HandBackCause::DeadLetter => "dead_letter_failed",
+        HandBackCause::Store => "store_unavailable",
         HandBackCause::Shutdown => "shutdown",
     }
 }
@@ -152,17 +153,56 @@ impl Heartbeat<'_> {
 /// Resolving paused (DisabledApiException) or resumed process-wide.
 #[derive(Debug, Clone, Copy)]
 pub struct PauseChanged {
+    pub kind: PauseKind,
     pub paused: bool,
+}
+
+/// What a pause waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseKind {
+    /// ResolveCustomer answered DisabledApiException.
+    Resolve,
+    /// The store did not answer.
+    Store,
+}
+
+impl PauseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseKind::Resolve => "resolve_customer",
+            PauseKind::Store => "store",
+        }
+    }
+
+    /// The supervised probe task's name.
+    pub fn probe_task(self) -> &'static str {
+        match self {
+            PauseKind::Resolve => "pause_probe",
+            PauseKind::Store => "store_probe",
+        }
+    }
 }
 
 impl PauseChanged {
     pub fn emit(self, telemetry: &Telemetry) {
-        telemetry.health.set_paused(self.paused);
-        telemetry.metrics.paused(self.paused);
-        if self.paused {
-            tracing::error!("ResolveCustomer answered DisabledApiException: pausing all resolving and probing with backoff");
-        } else {
-            tracing::info!("ResolveCustomer answers again: resuming");
+        match self.kind {
+            PauseKind::Resolve => {
+                telemetry.health.set_paused(self.paused);
+                telemetry.metrics.paused(self.paused);
+                if self.paused {
+                    tracing::error!("ResolveCustomer answered DisabledApiException: pausing all resolving and probing with backoff");
+                } else {
+                    tracing::info!("ResolveCustomer answers again: resuming");
+                }
+            }
+            PauseKind::Store => {
+                telemetry.health.set_store_paused(self.paused);
+                if self.paused {
+                    tracing::error!("the store does not answer: tokens wait on the queue (none dead-lettered) while it is probed with backoff");
+                } else {
+                    tracing::info!("the store answers again: resuming");
+                }
+            }
         }
     }
 }

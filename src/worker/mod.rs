@@ -37,9 +37,11 @@ use crate::aws::Clients;
 use crate::config::Settings;
 use crate::contract::{parse_body, CustomerEvent, DeadLetterReason, Fingerprint, ResolvedCustomer};
 use crate::observe::metrics::Telemetry;
+use crate::store::tokens::{Begin, TokenLedger};
+use crate::store::Store;
 use crate::worker::act::Attempt;
 use crate::worker::batch::{BatchLimits, Batcher};
-use crate::worker::decide::{decide, Action, Delivery, Rules};
+use crate::worker::decide::{decide, Action, Delivery, Rules, StoreStep};
 use crate::worker::entitlements::EntitlementReader;
 use crate::worker::events::{Finished, Held, TokenResolved};
 use crate::worker::lane::{Lane, Pipeline};
@@ -103,6 +105,8 @@ pub struct Worker {
     hold: HoldPolicy,
     telemetry: Arc<Telemetry>,
     pause: Arc<ApiPause>,
+    /// Receiving tokens waits while the store does not answer.
+    store_pause: Arc<ApiPause>,
     /// `true` once shutdown began: held events are dead-lettered instead of waiting.
     stopping: watch::Sender<bool>,
     /// `true` once the grace period is over: unfinished deliveries hand themselves back.
@@ -116,14 +120,32 @@ pub struct Worker {
     resolved: Mutex<LruCache<Fingerprint, (ResolvedCustomer, u32)>>,
     /// Source message ids this process dead-lettered recently, with the reason.
     dead_lettered: Mutex<LruCache<String, DeadLetterReason>>,
+    /// The store's record of every token: claims, answers written ahead, publishes, verdicts.
+    tokens: TokenLedger,
+    /// Numbers this process's deliveries, so each claim names its own holder.
+    deliveries: std::sync::atomic::AtomicU64,
+    /// Names this process in claims (host, pid, a random part).
+    holder: String,
 }
 
 impl Worker {
-    /// Must be called inside a tokio runtime: it starts the delete batcher.
-    pub fn new(clients: Clients, settings: Settings) -> Arc<Self> {
+    /// Must be called inside a tokio runtime: it starts the delete batcher. `store` is where
+    /// answers are kept (`Store::open` with `settings.store`).
+    pub fn new(clients: Clients, settings: Settings, store: Store) -> Arc<Self> {
         let telemetry = Arc::new(Telemetry::new(Duration::from_secs(
             settings.worker.stall_timeout_secs,
         )));
+        let holder = process_holder();
+        // A claim covers one delivery's whole retrying plus a margin: a holder that died is taken
+        // over that long after its last write.
+        let claim_lease = settings.resolve.budget()
+            + settings.resolve.attempt_timeout()
+            + Duration::from_millis(settings.store.claim_margin_ms);
+        let tokens = TokenLedger::new(
+            store.with_telemetry(telemetry.clone()),
+            holder.clone(),
+            claim_lease,
+        );
         let linger = Duration::from_millis(settings.worker.delete_linger_ms);
         let mut lanes = Vec::new();
         let mut delete_tasks = Vec::new();
@@ -187,12 +209,16 @@ impl Worker {
             hold: HoldPolicy::from_settings(&settings.publish),
             telemetry,
             pause: Arc::new(ApiPause::default()),
+            store_pause: Arc::new(ApiPause::default()),
             stopping: watch::Sender::new(false),
             grace_over: watch::Sender::new(false),
             background: Mutex::new(Vec::new()),
             published: Mutex::new(crate::cache::growing_lru(capacity)),
             resolved: Mutex::new(crate::cache::growing_lru(capacity)),
             dead_lettered: Mutex::new(crate::cache::growing_lru(capacity)),
+            tokens,
+            deliveries: std::sync::atomic::AtomicU64::new(0),
+            holder,
             settings,
         });
         for (name, task) in delete_tasks {
@@ -321,6 +347,14 @@ impl Worker {
                 });
         }
         let mut attempt = Attempt::new(lane, message, lease);
+        // The store for this delivery, claiming in its own name; its claim on the token (the
+        // version), and whether the answer it holds is in the store.
+        let n = self
+            .deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ledger = self.tokens.for_holder(format!("{}/{n}", self.holder));
+        let mut claim: Option<u64> = None;
+        let mut saved = false;
         loop {
             delivery.paused = self.pause.is_paused();
             self.refresh(&mut delivery.settling, &attempt.held);
@@ -330,23 +364,94 @@ impl Worker {
                 hold: self.hold,
             };
             match decide(&delivery, rules) {
+                Action::Recall => {
+                    let Some(fingerprint) = &event_id else {
+                        unreachable!("decide recalls only parsed requests")
+                    };
+                    self.recall(&ledger, &mut delivery, fingerprint, &mut claim)
+                        .await;
+                }
+                Action::AwaitHolder { lease_until_ms } => {
+                    // The holder's answer lands in the store; look again soon, and take the
+                    // claim over once it lapsed (the holder died).
+                    let left = lease_until_ms
+                        .saturating_sub(crate::store::now_millis())
+                        .max(0);
+                    let wait = Duration::from_millis((left as u64).clamp(50, 250));
+                    if self.wait_unless_stopping(wait).await {
+                        delivery.grace_over = *self.grace_over.borrow();
+                    }
+                    delivery.store = StoreStep::NotAsked;
+                }
                 Action::Resolve => {
                     let Ok(request) = &delivery.request else {
                         unreachable!("decide resolves only parsed requests")
                     };
+                    let fingerprint = request.token.fingerprint();
                     let outcome = self.resolver.resolve(&request.token).await;
-                    if let ResolveOutcome::Resolved { customer, attempts } = &outcome {
-                        lock(&self.resolved)
-                            .put(request.token.fingerprint(), (customer.clone(), *attempts));
-                        if let Some(sent) = message.sent_at {
-                            let age = chrono::Utc::now().signed_duration_since(sent);
-                            TokenResolved {
-                                age: age.to_std().unwrap_or_default(),
+                    match outcome {
+                        ResolveOutcome::Resolved { customer, attempts } => {
+                            lock(&self.resolved)
+                                .put(fingerprint.clone(), (customer.clone(), attempts));
+                            if let Some(sent) = message.sent_at {
+                                let age = chrono::Utc::now().signed_duration_since(sent);
+                                TokenResolved {
+                                    age: age.to_std().unwrap_or_default(),
+                                }
+                                .emit(&self.telemetry);
                             }
-                            .emit(&self.telemetry);
+                            // Written ahead of any publish try or letter: from here on the
+                            // answer outlives this process.
+                            let event = CustomerEvent::new(
+                                request,
+                                customer.clone(),
+                                message.enqueued_at(),
+                                now_rfc3339(),
+                                attempts,
+                            );
+                            delivery.event = Some(event);
+                            saved = self
+                                .write_ahead(&ledger, &mut delivery, &fingerprint, claim)
+                                .await;
+                            if !saved {
+                                delivery.resolved =
+                                    Some(ResolveOutcome::Resolved { customer, attempts });
+                            }
+                        }
+                        ResolveOutcome::Rejected {
+                            reason,
+                            detail,
+                            attempts,
+                        } => {
+                            // A resolved token is never dead-lettered as expired: the store may
+                            // hold its answer from an earlier delivery.
+                            match self
+                                .tokens
+                                .rejected(&fingerprint, claim, reason, &detail)
+                                .await
+                            {
+                                Ok(Some(stored)) => {
+                                    delivery.resolved = Some(ResolveOutcome::Resolved {
+                                        customer: stored.customer(),
+                                        attempts: stored.attempts,
+                                    });
+                                    delivery.event = Some(stored);
+                                    saved = true;
+                                }
+                                Ok(None) => {
+                                    delivery.resolved = Some(ResolveOutcome::Rejected {
+                                        reason,
+                                        detail,
+                                        attempts,
+                                    })
+                                }
+                                Err(e) => delivery.store = StoreStep::Failed(e.to_string()),
+                            }
+                        }
+                        unavailable @ ResolveOutcome::Unavailable { .. } => {
+                            delivery.resolved = Some(unavailable);
                         }
                     }
-                    delivery.resolved = Some(outcome);
                 }
                 Action::Publish {
                     customer,
@@ -359,23 +464,39 @@ impl Worker {
                     let Ok(request) = &delivery.request else {
                         unreachable!("decide publishes only parsed requests")
                     };
-                    let event = delivery
-                        .event
-                        .get_or_insert_with(|| {
-                            CustomerEvent::new(
-                                request,
-                                customer,
-                                message.enqueued_at(),
-                                now_rfc3339(),
-                                attempts,
-                            )
-                        })
-                        .clone();
-                    let publish = (event.event_id.clone(), TopicEvent::Customer(event));
+                    let fingerprint = request.token.fingerprint();
+                    delivery.event.get_or_insert_with(|| {
+                        CustomerEvent::new(
+                            request,
+                            customer,
+                            message.enqueued_at(),
+                            now_rfc3339(),
+                            attempts,
+                        )
+                    });
+                    // Nothing is published that the store does not hold: a write-ahead that
+                    // failed is tried again first, as a failed publish try (held, then
+                    // dead-lettered with the event if the store stays away).
+                    if !saved {
+                        saved = self
+                            .write_ahead(&ledger, &mut delivery, &fingerprint, claim)
+                            .await;
+                        if !saved {
+                            if attempt.held.is_none() {
+                                attempt.held = Some(HeldGuard::start(&self.telemetry));
+                            }
+                            continue;
+                        }
+                    }
+                    let Some(event) = delivery.event.clone() else {
+                        unreachable!("the event was built above")
+                    };
+                    let publish = (event.event_id.clone(), TopicEvent::Customer(event.clone()));
                     if let Some(event_id) = self
                         .publish_then_delete(&mut attempt, &mut delivery.settling, publish)
                         .await
                     {
+                        self.record_published(&ledger, &fingerprint, &event).await;
                         return Outcome::Published { event_id, attempts };
                     }
                 }
@@ -395,6 +516,15 @@ impl Worker {
                     if pause_resolving {
                         self.pause_resolving();
                     }
+                    if cause == HandBackCause::Store {
+                        self.pause_for_store();
+                    }
+                    // A claim without an answer is given up, so the next delivery calls at once.
+                    if let (Some(version), Some(fingerprint), false) = (claim, &event_id, saved) {
+                        if let Err(e) = ledger.release(fingerprint, version).await {
+                            tracing::debug!(error = %e, "claim not released; it lapses on its own");
+                        }
+                    }
                     self.hand_back(lane, lease, delay).await;
                     return Outcome::HandedBack { cause, delay };
                 }
@@ -412,6 +542,99 @@ impl Worker {
             _ = tokio::time::sleep(wait) => false,
             _ = async { drop(stopping.wait_for(|s| *s).await) } => true,
         }
+    }
+
+    /// Asks the store about the token before any call: claims it when it is new there, or takes
+    /// what the store knows (an answer to publish, a publish, a verdict).
+    async fn recall(
+        &self,
+        ledger: &TokenLedger,
+        delivery: &mut Delivery,
+        fingerprint: &Fingerprint,
+        claim: &mut Option<u64>,
+    ) {
+        delivery.store = match ledger.begin(fingerprint).await {
+            Ok(Begin::Claimed { version }) => {
+                *claim = Some(version);
+                StoreStep::Claimed
+            }
+            Ok(Begin::HeldElsewhere { lease_until_ms }) => {
+                StoreStep::HeldElsewhere { lease_until_ms }
+            }
+            Ok(Begin::Resolved(event)) => {
+                delivery.resolved = Some(ResolveOutcome::Resolved {
+                    customer: event.customer(),
+                    attempts: event.attempts,
+                });
+                delivery.event = Some(event);
+                StoreStep::Known
+            }
+            Ok(Begin::Published(_)) => {
+                delivery.settling.already_published = true;
+                StoreStep::Known
+            }
+            Ok(Begin::Rejected { reason, detail }) => {
+                delivery.resolved = Some(ResolveOutcome::Rejected {
+                    reason,
+                    detail,
+                    attempts: 0,
+                });
+                StoreStep::Known
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store: the token could not be looked up; handed back");
+                StoreStep::Failed(e.to_string())
+            }
+        };
+    }
+
+    /// Writes the delivery's answer to the store ahead of any publish. When another delivery
+    /// stored one first, that event replaces this delivery's. `false` (with the failure counted
+    /// as a failed publish try) when the store did not take it.
+    async fn write_ahead(
+        &self,
+        ledger: &TokenLedger,
+        delivery: &mut Delivery,
+        fingerprint: &Fingerprint,
+        claim: Option<u64>,
+    ) -> bool {
+        let Some(event) = delivery.event.clone() else {
+            return false;
+        };
+        match ledger.resolved(fingerprint, claim, &event).await {
+            Ok(stored) => {
+                delivery.resolved = Some(ResolveOutcome::Resolved {
+                    customer: stored.customer(),
+                    attempts: stored.attempts,
+                });
+                delivery.event = Some(stored);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store: the answer could not be written ahead; held");
+                delivery.settling.publish_failures += 1;
+                delivery.settling.last_publish_error = Some(format!("store: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Marks the token published in the store. A failure only costs a second publish (same
+    /// `eventId`) should the message come back; it is logged, not retried.
+    async fn record_published(
+        &self,
+        ledger: &TokenLedger,
+        fingerprint: &Fingerprint,
+        event: &CustomerEvent,
+    ) {
+        if let Err(e) = ledger.published(fingerprint, event).await {
+            tracing::warn!(error = %e, "store: the publish could not be recorded");
+        }
+    }
+
+    /// The store's token ledger (for `dlq redrive` and the tests).
+    pub fn tokens(&self) -> &TokenLedger {
+        &self.tokens
     }
 
     fn was_published(&self, event_id: &Fingerprint) -> bool {
@@ -444,6 +667,17 @@ impl Drop for HeldGuard<'_> {
     fn drop(&mut self) {
         Held { started: false }.emit(self.telemetry);
     }
+}
+
+/// Names this process in the store's claims: the host (the ECS task's hostname), the pid and a
+/// random part, so a restarted process never mistakes its predecessor's claim for its own.
+fn process_holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}/{}/{:08x}",
+        std::process::id(),
+        rand::rng().random::<u32>()
+    )
 }
 
 /// A poisoned lock only means another task panicked mid-update of a cache; the data is still usable.

@@ -134,12 +134,19 @@ impl Worker {
         let tick = Duration::from_secs(self.settings.worker.stall_timeout_secs)
             .max(Duration::from_secs(2))
             / 2;
-        let paused = || lane.pipeline.follows_resolve_pause() && self.pause.is_paused();
+        let paused = || {
+            lane.pipeline.follows_resolve_pause()
+                && (self.pause.is_paused() || self.store_pause.is_paused())
+        };
+        let resumed = || async {
+            self.pause.resumed().await;
+            self.store_pause.resumed().await;
+        };
         loop {
             if paused() {
                 tokio::select! {
                     _ = shutdown.as_mut() => return Next::Shutdown,
-                    _ = self.pause.resumed() => continue,
+                    _ = resumed() => continue,
                     _ = tokio::time::sleep(tick) => {
                         self.telemetry.health.idle_by_choice(lane.pipeline.as_str());
                         continue;

@@ -13,8 +13,8 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::aws::metering::{CallResult, FailureKind};
 use crate::observe::admin;
-use crate::worker::events::PauseChanged;
-use crate::worker::pause::PauseChange;
+use crate::worker::events::{PauseChanged, PauseKind};
+use crate::worker::pause::{ApiPause, PauseChange};
 use crate::worker::{lock, Worker};
 
 /// What a watched task's end means.
@@ -112,15 +112,46 @@ impl Worker {
     /// The API is switched off: stop resolving everywhere, report not ready, and probe with
     /// backoff until it answers again.
     pub(super) fn pause_resolving(&self) {
-        if self.pause.pause() != PauseChange::Started {
+        let resolver = self.resolver.clone();
+        self.pause_until(PauseKind::Resolve, self.pause.clone(), move || {
+            let resolver = resolver.clone();
+            async move {
+                match resolver.probe().await {
+                    CallResult::Failed(f)
+                        if matches!(f.kind, FailureKind::Disabled | FailureKind::Transient) =>
+                    {
+                        Err(f.kind.as_str().to_owned())
+                    }
+                    _ => Ok(()),
+                }
+            }
+        });
+    }
+
+    /// The store does not answer: stop taking tokens (they wait on the queue, never
+    /// dead-lettered), report not ready, and probe the store with backoff until it answers.
+    pub(super) fn pause_for_store(&self) {
+        let store = self.tokens.store().clone();
+        self.pause_until(PauseKind::Store, self.store_pause.clone(), move || {
+            let store = store.clone();
+            async move { store.probe().await.map_err(|e| e.to_string()) }
+        });
+    }
+
+    /// One pause mechanism for both: pause, probe with `[pause]`'s backoff until `probe` says the
+    /// dependency answers, then resume.
+    fn pause_until<F, Fut>(&self, kind: PauseKind, pause: Arc<ApiPause>, probe: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
+        if pause.pause() != PauseChange::Started {
             return;
         }
-        PauseChanged { paused: true }.emit(&self.telemetry);
-        let resolver = self.resolver.clone();
+        PauseChanged { kind, paused: true }.emit(&self.telemetry);
         let telemetry = self.telemetry.clone();
         let settings = self.settings.pause.clone();
-        let pause = self.pause.clone();
-        let probe = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut delays = ExponentialBuilder::default()
                 .with_min_delay(Duration::from_secs(settings.probe_initial_secs))
                 .with_max_delay(Duration::from_secs(settings.probe_max_secs))
@@ -131,25 +162,26 @@ impl Worker {
                     .next()
                     .unwrap_or(Duration::from_secs(settings.probe_max_secs));
                 tokio::time::sleep(wait).await;
-                match resolver.probe().await {
-                    CallResult::Failed(f)
-                        if matches!(f.kind, FailureKind::Disabled | FailureKind::Transient) =>
-                    {
-                        tracing::warn!(
-                            failure = f.kind.as_str(),
-                            next_probe_in_secs = wait.as_secs(),
-                            "ResolveCustomer still unavailable; staying paused"
-                        );
-                    }
-                    _ => {
-                        PauseChanged { paused: false }.emit(&telemetry);
+                match probe().await {
+                    Err(failure) => tracing::warn!(
+                        dependency = kind.as_str(),
+                        failure = %failure,
+                        next_probe_in_secs = wait.as_secs(),
+                        "still unavailable; staying paused"
+                    ),
+                    Ok(()) => {
+                        PauseChanged {
+                            kind,
+                            paused: false,
+                        }
+                        .emit(&telemetry);
                         pause.resume();
                         return;
                     }
                 }
             }
         });
-        self.supervise("pause_probe", Expect::Finishes, probe);
+        self.supervise(kind.probe_task(), Expect::Finishes, task);
     }
 
     /// Runs the worker with its admin listener (`/healthz`, `/readyz`, `/metrics`) until

@@ -8,6 +8,7 @@ pub mod http;
 pub mod intake;
 pub mod ledger;
 pub mod process;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -87,7 +88,7 @@ fn sdk_config(endpoint: &str) -> SdkConfig {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -117,6 +118,9 @@ pub struct Fixture {
     pub subscriber_url: String,
     pub settings: Settings,
     ls_config: SdkConfig,
+    /// Where this fixture's workers keep their state (a fresh embedded file by default).
+    pub store: store::TestStore,
+    store_handle: mp_resolver::store::Store,
 }
 
 impl Fixture {
@@ -126,6 +130,13 @@ impl Fixture {
 
     /// `extra` are MPR_ variables layered over the test defaults, as a deployment would set them.
     pub async fn with_env(topic: Topic, extra: &[(&str, &str)]) -> Self {
+        Self::with_store(topic, store::Backend::Embedded, extra).await
+    }
+
+    /// Like [`Fixture::with_env`], with the store of `backend`'s kind.
+    pub async fn with_store(topic: Topic, backend: store::Backend, extra: &[(&str, &str)]) -> Self {
+        let test_store = store::TestStore::new(backend).await;
+        let store_handle = test_store.open().await;
         let localstack = localstack().await;
         let ls_config = sdk_config(&localstack.endpoint);
         let sqs = aws_sdk_sqs::Client::new(&ls_config);
@@ -181,6 +192,7 @@ impl Fixture {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        env.extend(test_store.env());
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let settings = config::load(&Sources {
             env,
@@ -200,6 +212,8 @@ impl Fixture {
             subscriber_url,
             settings,
             ls_config,
+            store: test_store,
+            store_handle,
         }
     }
 
@@ -237,7 +251,12 @@ impl Fixture {
     }
 
     pub fn worker_with(&self, settings: Settings) -> Arc<Worker> {
-        Worker::new(self.clients(&settings), settings)
+        self.worker_on(settings, self.store_handle.clone())
+    }
+
+    /// A worker on `store` instead of the fixture's.
+    pub fn worker_on(&self, settings: Settings, store: mp_resolver::store::Store) -> Arc<Worker> {
+        Worker::new(self.clients(&settings), settings, store)
     }
 
     /// Sends a body to the token queue; returns its message id.
@@ -528,8 +547,14 @@ impl Fixture {
             "AWS_ENDPOINT_URL_MARKETPLACE_METERING".to_owned(),
             self.emulator.endpoint(),
         ));
+        env.extend(self.store.env());
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         env
+    }
+
+    /// The store this fixture's workers use, opened in this process.
+    pub fn store_handle(&self) -> &mp_resolver::store::Store {
+        &self.store_handle
     }
 }
 

@@ -11,6 +11,7 @@
 mod config;
 mod marketplace;
 mod queues;
+mod store;
 mod topic;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ pub use marketplace::{
     assumed_role, get_entitlements, resolve_customer, PROBE_PRODUCT_CODE, PROBE_TOKEN,
 };
 pub use queues::{MIN_RECEIVE_COUNT, RECOMMENDED_RECEIVE_COUNT};
+pub use store::store;
 
 /// Every check, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -52,6 +54,7 @@ pub enum Check {
     MarketplaceRole,
     ResolveCustomer,
     GetEntitlements,
+    Store,
 }
 
 impl Check {
@@ -74,6 +77,7 @@ impl Check {
             Check::MarketplaceRole => "marketplace_role",
             Check::ResolveCustomer => "resolve_customer",
             Check::GetEntitlements => "get_entitlements",
+            Check::Store => "store",
         }
     }
 }
@@ -174,6 +178,12 @@ impl CheckReport {
     pub fn prepend(mut self, result: CheckResult) -> Self {
         self.checks.insert(0, result);
         CheckReport::new(self.checks)
+    }
+
+    /// Adds `result` last (the command line adds the store check this way).
+    pub fn push(&mut self, result: CheckResult) {
+        self.ok &= result.outcome != Outcome::Fail;
+        self.checks.push(result);
     }
 
     pub fn with_outcome(&self, outcome: Outcome) -> Vec<Check> {

@@ -1,0 +1,366 @@
+//! One conformance suite for both store backends: every test runs against the embedded file and
+//! against a DynamoDB table (moto's server), and must see the same behaviour. The primitives first
+//! (conditional writes, atomic groups, expiry, queries), then the token lane's ledger built on them.
+
+mod support;
+
+use std::time::Duration;
+
+use mp_resolver::contract::{CustomerEvent, DeadLetterReason, Fingerprint, ResolvedCustomer};
+use mp_resolver::store::tokens::{Begin, TokenLedger, TokenState};
+use mp_resolver::store::{now_secs, Expect, Item, Store, StoreError, Write};
+use serde_json::json;
+use support::store::{Backend, TestStore};
+
+/// Runs `body` once per backend, each with a fresh store.
+macro_rules! conformance {
+    ($($name:ident => $body:expr;)*) => {
+        mod embedded {
+            use super::*;
+            $(#[tokio::test] async fn $name() { let t = TestStore::new(Backend::Embedded).await; ($body)(t.open().await).await; })*
+        }
+        mod dynamodb {
+            use super::*;
+            $(#[tokio::test] async fn $name() { let t = TestStore::new(Backend::Dynamodb).await; ($body)(t.open().await).await; })*
+        }
+    };
+}
+
+fn item(pk: &str, sk: &str) -> Item {
+    Item::new(pk, sk).with("note", "hello")
+}
+
+async fn absent_items_read_as_none_and_create_once(store: Store) {
+    assert_eq!(store.get("a", "1").await.unwrap(), None);
+    store.put(item("a", "1"), Expect::Absent).await.unwrap();
+    let read = store.get("a", "1").await.unwrap().expect("written");
+    assert_eq!((read.version, read.str("note")), (1, Some("hello")));
+    assert_eq!(
+        store.put(item("a", "1"), Expect::Absent).await,
+        Err(StoreError::Conflict),
+        "a second create must lose"
+    );
+}
+
+async fn versioned_writes_lose_to_an_earlier_writer(store: Store) {
+    store.put(item("v", "1"), Expect::Absent).await.unwrap();
+    store
+        .put(item("v", "1").with("note", "second"), Expect::Version(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .put(item("v", "1").with("note", "stale"), Expect::Version(1))
+            .await,
+        Err(StoreError::Conflict)
+    );
+    let read = store.get("v", "1").await.unwrap().unwrap();
+    assert_eq!((read.version, read.str("note")), (2, Some("second")));
+    assert_eq!(
+        store.put(item("missing", "1"), Expect::Version(1)).await,
+        Err(StoreError::Conflict),
+        "a version expected of an absent item does not hold"
+    );
+}
+
+async fn a_group_is_written_whole_or_not_at_all(store: Store) {
+    store.put(item("g", "b"), Expect::Absent).await.unwrap();
+    let group = vec![
+        Write::Put {
+            item: item("g", "a"),
+            expect: Expect::Absent,
+        },
+        Write::Put {
+            item: item("g", "b"),
+            expect: Expect::Version(7),
+        },
+    ];
+    assert_eq!(store.write(group).await, Err(StoreError::Conflict));
+    assert_eq!(
+        store.get("g", "a").await.unwrap(),
+        None,
+        "nothing of a failed group is written"
+    );
+    let group = vec![
+        Write::Put {
+            item: item("g", "a"),
+            expect: Expect::Absent,
+        },
+        Write::Check {
+            pk: "g".into(),
+            sk: "b".into(),
+            expect: Expect::Version(1),
+        },
+        Write::Delete {
+            pk: "g".into(),
+            sk: "c".into(),
+            expect: Expect::Any,
+        },
+    ];
+    store.write(group).await.unwrap();
+    assert!(store.get("g", "a").await.unwrap().is_some());
+}
+
+async fn expired_items_read_as_absent(store: Store) {
+    let past = item("e", "1").expiring_at(now_secs() - 10);
+    store.put(past, Expect::Any).await.unwrap();
+    assert_eq!(store.get("e", "1").await.unwrap(), None);
+    assert_eq!(store.query("e", "").await.unwrap(), vec![]);
+    store
+        .put(
+            item("e", "1").expiring_at(now_secs() + 3600),
+            Expect::Absent,
+        )
+        .await
+        .expect("an expired item counts as absent for a create");
+}
+
+async fn attributes_round_trip(store: Store) {
+    let value = json!({"s": "text", "n": 42, "neg": -7, "f": 1.5, "b": true, "null": null,
+        "list": [1, "two", {"three": 3}], "map": {"inner": "x", "count": 2}});
+    let mut written = Item::new("r", "1").expiring_at(now_secs() + 60);
+    if let serde_json::Value::Object(map) = value.clone() {
+        written.attrs = map;
+    }
+    store.put(written, Expect::Absent).await.unwrap();
+    let read = store.get("r", "1").await.unwrap().unwrap();
+    assert_eq!(serde_json::Value::Object(read.attrs), value);
+}
+
+async fn query_takes_a_sort_key_prefix_in_order_and_scan_a_partition_prefix(store: Store) {
+    for sk in [
+        "hour#2026-12-04T10",
+        "hour#2026-12-04T09",
+        "meta",
+        "hour#2026-12-04T11",
+    ] {
+        store.put(item("sub#1", sk), Expect::Absent).await.unwrap();
+    }
+    store
+        .put(item("sub#2", "meta"), Expect::Absent)
+        .await
+        .unwrap();
+    store
+        .put(item("other", "meta"), Expect::Absent)
+        .await
+        .unwrap();
+    let hours: Vec<String> = store
+        .query("sub#1", "hour#")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.sk)
+        .collect();
+    assert_eq!(
+        hours,
+        [
+            "hour#2026-12-04T09",
+            "hour#2026-12-04T10",
+            "hour#2026-12-04T11"
+        ]
+    );
+    let subs: Vec<(String, String)> = store
+        .scan("sub#")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.pk, i.sk))
+        .collect();
+    assert_eq!(subs.len(), 5);
+    assert!(subs.iter().all(|(pk, _)| pk.starts_with("sub#")));
+}
+
+async fn concurrent_creates_have_one_winner(store: Store) {
+    let tries = (0..16).map(|n| {
+        let store = store.clone();
+        async move {
+            store
+                .put(item("race", "1").with("n", n), Expect::Absent)
+                .await
+        }
+    });
+    let results = futures_join_all(tries).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || *r == Err(StoreError::Conflict)));
+}
+
+fn event(token: &str, signup: &str) -> CustomerEvent {
+    let request = mp_resolver::contract::parse_body(
+        &json!({"registrationToken": token, "signupId": signup}).to_string(),
+    )
+    .expect("a token request");
+    CustomerEvent::new(
+        &request,
+        ResolvedCustomer {
+            customer_identifier: None,
+            customer_aws_account_id: "111122223333".into(),
+            product_code: "prod-demo".into(),
+            license_arn: Some("arn:aws:license-manager::111122223333:license:l-1".into()),
+            agreement_id: Some("agmt-1".into()),
+        },
+        None,
+        "2026-12-04T10:00:00Z".into(),
+        1,
+    )
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn one_claim_at_a_time_and_the_answer_is_kept(store: Store) {
+    let (a, b) = (
+        TokenLedger::new(store.clone(), "task-a", LEASE),
+        TokenLedger::new(store.clone(), "task-b", LEASE),
+    );
+    let fp = Fingerprint::of("tok-claim");
+    let Begin::Claimed { version } = a.begin(&fp).await.unwrap() else {
+        panic!("the first delivery claims")
+    };
+    assert!(matches!(
+        b.begin(&fp).await.unwrap(),
+        Begin::HeldElsewhere { .. }
+    ));
+    let first = event("tok-claim", "signup-a");
+    let stored = a.resolved(&fp, Some(version), &first).await.unwrap();
+    assert_eq!(stored, first);
+    // The holder is publishing its answer: the other delivery still waits for it.
+    assert!(matches!(
+        b.begin(&fp).await.unwrap(),
+        Begin::HeldElsewhere { .. }
+    ));
+    // A second answer (another delivery's event) never replaces the first.
+    let second = event("tok-claim", "signup-b");
+    assert_eq!(b.resolved(&fp, None, &second).await.unwrap(), first);
+    // A verdict after the answer (a spent token's ExpiredTokenException) returns the answer.
+    assert_eq!(
+        b.rejected(&fp, None, DeadLetterReason::ExpiredToken, "expired")
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    a.published(&fp, &first).await.unwrap();
+    assert_eq!(b.begin(&fp).await.unwrap(), Begin::Published(first));
+}
+
+async fn an_answer_whose_holder_died_is_published_by_the_next_delivery(store: Store) {
+    let short = Duration::from_millis(1);
+    let dying = TokenLedger::new(store.clone(), "task-dying", short);
+    let fp = Fingerprint::of("tok-orphan");
+    let Begin::Claimed { version } = dying.begin(&fp).await.unwrap() else {
+        panic!("claims")
+    };
+    let answer = event("tok-orphan", "signup-1");
+    dying.resolved(&fp, Some(version), &answer).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await; // the lease is wall-clock time
+    let next = TokenLedger::new(store.clone(), "task-next", LEASE);
+    assert_eq!(next.begin(&fp).await.unwrap(), Begin::Resolved(answer));
+    // ... and holds it while publishing: a third delivery waits.
+    let third = TokenLedger::new(store, "task-third", LEASE);
+    assert!(matches!(
+        third.begin(&fp).await.unwrap(),
+        Begin::HeldElsewhere { .. }
+    ));
+}
+
+async fn a_lapsed_claim_is_taken_over_and_a_released_one_is_free(store: Store) {
+    let a_short = TokenLedger::new(store.clone(), "task-a", Duration::from_millis(1));
+    let b = TokenLedger::new(store.clone(), "task-b", LEASE);
+    let fp = Fingerprint::of("tok-lapsed");
+    assert!(matches!(
+        a_short.begin(&fp).await.unwrap(),
+        Begin::Claimed { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(20)).await; // the lease is wall-clock time
+    let Begin::Claimed { version } = b.begin(&fp).await.unwrap() else {
+        panic!("a lapsed claim is taken over")
+    };
+    b.release(&fp, version).await.unwrap();
+    assert_eq!(b.state(&fp).await.unwrap(), None);
+    assert!(matches!(
+        a_short.begin(&fp).await.unwrap(),
+        Begin::Claimed { .. }
+    ));
+}
+
+async fn a_verdict_is_kept_for_later_deliveries(store: Store) {
+    let a = TokenLedger::new(store.clone(), "task-a", LEASE);
+    let fp = Fingerprint::of("tok-invalid");
+    let Begin::Claimed { version } = a.begin(&fp).await.unwrap() else {
+        panic!("claims")
+    };
+    assert_eq!(
+        a.rejected(
+            &fp,
+            Some(version),
+            DeadLetterReason::InvalidToken,
+            "ResolveCustomer: InvalidTokenException"
+        )
+        .await
+        .unwrap(),
+        None
+    );
+    let b = TokenLedger::new(store, "task-b", LEASE);
+    assert_eq!(
+        b.begin(&fp).await.unwrap(),
+        Begin::Rejected {
+            reason: DeadLetterReason::InvalidToken,
+            detail: "ResolveCustomer: InvalidTokenException".into()
+        }
+    );
+    assert!(matches!(
+        b.state(&fp).await.unwrap(),
+        Some(TokenState::Rejected { .. })
+    ));
+}
+
+async fn racing_deliveries_of_one_token_get_one_claim(store: Store) {
+    let fp = Fingerprint::of("tok-race");
+    let tries = (0..12).map(|n| {
+        let ledger = TokenLedger::new(store.clone(), format!("task-{n}"), LEASE);
+        let fp = fp.clone();
+        async move { ledger.begin(&fp).await }
+    });
+    let results = futures_join_all(tries).await;
+    let claimed = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Begin::Claimed { .. })))
+        .count();
+    assert_eq!(claimed, 1, "{results:?}");
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(Begin::Claimed { .. } | Begin::HeldElsewhere { .. }))));
+}
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+conformance! {
+    absent_items => absent_items_read_as_none_and_create_once;
+    versioned_writes => versioned_writes_lose_to_an_earlier_writer;
+    atomic_groups => a_group_is_written_whole_or_not_at_all;
+    expiry => expired_items_read_as_absent;
+    attributes => attributes_round_trip;
+    query_and_scan => query_takes_a_sort_key_prefix_in_order_and_scan_a_partition_prefix;
+    concurrent_creates => concurrent_creates_have_one_winner;
+    token_claim_and_answer => one_claim_at_a_time_and_the_answer_is_kept;
+    token_lapsed_claim => a_lapsed_claim_is_taken_over_and_a_released_one_is_free;
+    token_orphaned_answer => an_answer_whose_holder_died_is_published_by_the_next_delivery;
+    token_verdict => a_verdict_is_kept_for_later_deliveries;
+    token_race => racing_deliveries_of_one_token_get_one_claim;
+}
