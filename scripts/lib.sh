@@ -81,3 +81,55 @@ mpr_ensure_chromium() {
     ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         chromium chromium-driver
 }
+
+# ---------------------------------------------------------------------------------------------
+# moto's server (scripts/moto.sh): the DynamoDB the store tests use (LocalStack's DynamoDB needs
+# a Java download). Settings (environment variables, all optional):
+#   MPR_MOTO_VENV         Python venv holding moto            (default: <repo>/.moto-venv)
+#   MPR_MOTO_PORT         port moto_server listens on, 127.0.0.1 only       (default: 4568)
+#   MPR_MOTO_STATE_DIR    directory for moto.log and moto.pid
+#                         (default: <repo>/target/moto, or target/moto-PORT for another port)
+#   MPR_MOTO_TIMEOUT      seconds to wait for moto_server to answer          (default: 60)
+MPR_MOTO_VENV="$(mpr_abspath "${MPR_MOTO_VENV:-$MPR_ROOT/.moto-venv}")"
+MPR_MOTO_VENV="${MPR_MOTO_VENV%/}"
+MPR_MOTO_PORT="${MPR_MOTO_PORT:-4568}"
+if [[ $MPR_MOTO_PORT == 4568 ]]; then
+    MPR_MOTO_STATE_DIR="$(mpr_abspath "${MPR_MOTO_STATE_DIR:-$MPR_ROOT/target/moto}")"
+else
+    MPR_MOTO_STATE_DIR="$(mpr_abspath "${MPR_MOTO_STATE_DIR:-$MPR_ROOT/target/moto-$MPR_MOTO_PORT}")"
+fi
+MPR_MOTO_STATE_DIR="${MPR_MOTO_STATE_DIR%/}"
+MPR_MOTO_TIMEOUT="${MPR_MOTO_TIMEOUT:-60}"
+MPR_MOTO_LOG="$MPR_MOTO_STATE_DIR/moto.log"
+MPR_MOTO_PID_FILE="$MPR_MOTO_STATE_DIR/moto.pid"
+MPR_MOTO_ENDPOINT="http://127.0.0.1:$MPR_MOTO_PORT"
+
+if ! [[ $MPR_MOTO_PORT =~ ^[0-9]+$ ]] || ((MPR_MOTO_PORT < 1 || MPR_MOTO_PORT > 65535)); then
+    mpr_die "MPR_MOTO_PORT must be a port number, got '$MPR_MOTO_PORT'"
+fi
+if ! [[ $MPR_MOTO_TIMEOUT =~ ^[0-9]+$ ]]; then
+    mpr_die "MPR_MOTO_TIMEOUT must be a number of seconds, got '$MPR_MOTO_TIMEOUT'"
+fi
+
+# Print the last lines of the moto log to stderr.
+mpr_moto_log_tail() {
+    local lines="${1:-60}"
+    if [[ -s $MPR_MOTO_LOG ]]; then
+        mpr_info "---- last $lines lines of $MPR_MOTO_LOG ----"
+        tail -n "$lines" -- "$MPR_MOTO_LOG" >&2 || true
+        mpr_info "---- end of moto log ----"
+    else
+        mpr_info "(moto log $MPR_MOTO_LOG is empty or missing)"
+    fi
+}
+
+# One DynamoDB ListTables call with curl (moto does not check signatures; the credential scope
+# in the Authorization header routes the request to DynamoDB). Prints the JSON answer.
+mpr_moto_list_tables() {
+    local endpoint="${1:-$MPR_MOTO_ENDPOINT}"
+    curl -sf --noproxy '*' --connect-timeout 2 --max-time 5 -X POST \
+        -H 'Content-Type: application/x-amz-json-1.0' \
+        -H 'X-Amz-Target: DynamoDB_20120810.ListTables' \
+        -H 'Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0' \
+        --data '{}' "$endpoint/"
+}
