@@ -336,7 +336,9 @@ async fn control_endpoints() {
     assert_eq!(
         config,
         json!({"quota": null, "latencyMs": 0, "errorRate": 0.0, "disabled": false,
-               "singleUse": false, "strictAuth": false, "entitlementQuota": null})
+               "singleUse": false, "strictAuth": false, "entitlementQuota": null,
+               "meteringQuota": 10.0, "meteringWindowHours": 24, "meteringDimensions": {},
+               "meteringThrottle": 0, "meteringFail": 0, "meteringUnprocessed": 0})
     );
 
     let (status, config) = http(
@@ -351,7 +353,9 @@ async fn control_endpoints() {
     assert_eq!(
         config,
         json!({"quota": 20.0, "latencyMs": 0, "errorRate": 0.0, "disabled": true,
-               "singleUse": true, "strictAuth": false, "entitlementQuota": 3.0})
+               "singleUse": true, "strictAuth": false, "entitlementQuota": 3.0,
+               "meteringQuota": 10.0, "meteringWindowHours": 24, "meteringDimensions": {},
+               "meteringThrottle": 0, "meteringFail": 0, "meteringUnprocessed": 0})
     );
     assert_eq!(emu.settings().quota, Some(20.0));
 
@@ -397,7 +401,10 @@ async fn control_endpoints() {
         stats,
         json!({"calls": 3, "resolved": 1, "throttled": 0, "invalid": 1, "expired": 0,
                "internalErrors": 1, "disabled": 0, "rejected": 0, "entitlementCalls": 0,
-               "entitlementThrottled": 0, "entitlementErrors": 0})
+               "entitlementThrottled": 0, "entitlementErrors": 0, "meteringCalls": 0,
+               "meteringThrottled": 0, "meteringErrors": 0, "meteringRefused": 0,
+               "recordsMetered": 0, "recordsDuplicate": 0, "recordsNotSubscribed": 0,
+               "recordsUnprocessed": 0})
     );
 
     let (status, _) = http(&endpoint, "POST", "/emulator/reset", &[], "").await;
@@ -1092,4 +1099,313 @@ async fn get_entitlements_over_aws_json_too() {
         matches!(error, GetEntitlementsError::InvalidParameterException(_)),
         "{error:?}"
     );
+}
+
+// ---- Judged on arrival (issue #19) ----
+
+fn metering_client_with_timeout(endpoint: String, timeout: Duration) -> Client {
+    let config = aws_sdk_marketplacemetering::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_marketplacemetering::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(timeout)
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
+
+/// The latency outlasts the client's patience by far, so the first calls can only have been
+/// judged when they arrived.
+const LONG_LATENCY_MS: u64 = 20_000;
+const IMPATIENT: Duration = Duration::from_millis(1_000);
+
+#[tokio::test]
+async fn a_single_use_token_is_spent_even_when_the_client_times_out() {
+    let emu = RunningEmulator::start(EmulatorSettings {
+        single_use: true,
+        latency_ms: LONG_LATENCY_MS,
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    let impatient = metering_client_with_timeout(emu.endpoint(), IMPATIENT);
+    let token = encode(TestToken::new(ACCOUNT, PRODUCT));
+    let error = impatient
+        .resolve_customer()
+        .registration_token(&token)
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(
+        matches!(
+            error,
+            aws_sdk_marketplacemetering::error::SdkError::TimeoutError(_)
+        ),
+        "{error:?}"
+    );
+    // Judged on arrival: counted before the answer was due.
+    assert_eq!((emu.stats().calls, emu.stats().resolved), (1, 1));
+
+    emu.configure(|s| s.latency_ms = 0);
+    assert_eq!(
+        kinds(&client(emu.endpoint()), &token, 1).await,
+        ["ExpiredToken"]
+    );
+    let stats = emu.stats();
+    assert_eq!((stats.resolved, stats.expired), (1, 1));
+}
+
+#[tokio::test]
+async fn entitlements_and_metering_are_judged_on_arrival_too() {
+    let emu = RunningEmulator::start(EmulatorSettings {
+        latency_ms: LONG_LATENCY_MS,
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    seed(&emu);
+    let config = entitlement_config(emu.endpoint())
+        .timeout_config(
+            entitlement::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(IMPATIENT)
+                .build(),
+        )
+        .build();
+    let error = entitlement::Client::from_conf(config)
+        .get_entitlements()
+        .product_code(PRODUCT)
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(
+        matches!(error, entitlement::error::SdkError::TimeoutError(_)),
+        "{error:?}"
+    );
+    assert_eq!(emu.stats().entitlement_calls, 1);
+
+    let impatient = metering_client_with_timeout(emu.endpoint(), IMPATIENT);
+    // A legacy record: the raw SDK can send no account-only record (see below).
+    let legacy = UsageRecord::builder()
+        .timestamp(DateTime::from(SystemTime::now()))
+        .customer_identifier("cust-legacy")
+        .dimension("api_calls")
+        .quantity(7)
+        .build()
+        .expect("built");
+    let error = impatient
+        .batch_meter_usage()
+        .product_code(PRODUCT)
+        .usage_records(legacy)
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(
+        matches!(
+            error,
+            aws_sdk_marketplacemetering::error::SdkError::TimeoutError(_)
+        ),
+        "{error:?}"
+    );
+    // The record was metered although the caller never saw the answer.
+    let metered = emu.metered_records();
+    assert_eq!(metered.len(), 1, "{metered:?}");
+    assert_eq!(metered[0].quantity, 7);
+    assert_eq!(
+        metered[0].customer_identifier.as_deref(),
+        Some("cust-legacy")
+    );
+    assert_eq!(emu.stats().records_metered, 1);
+}
+
+// ---- BatchMeterUsage on the wire (issue #21) ----
+
+use aws_sdk_marketplacemetering::operation::batch_meter_usage::BatchMeterUsageError;
+use aws_sdk_marketplacemetering::primitives::DateTime;
+use aws_sdk_marketplacemetering::types::{UsageRecord, UsageRecordResultStatus};
+
+/// A record for `account` now, built as the SDK's own users build one.
+fn usage(account: &str, quantity: i32) -> UsageRecord {
+    UsageRecord::builder()
+        .timestamp(DateTime::from(SystemTime::now()))
+        .customer_aws_account_id(account)
+        .dimension("api_calls")
+        .quantity(quantity)
+        .build()
+        .expect("timestamp and dimension set")
+}
+
+#[tokio::test]
+async fn the_sdk_sends_an_empty_customer_identifier_and_the_emulator_refuses_it() {
+    let emu = start().await;
+    // Known through its entitlements, so only the empty identifier can be wrong.
+    seed(&emu);
+    let error = client_for(&emu)
+        .batch_meter_usage()
+        .product_code(PRODUCT)
+        .usage_records(usage(ACCOUNT, 1))
+        .send()
+        .await
+        .expect_err("refused")
+        .into_service_error();
+    assert_eq!(error.code(), Some("ValidationException"), "{error:?}");
+    assert!(
+        error
+            .message()
+            .is_some_and(|m| m.contains("usageRecords.1.member.customerIdentifier")),
+        "{error:?}"
+    );
+    assert!(emu.metered_records().is_empty());
+    assert_eq!(emu.stats().rejected, 1);
+
+    // The same record as raw JSON without the member is accepted.
+    let body = json!({"ProductCode": PRODUCT, "UsageRecords": [{
+        "Timestamp": unix_now(), "CustomerAWSAccountId": ACCOUNT, "Dimension": "api_calls",
+        "Quantity": 1}]});
+    let target = ("X-Amz-Target", "AWSMPMeteringService.BatchMeterUsage");
+    let (status, answer) = http(&emu.endpoint(), "POST", "/", &[target], &body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["Results"][0]["Status"], "Success");
+    assert!(answer["Results"][0]["MeteringRecordId"].is_string());
+    assert_eq!(answer["UnprocessedRecords"], json!([]));
+}
+
+#[tokio::test]
+async fn legacy_records_through_the_sdk_and_more_than_25_refused() {
+    let emu = start().await;
+    seed(&emu);
+    let legacy = UsageRecord::builder()
+        .timestamp(DateTime::from(SystemTime::now()))
+        .customer_identifier("cust-legacy")
+        .dimension("api_calls")
+        .quantity(2)
+        .build()
+        .expect("built");
+    let output = client_for(&emu)
+        .batch_meter_usage()
+        .product_code(PRODUCT)
+        .usage_records(legacy.clone())
+        .send()
+        .await
+        .expect("accepted");
+    let result = &output.results()[0];
+    assert_eq!(result.status(), Some(&UsageRecordResultStatus::Success));
+    assert_eq!(
+        result.usage_record().map(|r| r.customer_identifier()),
+        Some("cust-legacy")
+    );
+
+    let error = client_for(&emu)
+        .batch_meter_usage()
+        .product_code(PRODUCT)
+        .set_usage_records(Some(vec![legacy; 26]))
+        .send()
+        .await
+        .expect_err("refused")
+        .into_service_error();
+    assert_eq!(error.code(), Some("ValidationException"), "{error:?}");
+    assert!(!matches!(
+        error,
+        BatchMeterUsageError::ThrottlingException(_)
+    ));
+}
+
+#[tokio::test]
+async fn subscribers_and_metering_control_endpoints() {
+    let emu = start().await;
+    let endpoint = emu.endpoint();
+    let license = "arn:aws:license-manager::123456789012:license:l-abc";
+    let (status, list) = http(
+        &endpoint,
+        "POST",
+        "/emulator/subscribers",
+        &[],
+        &json!({"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT, "licenseArn": license})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        list,
+        json!([{"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT, "licenseArn": license}])
+    );
+    for bad in [
+        json!({"productCode": PRODUCT}),
+        json!({"productCode": PRODUCT, "customerAWSAccountId": "42"}),
+        json!({"productCode": PRODUCT, "customerIdentifier": "c", "licenseArn": license}),
+        json!({"productCode": "a b", "customerAWSAccountId": ACCOUNT}),
+        json!({"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT, "extra": 1}),
+    ] {
+        let (status, error) = http(
+            &endpoint,
+            "POST",
+            "/emulator/subscribers",
+            &[],
+            &bad.to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    // By license: no ProductCode, the license names the product.
+    let now = unix_now();
+    let body = json!({"UsageRecords": [{
+        "Timestamp": now, "CustomerAWSAccountId": ACCOUNT, "LicenseArn": license,
+        "Dimension": "api_calls", "Quantity": 5,
+        "UsageAllocations": [{"AllocatedUsageQuantity": 2, "Tags": [{"Key": "team", "Value": "a"}]},
+                             {"AllocatedUsageQuantity": 3}]}]});
+    let target = ("X-Amz-Target", "AWSMPMeteringService.BatchMeterUsage");
+    let (status, answer) = http(&endpoint, "POST", "/", &[target], &body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["Results"][0]["MeteringRecordId"].clone();
+    let (status, metered) = http(&endpoint, "GET", "/emulator/metering", &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        metered,
+        json!([{"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT, "licenseArn": license,
+                "dimension": "api_calls", "hour": now - now % 3600, "timestamp": now,
+                "quantity": 5, "meteringRecordId": id,
+                "allocations": [{"AllocatedUsageQuantity": 2, "Tags": [{"Key": "team", "Value": "a"}]},
+                                {"AllocatedUsageQuantity": 3}]}])
+    );
+
+    // Unsubscribing by account removes the license too: the license is then unknown.
+    let (status, list) = http(
+        &endpoint,
+        "POST",
+        "/emulator/subscribers",
+        &[],
+        &json!({"productCode": PRODUCT, "customerAWSAccountId": ACCOUNT, "subscribed": false})
+            .to_string(),
+    )
+    .await;
+    assert_eq!((status, list), (200, json!([])));
+    let (status, head, error) =
+        http_with_headers(&endpoint, "POST", "/", &[target], &body.to_string()).await;
+    assert_eq!(
+        (status, &error["__type"]),
+        (400, &json!("InvalidLicenseException"))
+    );
+    assert!(
+        head.contains("x-amzn-errortype: invalidlicenseexception"),
+        "{head}"
+    );
+
+    let stats = emu.stats();
+    assert_eq!(
+        (
+            stats.calls,
+            stats.metering_calls,
+            stats.metering_refused,
+            stats.records_metered
+        ),
+        (2, 2, 1, 1)
+    );
+    emu.reset();
+    assert!(emu.metered_records().is_empty());
 }

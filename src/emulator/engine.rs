@@ -1,5 +1,6 @@
 //! What one API call answers, independent of HTTP: the service-wide checks, the per-token
-//! countdowns and lifetimes, the entitlements, and the counters behind `/emulator/stats`.
+//! countdowns and lifetimes, the entitlements, the subscribers and metered records, and the
+//! counters behind `/emulator/stats`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -8,14 +9,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::entitlements::{EntitlementQuery, EntitlementStore, Page};
+use super::entitlements::{
+    CustomerEntitlements, EntitlementError, EntitlementQuery, EntitlementStore, Page,
+};
+use super::metering::{self, Ledger, MeteringRequest, Refused, Subscriber, Subscribers, Verdict};
 use super::quota::TokenBucket;
 use super::settings::EmulatorSettings;
 use super::token::{TestToken, TokenError};
 
 /// Counts of API requests by outcome since start or the last reset. Every request lands in exactly
 /// one counter besides `calls`: `resolved + throttled + invalid + expired + internalErrors +
-/// disabled` (ResolveCustomer) `+ entitlementCalls + rejected == calls`.
+/// disabled` (ResolveCustomer) `+ entitlementCalls + meteringCalls + rejected == calls`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EmulatorStats {
@@ -39,6 +43,23 @@ pub struct EmulatorStats {
     pub entitlement_throttled: u64,
     /// GetEntitlements calls that answered `InternalServiceErrorException` (random or disabled).
     pub entitlement_errors: u64,
+    /// BatchMeterUsage calls that passed validation, whatever they answered.
+    pub metering_calls: u64,
+    /// BatchMeterUsage calls over `meteringQuota` or scripted by `meteringThrottle`.
+    pub metering_throttled: u64,
+    /// BatchMeterUsage calls that answered `InternalServiceErrorException` (random or scripted by
+    /// `meteringFail`) or `DisabledApiException`.
+    pub metering_errors: u64,
+    /// BatchMeterUsage calls refused with one of the operation's own errors
+    /// (`TimestampOutOfBoundsException`, `InvalidProductCodeException`, …); none of their records
+    /// was processed.
+    pub metering_refused: u64,
+    /// Records answered `Success` (resends of an accepted record included).
+    pub records_metered: u64,
+    pub records_duplicate: u64,
+    pub records_not_subscribed: u64,
+    /// Records returned in `UnprocessedRecords`.
+    pub records_unprocessed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +98,15 @@ pub enum EntitlementFailure {
     RandomFailure,
 }
 
+/// Why a BatchMeterUsage call that passed validation was not processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeteringFailure {
+    Disabled,
+    Throttled,
+    InternalError,
+    Refused(Refused),
+}
+
 /// The time and chance a call is judged with, passed in so tests can fix them.
 #[derive(Debug, Clone, Copy)]
 pub struct CallContext {
@@ -91,6 +121,7 @@ pub struct Engine {
     settings: EmulatorSettings,
     bucket: Option<TokenBucket>,
     entitlement_bucket: Option<TokenBucket>,
+    metering_bucket: Option<TokenBucket>,
     stats: EmulatorStats,
     /// For tokens that ask for throttles or failures: how many calls reached the per-token stage.
     /// Tokens without either are never stored, so plain traffic does not grow this map.
@@ -100,6 +131,8 @@ pub struct Engine {
     /// Tokens that resolved while `singleUse` was on; only filled while it is on.
     consumed: HashSet<String>,
     entitlements: EntitlementStore,
+    subscribers: Subscribers,
+    ledger: Ledger,
 }
 
 impl Engine {
@@ -109,12 +142,17 @@ impl Engine {
             entitlement_bucket: settings
                 .entitlement_quota
                 .and_then(|q| TokenBucket::new(q, now)),
+            metering_bucket: settings
+                .metering_quota
+                .and_then(|q| TokenBucket::new(q, now)),
             settings,
             stats: EmulatorStats::default(),
             seen: HashMap::new(),
             first_calls: HashMap::new(),
             consumed: HashSet::new(),
             entitlements: EntitlementStore::default(),
+            subscribers: Subscribers::default(),
+            ledger: Ledger::default(),
         }
     }
 
@@ -133,6 +171,11 @@ impl Engine {
                 .entitlement_quota
                 .and_then(|q| TokenBucket::new(q, now));
         }
+        if settings.metering_quota != self.settings.metering_quota {
+            self.metering_bucket = settings
+                .metering_quota
+                .and_then(|q| TokenBucket::new(q, now));
+        }
         self.settings = settings;
     }
 
@@ -140,12 +183,31 @@ impl Engine {
         self.stats
     }
 
-    pub fn entitlements_mut(&mut self) -> &mut EntitlementStore {
-        &mut self.entitlements
+    /// Replaces one customer's entitlements for one product; a customer with entitlements is also
+    /// a subscriber for BatchMeterUsage (emptying them later does not unsubscribe it).
+    pub fn set_entitlements(&mut self, set: CustomerEntitlements) -> Result<(), EntitlementError> {
+        self.entitlements.set(set.clone())?;
+        if !set.entitlements.is_empty() {
+            self.subscribers.add(Subscriber {
+                product_code: set.product_code,
+                customer_aws_account_id: set.customer_aws_account_id,
+                customer_identifier: set.customer_identifier,
+                license_arn: set.license_arn,
+            });
+        }
+        Ok(())
     }
 
-    /// Zeroes the counters, forgets the per-token countdowns, first calls, used tokens and
-    /// entitlements, and refills the quota buckets, so a test starts from the same state as a
+    pub fn subscribers_mut(&mut self) -> &mut Subscribers {
+        &mut self.subscribers
+    }
+
+    pub fn metered_records(&self) -> &[metering::MeteredRecord] {
+        self.ledger.records()
+    }
+
+    /// Zeroes the counters, forgets the per-token countdowns, first calls, used tokens,
+    /// entitlements, subscribers and metered records, and refills the quota buckets, so a test starts from the same state as a
     /// freshly started emulator with the same settings.
     pub fn reset(&mut self, now: Instant) {
         let settings = self.settings.clone();
@@ -193,6 +255,79 @@ impl Engine {
         }
     }
 
+    /// Judges one validated BatchMeterUsage call and counts it: `disabled`, its own quota, the
+    /// random error rate, the scripted throttles and failures, then the records (all checked
+    /// before any is applied, so a refused call meters nothing).
+    pub fn batch_meter_usage(
+        &mut self,
+        request: &MeteringRequest,
+        ctx: CallContext,
+    ) -> Result<Vec<Verdict>, MeteringFailure> {
+        self.stats.calls += 1;
+        self.stats.metering_calls += 1;
+        let result = self.judge_metering(request, ctx);
+        let stats = &mut self.stats;
+        match &result {
+            Ok(verdicts) => {
+                for verdict in verdicts {
+                    let counter = match verdict {
+                        Verdict::Success { .. } => &mut stats.records_metered,
+                        Verdict::DuplicateRecord => &mut stats.records_duplicate,
+                        Verdict::CustomerNotSubscribed => &mut stats.records_not_subscribed,
+                        Verdict::Unprocessed => &mut stats.records_unprocessed,
+                    };
+                    *counter += 1;
+                }
+            }
+            Err(MeteringFailure::Throttled) => stats.metering_throttled += 1,
+            Err(MeteringFailure::Disabled | MeteringFailure::InternalError) => {
+                stats.metering_errors += 1
+            }
+            Err(MeteringFailure::Refused(_)) => stats.metering_refused += 1,
+        }
+        result
+    }
+
+    fn judge_metering(
+        &mut self,
+        request: &MeteringRequest,
+        ctx: CallContext,
+    ) -> Result<Vec<Verdict>, MeteringFailure> {
+        if self.settings.disabled {
+            return Err(MeteringFailure::Disabled);
+        }
+        if let Some(bucket) = &mut self.metering_bucket {
+            if !bucket.try_acquire(ctx.now) {
+                return Err(MeteringFailure::Throttled);
+            }
+        }
+        if ctx.roll < self.settings.effective_error_rate() {
+            return Err(MeteringFailure::InternalError);
+        }
+        if self.settings.metering_throttle > 0 {
+            self.settings.metering_throttle -= 1;
+            return Err(MeteringFailure::Throttled);
+        }
+        if self.settings.metering_fail > 0 {
+            self.settings.metering_fail -= 1;
+            return Err(MeteringFailure::InternalError);
+        }
+        let rules = metering::Rules {
+            window_hours: self.settings.metering_window_hours,
+            dimensions: &self.settings.metering_dimensions,
+            now: ctx.unix_now,
+        };
+        let checked = metering::check_call(request, &self.subscribers, rules)
+            .map_err(MeteringFailure::Refused)?;
+        Ok(metering::apply_call(
+            request,
+            &checked,
+            &self.subscribers,
+            &mut self.ledger,
+            &mut self.settings.metering_unprocessed,
+        ))
+    }
+
     /// Judges one call and counts it. Service-wide checks come first, so a call they reject does
     /// not use up any of the token's scripted throttles or failures.
     pub fn call(&mut self, token: &str, ctx: CallContext) -> Outcome {
@@ -235,8 +370,17 @@ impl Engine {
             return Outcome::Expired;
         }
         let outcome = self.run_script(token, decoded);
-        if self.settings.single_use && matches!(outcome, Outcome::Resolved(_)) {
-            self.consumed.insert(token.to_owned());
+        if let Outcome::Resolved(resolved) = &outcome {
+            if self.settings.single_use {
+                self.consumed.insert(token.to_owned());
+            }
+            // The customer can now be metered, as after a real registration.
+            self.subscribers.add(Subscriber {
+                product_code: resolved.product.clone(),
+                customer_aws_account_id: Some(resolved.account.clone()),
+                customer_identifier: resolved.customer.clone(),
+                license_arn: resolved.license.clone(),
+            });
         }
         outcome
     }
@@ -616,8 +760,7 @@ mod tests {
             ..Default::default()
         });
         engine
-            .entitlements_mut()
-            .set(
+            .set_entitlements(
                 CustomerEntitlements::for_account("prod-abc", A)
                     .with(TestEntitlement::integer("seats", 5)),
             )

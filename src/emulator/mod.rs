@@ -1,5 +1,5 @@
-//! A local stand-in for the AWS Marketplace Metering `ResolveCustomer` API and the Entitlement
-//! Service's `GetEntitlements`, on one listener.
+//! A local stand-in for the AWS Marketplace Metering `ResolveCustomer` and `BatchMeterUsage` APIs
+//! and the Entitlement Service's `GetEntitlements`, on one listener.
 //!
 //! It speaks the real awsJson 1.1 protocol, so `aws-sdk-marketplacemetering` and
 //! `aws-sdk-marketplaceentitlement` work against it through an endpoint URL. It resolves
@@ -12,6 +12,8 @@ mod auth;
 mod engine;
 mod entitlements;
 mod entitlements_wire;
+mod metering;
+mod metering_wire;
 mod model;
 mod protocol;
 mod quota;
@@ -32,6 +34,10 @@ use tokio::time::Instant;
 pub use auth::SIGNING_NAME;
 pub use engine::EmulatorStats;
 pub use entitlements::{CustomerEntitlements, EntitlementError, EntitlementValue, TestEntitlement};
+pub use metering::{
+    check_timestamp, MeteredRecord, OutOfBounds, Subscriber, SubscriberError, Tag, UsageAllocation,
+    FUTURE_SKEW_SECS, MONTH_END_GRACE_SECS,
+};
 pub use settings::EmulatorSettings;
 pub use token::{TestToken, TokenError, TOKEN_PREFIX};
 
@@ -111,11 +117,29 @@ impl RunningEmulator {
     /// Replaces one customer's entitlements for one product, as `POST /emulator/entitlements`
     /// does; an empty list removes them. Refuses values the real service could never return.
     pub fn set_entitlements(&self, set: CustomerEntitlements) -> Result<(), EntitlementError> {
-        self.engine.with(|e| e.entitlements_mut().set(set))
+        self.engine.with(|e| e.set_entitlements(set))
     }
 
-    /// Zeroes the stats, forgets per-token throttle/fail progress, first calls, used tokens and
-    /// entitlements, and refills the quotas.
+    /// Subscribes a customer to a product for BatchMeterUsage, as `POST /emulator/subscribers`
+    /// does. Customers whose token resolved or who have entitlements are subscribed already.
+    pub fn subscribe(&self, subscriber: Subscriber) -> Result<(), SubscriberError> {
+        self.engine
+            .with(|e| e.subscribers_mut().change(subscriber, true))
+    }
+
+    /// Removes every subscription of the product matching the identifiers `subscriber` names.
+    pub fn unsubscribe(&self, subscriber: Subscriber) -> Result<(), SubscriberError> {
+        self.engine
+            .with(|e| e.subscribers_mut().change(subscriber, false))
+    }
+
+    /// The records BatchMeterUsage accepted, as `GET /emulator/metering` lists them.
+    pub fn metered_records(&self) -> Vec<MeteredRecord> {
+        self.engine.with(|e| e.metered_records().to_vec())
+    }
+
+    /// Zeroes the stats, forgets per-token throttle/fail progress, first calls, used tokens,
+    /// entitlements, subscribers and metered records, and refills the quotas.
     pub fn reset(&self) {
         self.engine.with(|e| e.reset(Instant::now()));
     }

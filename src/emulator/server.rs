@@ -22,6 +22,8 @@ use super::entitlements::CustomerEntitlements;
 use super::entitlements_wire::{
     self, ENTITLEMENT_SERVICE, GET_ENTITLEMENTS, GET_ENTITLEMENTS_TARGET,
 };
+use super::metering::Subscriber;
+use super::metering_wire::{self, BATCH_METER_USAGE_TARGET};
 use super::protocol::Protocol;
 use super::settings::SettingsPatch;
 use super::token::fingerprint;
@@ -33,6 +35,11 @@ pub fn router(engine: SharedEngine) -> Router {
         .route("/service/{service}/operation/{operation}", post(cbor_api))
         .route("/emulator/config", get(get_config).post(post_config))
         .route("/emulator/entitlements", post(post_entitlements))
+        .route(
+            "/emulator/subscribers",
+            get(get_subscribers).post(post_subscribers),
+        )
+        .route("/emulator/metering", get(get_metering))
         .route("/emulator/stats", get(get_stats))
         .route("/emulator/reset", post(reset))
         .with_state(engine)
@@ -53,6 +60,7 @@ async fn api(State(engine): State<SharedEngine>, headers: HeaderMap, body: Body)
     let operation = match headers.get(wire::TARGET_HEADER).map(HeaderValue::to_str) {
         Some(Ok(wire::RESOLVE_CUSTOMER_TARGET)) => Some(Operation::ResolveCustomer),
         Some(Ok(GET_ENTITLEMENTS_TARGET)) => Some(Operation::GetEntitlements),
+        Some(Ok(BATCH_METER_USAGE_TARGET)) => Some(Operation::BatchMeterUsage),
         _ => None,
     };
     serve_call(&engine, Protocol::AwsJson, operation, &headers, body).await
@@ -74,6 +82,7 @@ async fn cbor_api(
 enum Operation {
     ResolveCustomer,
     GetEntitlements,
+    BatchMeterUsage,
 }
 
 /// Authentication (under `strictAuth`), the body, then the operation. Requests refused before an
@@ -91,6 +100,7 @@ async fn serve_call(
         Ok((Operation::GetEntitlements, request)) => {
             get_entitlements(engine, protocol, request).await
         }
+        Ok((Operation::BatchMeterUsage, request)) => batch_meter_usage(engine, request).await,
         Err(error) => {
             engine.with(|e| e.reject());
             protocol.respond::<()>(Err(error))
@@ -141,8 +151,13 @@ fn call_context() -> CallContext {
     }
 }
 
-/// Runs a parsed request through the engine after the configured latency; a request that did not
-/// parse is counted as rejected and answered at once.
+/// Judges a parsed request the moment it arrived, then answers after the configured latency; a
+/// request that did not parse is counted as rejected and answered at once.
+///
+/// Judging first is what AWS does: a call is decided when it reaches the service, and a client
+/// that gives up waiting (a timeout, a dropped connection) has still spent a single-use token or
+/// metered its records. Nothing after the judgement awaits anything but the latency, so a
+/// cancelled handler cannot undo it.
 async fn run_operation<Q, T: Serialize>(
     engine: &SharedEngine,
     protocol: Protocol,
@@ -156,9 +171,10 @@ async fn run_operation<Q, T: Serialize>(
             return protocol.respond::<()>(Err(error));
         }
     };
-    latency(engine).await;
     let ctx = call_context();
-    protocol.respond(engine.with(|e| judge(e, &request, ctx)))
+    let answer = engine.with(|e| judge(e, &request, ctx));
+    latency(engine).await;
+    protocol.respond(answer)
 }
 
 async fn resolve_customer(engine: &SharedEngine, request: serde_json::Value) -> Response {
@@ -189,6 +205,23 @@ async fn get_entitlements(
             "emulated GetEntitlements"
         );
         result.map_err(entitlements_wire::failure)
+    })
+    .await
+}
+
+async fn batch_meter_usage(engine: &SharedEngine, request: serde_json::Value) -> Response {
+    let request = metering_wire::request_from(request);
+    run_operation(engine, Protocol::AwsJson, request, |e, request, ctx| {
+        let result = e.batch_meter_usage(request, ctx);
+        tracing::debug!(
+            product = request.product_code.as_deref().unwrap_or("(by license)"),
+            records = request.records.len(),
+            ok = result.is_ok(),
+            "emulated BatchMeterUsage"
+        );
+        result
+            .map(|verdicts| metering_wire::respond(request, verdicts))
+            .map_err(metering_wire::failure)
     })
     .await
 }
@@ -230,10 +263,61 @@ async fn post_entitlements(State(engine): State<SharedEngine>, body: Bytes) -> R
         Ok(set) => set,
         Err(e) => return bad_request(format!("invalid entitlements: {e}")),
     };
-    match engine.with(|e| e.entitlements_mut().set(set.clone())) {
+    match engine.with(|e| e.set_entitlements(set.clone())) {
         Ok(()) => Json(set).into_response(),
         Err(error) => bad_request(error.to_string()),
     }
+}
+
+/// Body of `POST /emulator/subscribers`: a [`Subscriber`], and `subscribed: false` to remove every
+/// subscription of the product matching the identifiers given.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SubscriberChange {
+    product_code: String,
+    #[serde(rename = "customerAWSAccountId", default)]
+    customer_aws_account_id: Option<String>,
+    #[serde(default)]
+    customer_identifier: Option<String>,
+    #[serde(default)]
+    license_arn: Option<String>,
+    #[serde(default = "subscribed")]
+    subscribed: bool,
+}
+
+fn subscribed() -> bool {
+    true
+}
+
+async fn post_subscribers(State(engine): State<SharedEngine>, body: Bytes) -> Response {
+    let change: SubscriberChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => return bad_request(format!("invalid subscriber: {e}")),
+    };
+    let subscriber = Subscriber {
+        product_code: change.product_code,
+        customer_aws_account_id: change.customer_aws_account_id,
+        customer_identifier: change.customer_identifier,
+        license_arn: change.license_arn,
+    };
+    let changed = engine.with(|e| {
+        e.subscribers_mut()
+            .change(subscriber, change.subscribed)
+            .map(|()| e.subscribers_mut().list())
+    });
+    match changed {
+        Ok(list) => Json(list).into_response(),
+        Err(error) => bad_request(error.to_string()),
+    }
+}
+
+async fn get_subscribers(State(engine): State<SharedEngine>) -> Response {
+    Json(engine.with(|e| e.subscribers_mut().list())).into_response()
+}
+
+/// The records BatchMeterUsage accepted, in the order it accepted them.
+async fn get_metering(State(engine): State<SharedEngine>) -> Response {
+    Json(engine.with(|e| e.metered_records().to_vec())).into_response()
 }
 
 async fn get_stats(State(engine): State<SharedEngine>) -> Response {

@@ -1,11 +1,18 @@
 //! Whole-service behaviour knobs, and the partial updates the control endpoint accepts.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize};
+
+use super::metering::DEFAULT_WINDOW_HOURS;
+
+/// BatchMeterUsage calls per second before ThrottlingException, unless set otherwise.
+pub const DEFAULT_METERING_QUOTA: f64 = 10.0;
 
 /// How the whole emulated service behaves. Every field can be changed while it runs: as the flags
 /// of `mp-resolver emulator` (the first line of each comment is its help), and as JSON members of
 /// `POST /emulator/config`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EmulatorSettings {
     // Across all tokens; `None` or `0` means unlimited.
@@ -33,6 +40,45 @@ pub struct EmulatorSettings {
     /// GetEntitlements calls per second before ThrottlingException (its own bucket). Unlimited when absent.
     #[arg(long, value_name = "CALLS_PER_S")]
     pub entitlement_quota: Option<f64>,
+    // BatchMeterUsage has a quota of its own too; unlike the others it is limited by default.
+    /// BatchMeterUsage calls per second before ThrottlingException (its own bucket); 0 means unlimited.
+    #[arg(long, value_name = "CALLS_PER_S", default_value = "10")]
+    pub metering_quota: Option<f64>,
+    /// How many hours back a BatchMeterUsage record's Timestamp may be.
+    #[arg(long, default_value_t = DEFAULT_WINDOW_HOURS, value_name = "HOURS")]
+    pub metering_window_hours: u32,
+    // Set over `/emulator/config` only: a product without an entry accepts any dimension.
+    #[arg(skip)]
+    pub metering_dimensions: BTreeMap<String, Vec<String>>,
+    /// The next n BatchMeterUsage calls answer ThrottlingException (counts down as they are used).
+    #[arg(long, default_value_t = 0, value_name = "CALLS")]
+    pub metering_throttle: u32,
+    /// After those, the next n BatchMeterUsage calls answer InternalServiceErrorException (counts down).
+    #[arg(long, default_value_t = 0, value_name = "CALLS")]
+    pub metering_fail: u32,
+    /// The next n records of processed BatchMeterUsage calls come back in UnprocessedRecords (counts down).
+    #[arg(long, default_value_t = 0, value_name = "RECORDS")]
+    pub metering_unprocessed: u32,
+}
+
+impl Default for EmulatorSettings {
+    fn default() -> Self {
+        Self {
+            quota: None,
+            latency_ms: 0,
+            error_rate: 0.0,
+            disabled: false,
+            single_use: false,
+            strict_auth: false,
+            entitlement_quota: None,
+            metering_quota: Some(DEFAULT_METERING_QUOTA),
+            metering_window_hours: DEFAULT_WINDOW_HOURS,
+            metering_dimensions: BTreeMap::new(),
+            metering_throttle: 0,
+            metering_fail: 0,
+            metering_unprocessed: 0,
+        }
+    }
 }
 
 impl EmulatorSettings {
@@ -46,6 +92,7 @@ impl EmulatorSettings {
                 "entitlementQuota (--entitlement-quota)",
                 self.entitlement_quota,
             ),
+            ("meteringQuota (--metering-quota)", self.metering_quota),
         ] {
             if let Some(quota) = quota {
                 if !quota.is_finite() || quota < 0.0 {
@@ -53,6 +100,24 @@ impl EmulatorSettings {
                         "{key} must be a finite number >= 0 (0 or null means unlimited), got {quota}"
                     ));
                 }
+            }
+        }
+        if self.metering_window_hours == 0 {
+            return Err("meteringWindowHours (--metering-window-hours) must be at least 1".into());
+        }
+        for (product, dimensions) in &self.metering_dimensions {
+            if !super::model::is_product_code(product) {
+                return Err(format!(
+                    "meteringDimensions: {product:?} is not a product code ([-a-zA-Z0-9/=:_.@], 1 to 255)"
+                ));
+            }
+            if let Some(bad) = dimensions
+                .iter()
+                .find(|d| !(1..=255).contains(&d.chars().count()))
+            {
+                return Err(format!(
+                    "meteringDimensions: {product}: dimension {bad:?} is not 1 to 255 characters"
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.error_rate) {
@@ -88,6 +153,13 @@ pub struct SettingsPatch {
     pub strict_auth: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     pub entitlement_quota: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub metering_quota: Option<Option<f64>>,
+    pub metering_window_hours: Option<u32>,
+    pub metering_dimensions: Option<BTreeMap<String, Vec<String>>>,
+    pub metering_throttle: Option<u32>,
+    pub metering_fail: Option<u32>,
+    pub metering_unprocessed: Option<u32>,
 }
 
 /// Only runs when the member is present, so `null` becomes `Some(None)`.
@@ -138,6 +210,24 @@ impl SettingsPatch {
         }
         if let Some(quota) = self.entitlement_quota {
             next.entitlement_quota = quota;
+        }
+        if let Some(quota) = self.metering_quota {
+            next.metering_quota = quota;
+        }
+        if let Some(hours) = self.metering_window_hours {
+            next.metering_window_hours = hours;
+        }
+        if let Some(dimensions) = &self.metering_dimensions {
+            next.metering_dimensions = dimensions.clone();
+        }
+        if let Some(n) = self.metering_throttle {
+            next.metering_throttle = n;
+        }
+        if let Some(n) = self.metering_fail {
+            next.metering_fail = n;
+        }
+        if let Some(n) = self.metering_unprocessed {
+            next.metering_unprocessed = n;
         }
         next.validate()?;
         Ok(next)
@@ -192,6 +282,37 @@ mod tests {
     }
 
     #[test]
+    fn metering_settings_default_to_the_services_limits_and_patch() {
+        let current = EmulatorSettings::default();
+        assert_eq!(current.metering_quota, Some(10.0));
+        assert_eq!(current.metering_window_hours, 24);
+        let next = patch(
+            r#"{"meteringQuota": null, "meteringWindowHours": 6, "meteringThrottle": 2,
+                "meteringFail": 1, "meteringUnprocessed": 3,
+                "meteringDimensions": {"prod-abc": ["api_calls"]}}"#,
+        )
+        .apply_to(&current)
+        .expect("valid");
+        assert_eq!(next.metering_quota, None);
+        assert_eq!(next.metering_window_hours, 6);
+        assert_eq!(
+            (
+                next.metering_throttle,
+                next.metering_fail,
+                next.metering_unprocessed
+            ),
+            (2, 1, 3)
+        );
+        assert_eq!(next.metering_dimensions["prod-abc"], ["api_calls"]);
+        assert_eq!(patch("{}").apply_to(&next), Ok(next.clone()));
+        let parsed: EmulatorSettings =
+            serde_json::from_str(r#"{"meteringQuota": null}"#).expect("parses");
+        assert_eq!(parsed.metering_quota, None);
+        let parsed: EmulatorSettings = serde_json::from_str("{}").expect("parses");
+        assert_eq!(parsed, EmulatorSettings::default());
+    }
+
+    #[test]
     fn rejects_out_of_range_values() {
         let current = EmulatorSettings::default();
         for json in [
@@ -199,6 +320,10 @@ mod tests {
             r#"{"errorRate": -0.1}"#,
             r#"{"quota": -1}"#,
             r#"{"entitlementQuota": -2}"#,
+            r#"{"meteringQuota": -2}"#,
+            r#"{"meteringWindowHours": 0}"#,
+            r#"{"meteringDimensions": {"prod abc": ["d"]}}"#,
+            r#"{"meteringDimensions": {"prod-abc": [""]}}"#,
         ] {
             assert!(patch(json).apply_to(&current).is_err(), "{json}");
         }
