@@ -83,6 +83,10 @@ const OPT = parseArgs(process.argv.slice(2));
 const LS = mustEnv("BENCH_LOCALSTACK");
 const LS_PID = Number(process.env.BENCH_LOCALSTACK_PID || 0) || null;
 const BIN = mustEnv("BENCH_BIN");
+// Optional: moto's DynamoDB for the `dynamodb` store's figures, and its pid for its CPU share.
+const DYNAMO = process.env.BENCH_DYNAMODB || null;
+const DYNAMO_PID = Number(process.env.BENCH_DYNAMODB_PID || 0) || null;
+const DYNAMO_TABLE = "mpr-bench-store";
 const BASELINE = path.join(__dirname, "baseline/worker.js");
 const WORKDIR = OPT.out; // cwd of the workers: no config/default.toml there, defaults only
 fs.mkdirSync(path.join(OPT.out, "logs"), { recursive: true });
@@ -391,6 +395,8 @@ class Ours {
       MPR_LOG__LEVEL: "warn",
       // Only how long a stop waits for in-flight work (the bench stops the worker mid-backlog).
       MPR_WORKER__SHUTDOWN_GRACE_SECS: "2",
+      // A fresh embedded store per run (the default kind), so no run reads another's answers.
+      MPR_STORE__PATH: path.join(WORKDIR, "store", `${name}.db`),
       ...this.extraEnv,
     };
     this.child = startProcess(name, BIN, ["run"], env);
@@ -404,7 +410,7 @@ class Ours {
     } catch {
       return null; // not listening yet
     }
-    const s = { received: 0, published: 0, deadLettered: 0, requests: {}, inFlight: 0 };
+    const s = { received: 0, published: 0, deadLettered: 0, requests: {}, inFlight: 0, storeCalls: 0 };
     for (const line of text.split("\n")) {
       let m;
       if ((m = line.match(/^mpr_messages_received_total (\S+)/))) s.received = Number(m[1]);
@@ -416,6 +422,7 @@ class Ours {
         const key = `${labels.service}:${labels.operation}`;
         s.requests[key] = (s.requests[key] || 0) + Number(m[2]);
       } else if ((m = line.match(/^mpr_in_flight (\S+)/))) s.inFlight = Number(m[1]);
+      else if ((m = line.match(/^mpr_store_calls_total\{[^}]*\} (\S+)/))) s.storeCalls += Number(m[1]);
     }
     return s;
   }
@@ -491,6 +498,17 @@ const IMPLS = {
     make: (p) => new Ours(p, { MPR_PUBLISH__LINGER_MS: "0" }),
     label: "mp-resolver (publish.linger_ms = 0)",
   },
+  // The shared store: one DynamoDB table in moto's server (BENCH_DYNAMODB, started by
+  // scripts/bench.sh); throughput may be bound by the emulator, so its CPU is reported.
+  oursDynamo: {
+    make: (p) =>
+      new Ours(p, {
+        MPR_STORE__KIND: "dynamodb",
+        MPR_STORE__TABLE: DYNAMO_TABLE,
+        AWS_ENDPOINT_URL_DYNAMODB: DYNAMO || "",
+      }),
+    label: "mp-resolver (store.kind = dynamodb, moto's server)",
+  },
 };
 
 /** Start-up time to the first receive that returns a message, and RSS once idle. */
@@ -523,6 +541,7 @@ async function throughputRun(kind, run, env = {}) {
     const w = kind === "ceiling" ? null : IMPLS[kind].make(p);
     const lsCpu0 = LS_PID ? cpuSeconds(LS_PID) : null;
     const emuCpu0 = cpuSeconds(EMU.child.pid);
+    const dynamoCpu0 = DYNAMO_PID ? cpuSeconds(DYNAMO_PID) : null;
     let r;
     if (kind === "ceiling") {
       r = await ceiling(p, N);
@@ -549,12 +568,14 @@ async function throughputRun(kind, run, env = {}) {
         requests: s.requests,
         requestsTotal: totalRequests(s.requests),
         deadLettered: s.deadLettered,
+        storeCalls: s.storeCalls,
         maxInFlight,
       };
     }
     r.tokensPerS = N / r.seconds;
     r.lsCpuS = LS_PID ? cpuSeconds(LS_PID) - lsCpu0 : null;
     r.emuCpuS = cpuSeconds(EMU.child.pid) - emuCpu0;
+    r.dynamoCpuS = DYNAMO_PID ? cpuSeconds(DYNAMO_PID) - dynamoCpu0 : null;
     r.resolveCalls = (await emulator.stats()).calls;
     r.events = await waitForEvents(p.subUrl, N);
     r.dlq = (await queueDepth(p.dlqUrl)).visible;
@@ -855,6 +876,13 @@ async function main() {
     log(key, JSON.stringify(r));
   };
   await startEmulator();
+  if (DYNAMO) {
+    execFileSync(BIN, ["store", "create-table", "--table", DYNAMO_TABLE], {
+      env: { ...baseEnv(), AWS_ENDPOINT_URL_DYNAMODB: DYNAMO },
+      cwd: WORKDIR,
+      stdio: "inherit",
+    });
+  }
   log(`emulator at ${EMU.url}, LocalStack at ${LS}, load average ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`);
 
   if (want("startup")) {
@@ -865,7 +893,9 @@ async function main() {
   if (want("throughput")) {
     // Interleaved, so that a noisy minute on the machine hits every contender alike.
     for (let run = 1; run <= OPT.runs; run++) {
-      for (const kind of ["ceiling", "baseline", "oursWarm", "ours"]) {
+      const kinds = ["ceiling", "baseline", "oursWarm", "ours"];
+      if (DYNAMO) kinds.push("oursDynamo");
+      for (const kind of kinds) {
         record(`throughput.${kind}`, await throughputRun(kind, run));
       }
     }

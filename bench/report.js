@@ -109,10 +109,26 @@ function render(results) {
     ["throughput.baseline", "sqs-consumer baseline"],
     ["throughput.ours", "mp-resolver, defaults"],
     ["throughput.oursWarm", `mp-resolver, \`${warmLabel}\``],
+    ["throughput.oursDynamo", "mp-resolver, `store.kind = \"dynamodb\"` (moto's server)"],
   ]) {
     if (!count(key)) continue;
     const rss = key === "throughput.ceiling" ? "–" : cell(key, (r) => r.peakRssMiB, 1);
     L.push(`| ${label} | ${count(key)} | ${cell(key, tp, 0)} | ${cell(key, cpuPer1k, 2)} | ${rss} | ${cell(key, reqPerToken, 3)} | ${cell(key, lsMsPerToken, 2)} |`);
+  }
+  // The store's own cost: calls per token, and (DynamoDB) the emulator's share of the run's CPU.
+  const storeRows = [
+    ["throughput.ours", "embedded (redb file)"],
+    ["throughput.oursDynamo", "dynamodb (moto's server)"],
+  ].filter(([key]) => count(key));
+  if (storeRows.length) {
+    L.push("");
+    L.push("| store | store calls / token | tokens/s | DynamoDB emulator CPU share of the run |");
+    L.push("|---|---|---|---|");
+    for (const [key, label] of storeRows) {
+      const share = (r) => (r.dynamoCpuS == null || r.cpuS == null ? null : r.dynamoCpuS / (r.dynamoCpuS + r.cpuS + (r.lsCpuS || 0) + (r.emuCpuS || 0)));
+      const shareCell = key === "throughput.oursDynamo" ? cell(key, share, 2) : "–";
+      L.push(`| ${label} | ${cell(key, (r) => (r.storeCalls || 0) / N, 2)} | ${cell(key, tp, 0)} | ${shareCell} |`);
+    }
   }
   const tpRuns = Object.entries(runs).filter(([k]) => k.startsWith("throughput.")).flatMap(([, v]) => v);
   const short = tpRuns.filter((r) => r.events < N || r.dlq > 0);

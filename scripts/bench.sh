@@ -20,6 +20,9 @@
 set -euo pipefail
 
 export MPR_LOCALSTACK_PORT="${BENCH_LOCALSTACK_PORT:-4570}"
+# moto's server, the DynamoDB of the `dynamodb` store's figures (BENCH_MOTO_PORT, default 4579;
+# BENCH_DYNAMODB=0 leaves those figures out).
+export MPR_MOTO_PORT="${BENCH_MOTO_PORT:-4579}"
 # shellcheck source=scripts/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 cd -- "$MPR_ROOT"
@@ -46,8 +49,10 @@ while (($#)); do
 done
 
 LOCALSTACK=("$BASH" "$MPR_ROOT/scripts/localstack.sh")
+MOTO=("$BASH" "$MPR_ROOT/scripts/moto.sh")
 OUT="$MPR_ROOT/target/bench"
 started_localstack=0
+started_moto=0
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
@@ -55,6 +60,9 @@ cleanup() {
     trap - EXIT INT TERM
     if ((started_localstack)); then
         "${LOCALSTACK[@]}" stop || true
+    fi
+    if ((started_moto)); then
+        "${MOTO[@]}" stop || true
     fi
     exit "$rc"
 }
@@ -85,9 +93,22 @@ fi
 started_localstack=1
 "${LOCALSTACK[@]}" start
 
+dynamodb=()
+if [[ ${BENCH_DYNAMODB:-1} != 0 ]]; then
+    mpr_info "==> moto's DynamoDB on 127.0.0.1:$MPR_MOTO_PORT"
+    if "${MOTO[@]}" status >/dev/null 2>&1; then
+        mpr_die "a moto server already runs on port $MPR_MOTO_PORT; stop it or set BENCH_MOTO_PORT"
+    fi
+    started_moto=1
+    "${MOTO[@]}" start
+    dynamodb=("BENCH_DYNAMODB=http://127.0.0.1:$MPR_MOTO_PORT"
+        "BENCH_DYNAMODB_PID=$(cat -- "$MPR_MOTO_PID_FILE")")
+fi
+
 mkdir -p "$OUT"
 mpr_info "==> Measuring (logs in $OUT/logs)"
-BENCH_LOCALSTACK="$MPR_LS_ENDPOINT" \
+env ${dynamodb[@]+"${dynamodb[@]}"} \
+    BENCH_LOCALSTACK="$MPR_LS_ENDPOINT" \
     BENCH_LOCALSTACK_PID="$(cat -- "$MPR_LS_PID_FILE")" \
     BENCH_BIN="$OUT/bin/mp-resolver" \
     node bench/driver.js --out "$OUT" ${args[@]+"${args[@]}"}
