@@ -52,6 +52,7 @@ pub enum Check {
     MarketplaceRole,
     ResolveCustomer,
     GetEntitlements,
+    IntakeClientAddress,
 }
 
 impl Check {
@@ -74,6 +75,7 @@ impl Check {
             Check::MarketplaceRole => "marketplace_role",
             Check::ResolveCustomer => "resolve_customer",
             Check::GetEntitlements => "get_entitlements",
+            Check::IntakeClientAddress => "intake_client_address",
         }
     }
 }
@@ -276,6 +278,7 @@ pub async fn run_checks(clients: &Clients, settings: &Settings) -> CheckReport {
         results.extend(lifecycle_queues(clients, settings, region.as_deref()).await);
     }
     results.extend(marketplace_apis(clients, settings, lifecycle).await);
+    results.extend(config::intake_client_address(&settings.intake));
     CheckReport::new(results)
 }
 
