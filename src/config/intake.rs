@@ -148,6 +148,77 @@ fn validate_path(path: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    fn load(extra: &[(&str, &str)]) -> Result<IntakeSettings, ConfigError> {
+        let env: Vec<(String, String)> = [
+            ("MPR_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q"),
+            ("MPR_DLQ_URL", "https://sqs.us-east-1.amazonaws.com/1/d"),
+            ("MPR_TOPIC_ARN", "arn:aws:sns:us-east-1:1:t"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        super::super::load(&super::super::Sources {
+            env,
+            ..Default::default()
+        })
+        .map(|l| l.settings.intake)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let i = load(&[]).unwrap();
+        assert_eq!(i.trusted_proxies, 1);
+        assert_eq!(
+            i.allowed_origins,
+            [
+                "https://aws.amazon.com",
+                "https://console.aws.amazon.com",
+                "https://*.console.aws.amazon.com"
+            ]
+        );
+        assert_eq!(i.header_timeout(), Duration::from_secs(5));
+        assert_eq!(i.body_timeout(), Duration::from_secs(5));
+        assert_eq!(i.send_attempt_timeout(), Duration::from_secs(3));
+        assert_eq!(i.send_deadline(), Duration::from_secs(10));
+        assert_eq!(i.shutdown_grace(), Duration::from_secs(10));
+        let from_env = load(&[(
+            "MPR_INTAKE__ALLOWED_ORIGINS",
+            "https://aws.amazon.com, http://127.0.0.1:8081",
+        )])
+        .unwrap();
+        assert_eq!(
+            from_env.allowed_origins,
+            ["https://aws.amazon.com", "http://127.0.0.1:8081"]
+        );
+    }
+
+    #[test]
+    fn bad_intake_values_name_the_key() {
+        #[rustfmt::skip]
+        let cases = [
+            ("MPR_INTAKE__PATH", "/{id}", "intake.path"),
+            ("MPR_INTAKE__PATH", "/:id", "intake.path"),
+            ("MPR_INTAKE__TRUSTED_PROXIES", "11", "intake.trusted_proxies"),
+            ("MPR_INTAKE__ALLOWED_ORIGINS", "aws.amazon.com", "intake.allowed_origins"),
+            ("MPR_INTAKE__HEADER_TIMEOUT_MS", "0", "intake.header_timeout_ms"),
+            ("MPR_INTAKE__BODY_TIMEOUT_MS", "600000", "intake.body_timeout_ms"),
+            ("MPR_INTAKE__SEND_ATTEMPT_TIMEOUT_MS", "50", "intake.send_attempt_timeout_ms"),
+            // Past an ALB's 60 s idle timeout (with room for the headers and the body).
+            ("MPR_INTAKE__SEND_DEADLINE_MS", "60000", "intake.send_deadline_ms"),
+            // Shorter than one attempt.
+            ("MPR_INTAKE__SEND_DEADLINE_MS", "1000", "intake.send_deadline_ms"),
+            ("MPR_INTAKE__SHUTDOWN_GRACE_MS", "-1", "intake.shutdown_grace_ms"),
+        ];
+        for (var, value, key) in cases {
+            let err = load(&[(var, value)]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains(var),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+
     #[test]
     fn paths_axum_would_capture_or_panic_on_are_refused_naming_the_key() {
         for bad in [

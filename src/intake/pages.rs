@@ -139,4 +139,18 @@ mod tests {
         }
         assert!(explanation_page().contains("Set up your account"));
     }
+
+    #[test]
+    fn a_503_claims_nothing_was_done_only_when_the_queue_said_so() {
+        let refused = refusal_page(&Refusal::QueueUnavailable {
+            retry_after_secs: 1,
+        });
+        let unknown = refusal_page(&Refusal::QueueNoAnswer {
+            retry_after_secs: 1,
+        });
+        assert!(refused.contains("nothing was half-done"), "{refused}");
+        assert!(!unknown.contains("nothing was"), "{unknown}");
+        assert!(unknown.contains("may have been"), "{unknown}");
+        assert!(unknown.contains("Trying again is safe"), "{unknown}");
+    }
 }
