@@ -638,6 +638,46 @@ async fn slow_clients_take_no_slot_and_do_not_hold_up_buyers_or_shutdown() {
     attack.stop().await;
 }
 
+/// Issue #22: a keep-alive connection left idle after an answer is closed after
+/// `header_timeout_ms` (hyper restarts the header deadline for the next request).
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_header_timeout_ms() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = Fixture::new(Topic::Standard).await;
+    let settings = intake_settings(&fx, |s| s.intake.header_timeout_ms = 500);
+    let intake = RunningIntake::start(fx.clients(&settings).sqs, &settings).await;
+    let mut stream = tokio::net::TcpStream::connect(intake.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: intake\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "the idle connection was still open after 5 s"
+    );
+    let answer = String::from_utf8_lossy(&seen);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "kept alive, then closed for idling: {answer}"
+    );
+    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    intake.stop().await;
+}
+
 /// Issue #22: a path axum would panic on (`/:x`, `/*x`) or turn into a capture (`/{x}`) stops
 /// intake with exit 78 naming the key.
 #[tokio::test]
