@@ -46,7 +46,7 @@ pub enum Refusal {
     /// The queue did not answer within `intake.send_deadline_ms`: the token may be queued. A
     /// retry is safe: it carries the same signupId, and the worker resolves a token once.
     QueueNoAnswer { retry_after_secs: u64 },
-    /// `intake.max_in_flight` POSTs are already being worked on; nothing was read or queued.
+    /// `intake.max_in_flight` POSTs are already waiting for the queue; nothing was queued.
     Busy { retry_after_secs: u64 },
 }
 
