@@ -147,6 +147,8 @@ async fn a_buyer_signs_up_through_intake_in_a_real_browser() {
     let settings = intake_settings(&fx, |s| {
         s.intake.registration_url = format!("http://{pages}/signup?plan=gold");
         s.intake.path = "/marketplace/fulfil".into();
+        // The stand-in for Marketplace's page is the origin the browser's POST names.
+        s.intake.allowed_origins.push(format!("http://{pages}"));
     });
     let intake = RunningIntake::start(fx.clients(&settings).sqs, &settings).await;
     serve_stand_in_pages(

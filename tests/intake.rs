@@ -5,6 +5,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::http::Method;
@@ -12,7 +13,7 @@ use mp_resolver::emulator::TestToken;
 use serde_json::Value;
 use support::faults::FaultProxy;
 use support::http::{get, post_form, send, Answer};
-use support::intake::{intake_settings, RunningIntake, REGISTRATION};
+use support::intake::{intake_settings, Drip, RunningIntake, SlowClients, REGISTRATION};
 use support::process::WorkerProcess;
 use support::{eventually, Fixture, Topic};
 use url::Url;
@@ -291,12 +292,14 @@ async fn queue_unreachable_gives_503_with_retry_after_then_recovers() {
     })
     .await;
 
+    // The proxy takes each connection and drops it: SQS never answers, so for all intake can
+    // tell the token may be queued.
     proxy.cut();
     let secret = token();
     let answer = post_form(&intake.url("/"), &[], &form_for(&secret)).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert_eq!(answer.header("retry-after"), "7");
-    assert!(answer.body.contains("try again"), "{}", answer.body);
+    assert!(answer.body.contains("may have been"), "{}", answer.body);
     assert_security_headers(&answer, "503");
     assert!(!answer.everything().contains(&secret));
     let (status, body) = intake.admin_get("/readyz").await;
@@ -311,10 +314,398 @@ async fn queue_unreachable_gives_503_with_retry_after_then_recovers() {
     assert_eq!(intake.admin_get("/readyz").await.0, 200);
     let (_, metrics) = intake.admin_get("/metrics").await;
     assert!(
+        metrics.contains("mpr_intake_requests_total{result=\"queue_no_answer\"} 1"),
+        "{metrics}"
+    );
+    intake.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_that_refuses_gets_503_saying_nothing_was_queued() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let settings = intake_settings(&fx, |s| {
+        s.queue_url = format!("{}-gone", fx.queue_url);
+    });
+    let intake = RunningIntake::start(fx.clients(&settings).sqs, &settings).await;
+    let answer = post_form(&intake.url("/"), &[], &form_for(&token())).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        answer.body.contains("nothing was half-done"),
+        "{}",
+        answer.body
+    );
+    assert!(!answer.body.contains("may have been"), "{}", answer.body);
+    let (_, metrics) = intake.admin_get("/metrics").await;
+    assert!(
         metrics.contains("mpr_intake_requests_total{result=\"queue_unavailable\"} 1"),
         "{metrics}"
     );
     intake.stop().await;
+}
+
+/// Issue #22: SQS black-holed (connections taken, nothing ever answered). The buyer gets intake's
+/// own page within `send_deadline_ms`, well inside an ALB's 60 s, and the page says the token may
+/// be queued; the retry is taken with the signupId bound before the first send.
+#[tokio::test]
+async fn a_black_holed_queue_answers_503_within_the_deadline_saying_it_may_be_queued() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let settings = intake_settings(&fx, |s| {
+        s.intake.send_attempt_timeout_ms = 3_000;
+        s.intake.send_deadline_ms = 8_000;
+        s.intake.retry_after_secs = 4;
+    });
+    let proxy = FaultProxy::start(&fx.localstack.endpoint).await;
+    let intake = RunningIntake::start(fx.sqs_via(&settings, &proxy.endpoint), &settings).await;
+    eventually("ready while the queue answers", || async {
+        intake.admin_get("/readyz").await.0 == 200
+    })
+    .await;
+
+    // Every byte to SQS is held for an hour: the request never arrives, nothing answers.
+    proxy.set_latency(Duration::from_secs(3_600));
+    let secret = token();
+    let started = std::time::Instant::now();
+    let answer = post_form(&intake.url("/"), &[], &form_for(&secret)).await;
+    let took = started.elapsed();
+    println!("black-holed queue: answered {} in {took:?}", answer.status);
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    assert_eq!(answer.header("retry-after"), "4");
+    assert!(answer.body.contains("may have been"), "{}", answer.body);
+    assert!(answer.body.contains("safe"), "{}", answer.body);
+    assert!(!answer.body.contains("nothing was"), "{}", answer.body);
+    assert_security_headers(&answer, "503");
+    assert!(!answer.everything().contains(&secret));
+    let (_, metrics) = intake.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("mpr_intake_requests_total{result=\"queue_no_answer\"} 1"),
+        "{metrics}"
+    );
+
+    // The held connections go; the browser's resubmission is queued once, and what it queued
+    // carries the id its page shows.
+    proxy.set_latency(Duration::ZERO);
+    proxy.reset_connections();
+    let retried = post_form(&intake.url("/"), &[], &form_for(&secret)).await;
+    assert_eq!(retried.status, 303, "{}", retried.body);
+    let id = signup_id_of(&retried);
+    let queued = fx.collect(&fx.queue_url, 1).await;
+    assert_eq!(queued[0].json()["signupId"], id.as_str());
+    intake.stop().await;
+}
+
+fn signup_id_of(answer: &Answer) -> String {
+    Url::parse(answer.header("location"))
+        .expect("absolute Location")
+        .query_pairs()
+        .find(|(k, _)| k == "signupId")
+        .map(|(_, v)| v.into_owned())
+        .expect("signupId in the Location")
+}
+
+/// Issue #22: a double click, or a retry racing the first POST, against a slow queue. Every
+/// answer names one signupId, and every message on the queue carries that one: the event the
+/// worker publishes for the token matches the buyer's page whichever message it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_of_one_token_all_get_the_signup_id_the_queue_carries() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let settings = intake_settings(&fx, |_| {});
+    let proxy = FaultProxy::start(&fx.localstack.endpoint).await;
+    let intake = RunningIntake::start(fx.sqs_via(&settings, &proxy.endpoint), &settings).await;
+    eventually("ready", || async {
+        intake.admin_get("/readyz").await.0 == 200
+    })
+    .await;
+    // The queue takes 300 ms: every click arrives before the first send has come back.
+    proxy.set_latency(Duration::from_millis(300));
+    let body = form_for(&token());
+    let clicks: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, body) = (intake.url("/"), body.clone());
+            tokio::spawn(async move { post_form(&url, &[], &body).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for click in clicks {
+        let answer = click.await.unwrap();
+        assert_eq!(answer.status, 303, "{}", answer.body);
+        ids.insert(signup_id_of(&answer));
+    }
+    assert_eq!(ids.len(), 1, "one signupId for one token: {ids:?}");
+    proxy.set_latency(Duration::ZERO);
+    let queued = fx.collect(&fx.queue_url, 6).await;
+    for message in &queued {
+        assert_eq!(
+            message.json()["signupId"].as_str(),
+            ids.first().map(String::as_str)
+        );
+    }
+    intake.stop().await;
+}
+
+/// Issue #22: a client cannot choose the address it is limited under. Behind one ALB, a client
+/// that sends its own X-Forwarded-For lines is still counted by the entry the ALB appended;
+/// behind CloudFront and an ALB, by the entry CloudFront appended; an IPv6 client by its /64.
+#[tokio::test]
+async fn the_limit_counts_the_address_the_trusted_proxies_saw() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let url_of = |intake: &RunningIntake| intake.url("/");
+    // (trusted proxies, the same client's requests with spoofed entries, another client)
+    let alb: Vec<Vec<String>> = (1..=4)
+        .map(|i| vec![format!("10.0.0.{i}"), format!("10.1.0.{i}, 203.0.113.10")])
+        .collect();
+    let alb_v6: Vec<Vec<String>> = (1..=4)
+        .map(|i| vec![format!("2001:db8:1:2:{i}::{i}")])
+        .collect();
+    let chained: Vec<Vec<String>> = (1..=4)
+        .map(|i| {
+            vec![
+                format!("10.0.0.{i}"),
+                format!("10.2.0.{i}, 198.51.100.20, 130.176.0.{i}"),
+            ]
+        })
+        .collect();
+    type Case<'a> = (usize, &'a [Vec<String>], &'a [&'a str]);
+    let cases: [Case; 3] = [
+        (1, &alb, &["203.0.113.11"]),
+        (1, &alb_v6, &["2001:db8:1:3::1"]),
+        (2, &chained, &["198.51.100.21, 130.176.0.1"]),
+    ];
+    for (proxies, same_client, other) in cases {
+        let settings = intake_settings(&fx, |s| {
+            s.intake.rate_limit_per_minute = 3;
+            s.intake.trusted_proxies = proxies;
+        });
+        let intake = RunningIntake::start(fx.clients(&settings).sqs, &settings).await;
+        for (n, lines) in same_client.iter().enumerate() {
+            let headers: Vec<(&str, &str)> = lines
+                .iter()
+                .map(|l| ("x-forwarded-for", l.as_str()))
+                .collect();
+            let answer = post_form(&url_of(&intake), &headers, &form_for(&token())).await;
+            let expected = if n < 3 { 303 } else { 429 };
+            assert_eq!(answer.status, expected, "{proxies} proxies, {lines:?}");
+        }
+        let headers: Vec<(&str, &str)> = other.iter().map(|l| ("x-forwarded-for", *l)).collect();
+        let answer = post_form(&url_of(&intake), &headers, &form_for(&token())).await;
+        assert_eq!(answer.status, 303, "another client: {other:?}");
+        intake.stop().await;
+    }
+}
+
+/// Issue #22: another site's page cannot make a visitor's browser post a token to intake.
+#[tokio::test]
+async fn a_cross_site_post_gets_403_and_queues_nothing() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let settings = intake_settings(&fx, |_| {});
+    let intake = RunningIntake::start(fx.clients(&settings).sqs, &settings).await;
+    let url = intake.url("/");
+    for (what, header) in [
+        ("Origin", ("origin", "https://evil.example")),
+        ("Referer", ("referer", "https://evil.example/free-stuff")),
+        (
+            "look-alike",
+            ("origin", "https://aws.amazon.com.evil.example"),
+        ),
+    ] {
+        let secret = token();
+        let answer = post_form(&url, &[header], &form_for(&secret)).await;
+        assert_eq!(answer.status, 403, "{what}: {}", answer.body);
+        assert!(
+            answer.body.contains("AWS Marketplace"),
+            "{what}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body.contains("another site"),
+            "{what}: {}",
+            answer.body
+        );
+        assert_security_headers(&answer, what);
+        assert!(!answer.everything().contains(&secret));
+    }
+    assert_eq!(fx.depth(&fx.queue_url).await, 0, "nothing was queued");
+    for (what, header) in [
+        ("AWS Marketplace", ("origin", "https://aws.amazon.com")),
+        (
+            "a regional console",
+            (
+                "referer",
+                "https://us-east-1.console.aws.amazon.com/marketplace/home",
+            ),
+        ),
+        ("no-referrer", ("origin", "null")),
+    ] {
+        let answer = post_form(&url, &[header], &form_for(&token())).await;
+        assert_eq!(answer.status, 303, "{what}: {}", answer.body);
+    }
+    assert_eq!(fx.collect(&fx.queue_url, 3).await.len(), 3);
+    let (_, metrics) = intake.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("mpr_intake_requests_total{result=\"cross_site\"} 3"),
+        "{metrics}"
+    );
+    intake.stop().await;
+}
+
+/// Issue #22: the slow-client attack. 270 connections trickle a body and 30 trickle their headers,
+/// a byte every 250 ms, reconnecting whenever cut off (about 1,200 bytes a minute each: far below
+/// any bandwidth limit). On the old listener they held all 256 slots, so every buyer got 503,
+/// and shutdown waited for them. Now a trickled body holds a connection for body_timeout_ms and no
+/// slot, so buyers are served during the attack, and shutdown ends within shutdown_grace_ms while
+/// the attackers are still connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_take_no_slot_and_do_not_hold_up_buyers_or_shutdown() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let grace = Duration::from_millis(1_500);
+    let settings = intake_settings(&fx, |s| {
+        s.intake.header_timeout_ms = 2_000;
+        s.intake.body_timeout_ms = 3_000;
+        s.intake.shutdown_grace_ms = grace.as_millis() as u64;
+        // The attacker has addresses enough: the per-client limit is not what holds it off.
+        s.intake.rate_limit_per_minute = 1_000_000;
+    });
+    let intake = RunningIntake::start(fx.clients(&settings).sqs, &settings).await;
+    let attack = SlowClients::start(
+        intake.addr(),
+        &[(Drip::Body, 270), (Drip::Headers, 30)],
+        Duration::from_millis(250),
+    );
+    eventually("every body-trickling attacker has sent its headers", || {
+        std::future::ready(attack.heads_sent.load(Ordering::Relaxed) >= 270)
+    })
+    .await;
+
+    // Buyers arrive one every 100 ms for as long as it takes every attacker to be cut off and
+    // come back at least once: the whole attack cycle, not just its first seconds.
+    let (mut buyers, mut slowest) = (0usize, Duration::ZERO);
+    while buyers < 20 || attack.cut_off.load(Ordering::Relaxed) < 300 {
+        assert!(buyers < 600, "the attackers were never cut off");
+        let xff = format!("203.0.113.{}", buyers % 250);
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            post_form(
+                &intake.url("/"),
+                &[("x-forwarded-for", &xff)],
+                &form_for(&token()),
+            ),
+        )
+        .await
+        .expect("a buyer answered within 5 s during the attack");
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(
+            answer.status, 303,
+            "buyer {buyers} during the attack: {}",
+            answer.body
+        );
+        buyers += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = intake.admin_get("/metrics").await;
+    println!(
+        "slow clients: {} connections open, {} cut off; {buyers}/{buyers} buyers got 303, \
+         slowest {slowest:?}",
+        attack.open(),
+        attack.cut_off.load(Ordering::Relaxed)
+    );
+    let body_timeouts: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mpr_intake_requests_total{result=\"body_timeout\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        body_timeouts >= 270,
+        "every body trickler got 408: {metrics}"
+    );
+    assert!(
+        metrics.contains("mpr_intake_in_flight 0"),
+        "no slot held: {metrics}"
+    );
+    assert_eq!(fx.collect(&fx.queue_url, buyers).await.len(), buyers);
+
+    eventually("the attackers are connected", || {
+        std::future::ready(attack.open() >= 250)
+    })
+    .await;
+    let connected = attack.open();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(grace + Duration::from_secs(3), intake.stop())
+        .await
+        .expect("shutdown within intake.shutdown_grace_ms (+3 s) while attackers are connected");
+    let took = started.elapsed();
+    println!("slow clients: shutdown with {connected} attackers connected took {took:?}");
+    attack.stop().await;
+}
+
+/// Issue #22: a keep-alive connection left idle after an answer is closed after
+/// `header_timeout_ms` (hyper restarts the header deadline for the next request).
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_header_timeout_ms() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = Fixture::new(Topic::Standard).await;
+    let settings = intake_settings(&fx, |s| s.intake.header_timeout_ms = 500);
+    let intake = RunningIntake::start(fx.clients(&settings).sqs, &settings).await;
+    let mut stream = tokio::net::TcpStream::connect(intake.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: intake\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "the idle connection was still open after 5 s"
+    );
+    let answer = String::from_utf8_lossy(&seen);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "kept alive, then closed for idling: {answer}"
+    );
+    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    intake.stop().await;
+}
+
+/// Issue #22: a path axum would panic on (`/:x`, `/*x`) or turn into a capture (`/{x}`) stops
+/// intake with exit 78 naming the key.
+#[tokio::test]
+async fn an_intake_path_with_route_syntax_exits_78_naming_the_key() {
+    for path in ["/:x", "/*x", "/{x}"] {
+        let output = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
+                .arg("intake")
+                .env_clear()
+                .env("MPR_QUEUE_URL", "http://127.0.0.1:9/000000000000/q")
+                .env("MPR_INTAKE__REGISTRATION_URL", REGISTRATION)
+                .env("MPR_INTAKE__PATH", path)
+                .env("MPR_INTAKE__LISTEN", "127.0.0.1:0")
+                .env("MPR_ADMIN__LISTEN", "127.0.0.1:0")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path}: intake started instead of refusing the path"))
+        .expect("run intake");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{path}: {stderr}");
+        assert!(
+            stderr.contains("intake.path") && stderr.contains("MPR_INTAKE__PATH"),
+            "{path}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]

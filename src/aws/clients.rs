@@ -14,7 +14,7 @@ use aws_sdk_marketplacemetering::config::SharedCredentialsProvider;
 use aws_smithy_async::time::SystemTimeSource;
 use aws_smithy_json::protocol::aws_json_rpc::AwsJsonRpcProtocol;
 
-use crate::config::{MarketplaceSettings, Settings};
+use crate::config::{IntakeSettings, MarketplaceSettings, Settings};
 
 /// Connection attempts that take longer than this fail fast and count as transient errors.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -105,6 +105,20 @@ impl Clients {
             marketplace_credentials: marketplace.credentials_provider(),
         }
     }
+}
+
+/// Intake's SQS client: `sqs` (credentials, region, endpoint, attempts) with intake's own
+/// timeouts. The worker's SQS timeouts leave room for a 20 s long poll; a buyer's browser, behind
+/// an ALB that gives up after 60 s idle, cannot wait that long, so one attempt gets
+/// `send_attempt_timeout_ms` and every attempt together `send_deadline_ms`.
+pub fn for_intake(sqs: &aws_sdk_sqs::Client, intake: &IntakeSettings) -> aws_sdk_sqs::Client {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(intake.send_attempt_timeout()))
+        .operation_attempt_timeout(intake.send_attempt_timeout())
+        .operation_timeout(intake.send_deadline())
+        .build();
+    let config = sqs.config().to_builder().timeout_config(timeouts).build();
+    aws_sdk_sqs::Client::from_conf(config)
 }
 
 /// `shared`, with its credentials replaced by those of the assumed role when one is configured.

@@ -144,7 +144,7 @@ impl PublishSettings {
 }
 
 /// `product_codes` is a list in TOML and a comma-separated string in the environment.
-fn comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(super) fn comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Codes {

@@ -34,11 +34,19 @@ pub enum Refusal {
         detail: String,
         fingerprint: Option<Fingerprint>,
     },
+    /// `Origin` or `Referer` names a site not on `intake.allowed_origins`; nothing was read.
+    CrossSite,
+    /// The body did not arrive within `intake.body_timeout_ms`; nothing was queued.
+    BodyTimeout,
     /// The client is over its limit; retry after this many seconds.
     RateLimited { retry_after_secs: u64 },
-    /// The queue did not take the token after the SDK's retries; nothing was queued.
+    /// The queue answered that it did not take the token (or the signupId could not be bound
+    /// first): nothing was queued.
     QueueUnavailable { retry_after_secs: u64 },
-    /// `intake.max_in_flight` POSTs are already being worked on; nothing was read or queued.
+    /// The queue did not answer within `intake.send_deadline_ms`: the token may be queued. A
+    /// retry is safe: it carries the same signupId, and the worker resolves a token once.
+    QueueNoAnswer { retry_after_secs: u64 },
+    /// `intake.max_in_flight` POSTs are already waiting for the queue; nothing was queued.
     Busy { retry_after_secs: u64 },
 }
 
@@ -48,10 +56,12 @@ impl Refusal {
             Refusal::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::NoToken | Refusal::BadForm { .. } => StatusCode::BAD_REQUEST,
+            Refusal::CrossSite => StatusCode::FORBIDDEN,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::QueueUnavailable { .. } | Refusal::Busy { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Refusal::QueueUnavailable { .. }
+            | Refusal::QueueNoAnswer { .. }
+            | Refusal::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -62,8 +72,11 @@ impl Refusal {
             Refusal::TooLarge => "too_large",
             Refusal::NoToken => "no_token",
             Refusal::BadForm { .. } => "bad_form",
+            Refusal::CrossSite => "cross_site",
+            Refusal::BodyTimeout => "body_timeout",
             Refusal::RateLimited { .. } => "rate_limited",
             Refusal::QueueUnavailable { .. } => "queue_unavailable",
+            Refusal::QueueNoAnswer { .. } => "queue_no_answer",
             Refusal::Busy { .. } => "busy",
         }
     }
@@ -73,6 +86,7 @@ impl Refusal {
         match self {
             Refusal::RateLimited { retry_after_secs }
             | Refusal::QueueUnavailable { retry_after_secs }
+            | Refusal::QueueNoAnswer { retry_after_secs }
             | Refusal::Busy { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
@@ -257,12 +271,21 @@ mod tests {
                 Some(5),
             ),
             (
+                Refusal::QueueNoAnswer {
+                    retry_after_secs: 5,
+                },
+                503,
+                Some(5),
+            ),
+            (
                 Refusal::Busy {
                     retry_after_secs: 5,
                 },
                 503,
                 Some(5),
             ),
+            (Refusal::CrossSite, 403, None),
+            (Refusal::BodyTimeout, 408, None),
         ];
         for (refusal, status, retry) in cases {
             assert_eq!(refusal.status().as_u16(), status, "{refusal:?}");

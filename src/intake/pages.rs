@@ -56,11 +56,33 @@ pub fn refusal_page(refusal: &Refusal) -> String {
             "There were too many sign-up attempts from your network in the last minute. \
              Please wait a minute, then go back to AWS Marketplace and try again.",
         ),
+        Refusal::CrossSite => page(
+            "This sign-up did not come from AWS Marketplace",
+            &format!(
+                "This address only takes the form AWS Marketplace sends, and this one was sent \
+                 from another site, so nothing was recorded. If you followed a link to get \
+                 here, do not use it. {START_AGAIN}"
+            ),
+        ),
+        Refusal::BodyTimeout => page(
+            "The sign-up form arrived too slowly",
+            "Nothing was recorded. Please reload this page and confirm that your browser may \
+             send the form again (or go back to AWS Marketplace and choose <b>Set up your \
+             account</b> again).",
+        ),
         Refusal::QueueUnavailable { .. } | Refusal::Busy { .. } => page(
             "Please try again in a moment",
             "We could not record your sign-up just now, and nothing was half-done. Please reload \
              this page in a few seconds and confirm that your browser may send the form again \
              (or go back to AWS Marketplace and choose <b>Set up your account</b> again).",
+        ),
+        Refusal::QueueNoAnswer { .. } => page(
+            "Please try again in a moment",
+            "Your sign-up is taking longer than it should, and we cannot tell yet whether it was \
+             recorded: it may have been. Trying again is safe: it cannot sign you up twice, and \
+             it continues the same sign-up. Please reload this page in a few seconds and confirm \
+             that your browser may send the form again (or go back to AWS Marketplace and choose \
+             <b>Set up your account</b> again).",
         ),
     }
 }
@@ -104,6 +126,11 @@ mod tests {
             Refusal::Busy {
                 retry_after_secs: 1,
             },
+            Refusal::QueueNoAnswer {
+                retry_after_secs: 1,
+            },
+            Refusal::CrossSite,
+            Refusal::BodyTimeout,
         ];
         for r in &refusals {
             let html = refusal_page(r);
@@ -111,5 +138,19 @@ mod tests {
             assert!(html.contains("AWS Marketplace"), "{r:?}: {html}");
         }
         assert!(explanation_page().contains("Set up your account"));
+    }
+
+    #[test]
+    fn a_503_claims_nothing_was_done_only_when_the_queue_said_so() {
+        let refused = refusal_page(&Refusal::QueueUnavailable {
+            retry_after_secs: 1,
+        });
+        let unknown = refusal_page(&Refusal::QueueNoAnswer {
+            retry_after_secs: 1,
+        });
+        assert!(refused.contains("nothing was half-done"), "{refused}");
+        assert!(!unknown.contains("nothing was"), "{unknown}");
+        assert!(unknown.contains("may have been"), "{unknown}");
+        assert!(unknown.contains("Trying again is safe"), "{unknown}");
     }
 }

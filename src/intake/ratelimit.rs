@@ -61,20 +61,48 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     secs.max(1)
 }
 
-/// The address a request counts against. Behind an ALB the last `X-Forwarded-For` entry is the
-/// address the ALB itself saw: the entries before it are whatever the client sent, so they are
-/// never trusted. With no usable header the TCP peer counts (for `peer`, always).
-pub fn client_address(
+/// The address a request counts against. `forwarded_for` is every `X-Forwarded-For` header line,
+/// in order (`None` for a line that is not text). Each proxy appends the address it saw, so the
+/// last `trusted_proxies` entries were written by the proxies and the entry the outermost one
+/// wrote is the client; the entries before it are whatever the client sent, never trusted. With
+/// fewer entries than that (a request that did not come through every proxy), with none, or
+/// with `trusted_proxies = 0`, the TCP peer counts (for `peer`, always).
+pub fn client_address<'a>(
     source: ClientAddressSource,
-    forwarded_for: Option<&str>,
+    trusted_proxies: usize,
+    forwarded_for: impl IntoIterator<Item = Option<&'a str>>,
     peer: IpAddr,
 ) -> IpAddr {
-    match source {
-        ClientAddressSource::Peer => peer,
-        ClientAddressSource::XForwardedFor => forwarded_for
-            .and_then(|header| header.rsplit(',').next())
-            .and_then(|last| last.trim().parse::<IpAddr>().ok())
-            .unwrap_or(peer),
+    if source == ClientAddressSource::Peer || trusted_proxies == 0 {
+        return peer;
+    }
+    // A line that is not text is one entry nobody can read.
+    let entries: Vec<Option<&str>> = forwarded_for
+        .into_iter()
+        .flat_map(|line| match line {
+            Some(text) => text.split(',').map(|e| Some(e.trim())).collect::<Vec<_>>(),
+            None => vec![None],
+        })
+        .collect();
+    entries
+        .len()
+        .checked_sub(trusted_proxies)
+        .and_then(|i| entries[i])
+        .and_then(|entry| entry.parse::<IpAddr>().ok())
+        .unwrap_or(peer)
+}
+
+/// The key an address is limited under: an IPv4 address as it is, an IPv6 address by its /64
+/// (one subscriber's network: a client given a /64 would otherwise have 2^64 allowances).
+pub fn limit_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
     }
 }
 
@@ -88,24 +116,82 @@ mod tests {
     #[test]
     fn client_address_table() {
         use ClientAddressSource::{Peer, XForwardedFor};
-        let cases: &[(ClientAddressSource, Option<&str>, &str)] = &[
-            (XForwardedFor, Some("203.0.113.7"), "203.0.113.7"),
+        // (source, trusted proxies, header lines, expected)
+        type Case<'a> = (ClientAddressSource, usize, &'a [Option<&'a str>], &'a str);
+        let cases: &[Case] = &[
+            (XForwardedFor, 1, &[Some("203.0.113.7")], "203.0.113.7"),
             // A client-sent entry first, the ALB's own last.
-            (XForwardedFor, Some("1.2.3.4, 203.0.113.7"), "203.0.113.7"),
-            (XForwardedFor, Some("1.2.3.4,203.0.113.7 "), "203.0.113.7"),
-            (XForwardedFor, Some("2001:db8::1"), "2001:db8::1"),
-            (XForwardedFor, Some("203.0.113.7, junk"), "10.0.0.9"),
-            (XForwardedFor, Some(""), "10.0.0.9"),
-            (XForwardedFor, None, "10.0.0.9"),
-            (Peer, Some("203.0.113.7"), "10.0.0.9"),
+            (
+                XForwardedFor,
+                1,
+                &[Some("1.2.3.4, 203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                XForwardedFor,
+                1,
+                &[Some("1.2.3.4,203.0.113.7 ")],
+                "203.0.113.7",
+            ),
+            // The client sent its own header line; the ALB appended to the list: every line counts.
+            (
+                XForwardedFor,
+                1,
+                &[Some("1.2.3.4"), Some("203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                XForwardedFor,
+                1,
+                &[Some("1.2.3.4, 5.6.7.8"), Some("203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                XForwardedFor,
+                1,
+                &[None, Some("203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (XForwardedFor, 1, &[Some("2001:db8::1")], "2001:db8::1"),
+            // CloudFront, then the ALB: the second entry from the right is the client.
+            (
+                XForwardedFor,
+                2,
+                &[Some("6.6.6.6, 203.0.113.7, 130.176.0.1")],
+                "203.0.113.7",
+            ),
+            (
+                XForwardedFor,
+                2,
+                &[Some("6.6.6.6"), Some("203.0.113.7, 130.176.0.1")],
+                "203.0.113.7",
+            ),
+            // Fewer entries than proxies: not through every proxy, so nothing in it is trusted.
+            (XForwardedFor, 2, &[Some("203.0.113.7")], "10.0.0.9"),
+            (XForwardedFor, 0, &[Some("203.0.113.7")], "10.0.0.9"),
+            (XForwardedFor, 1, &[Some("203.0.113.7, junk")], "10.0.0.9"),
+            (XForwardedFor, 1, &[Some("203.0.113.7"), None], "10.0.0.9"),
+            (XForwardedFor, 1, &[Some("")], "10.0.0.9"),
+            (XForwardedFor, 1, &[], "10.0.0.9"),
+            (Peer, 1, &[Some("203.0.113.7")], "10.0.0.9"),
         ];
-        for (source, header, expected) in cases {
+        for (source, proxies, lines, expected) in cases {
             assert_eq!(
-                client_address(*source, *header, PEER).to_string(),
+                client_address(*source, *proxies, lines.iter().copied(), PEER).to_string(),
                 *expected,
-                "{source:?} {header:?}"
+                "{source:?} {proxies} {lines:?}"
             );
         }
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let key = |a: &str| limit_key(a.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl IntakeTelemetry {
         registry.register(
             "mpr_intake_requests",
             "Fulfillment requests, by result (accepted, no_token, bad_form, too_large, \
-             unsupported_media_type, rate_limited, queue_unavailable, busy, info_page)",
+             unsupported_media_type, cross_site, body_timeout, rate_limited, queue_unavailable, \
+             queue_no_answer, busy, info_page)",
             requests.clone(),
         );
         registry.register(
@@ -56,7 +57,7 @@ impl IntakeTelemetry {
         let in_flight = Gauge::default();
         registry.register(
             "mpr_intake_in_flight",
-            "Fulfillment POSTs being worked on (at most intake.max_in_flight)",
+            "Fulfillment POSTs waiting for the token queue (at most intake.max_in_flight)",
             in_flight.clone(),
         );
         IntakeTelemetry {

@@ -1,13 +1,15 @@
 //! `mp-resolver intake` in-process on free ports, for the HTTP and browser tests.
 
 use std::net::SocketAddr;
-
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mp_resolver::config::Settings;
 use mp_resolver::intake::telemetry::IntakeTelemetry;
 use mp_resolver::intake::Intake;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use super::Fixture;
 
@@ -53,6 +55,14 @@ impl RunningIntake {
             .expect("admin listener answers")
     }
 
+    /// The fulfillment listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("listener address")
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -67,4 +77,124 @@ pub fn intake_settings(fx: &Fixture, edit: impl FnOnce(&mut Settings)) -> Settin
     settings.intake.readiness_interval_secs = 1;
     edit(&mut settings);
     settings
+}
+
+/// How a slow client holds its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drip {
+    /// Sends a complete request head, then the body a byte at a time.
+    Body,
+    /// Sends the request head a byte at a time.
+    Headers,
+}
+
+/// Clients that open connections to intake and trickle a fulfillment POST into them, a byte
+/// every `every`, each from its own `X-Forwarded-For` address (one of nine). When the server
+/// answers or closes, the client connects again, until stopped: the attack keeps its size.
+pub struct SlowClients {
+    stop: Arc<AtomicBool>,
+    /// Connections open now.
+    pub open: Arc<AtomicUsize>,
+    /// Requests whose head went out complete (`Drip::Body` clients), over the whole attack.
+    pub heads_sent: Arc<AtomicUsize>,
+    /// Connections the server answered or closed, over the whole attack.
+    pub cut_off: Arc<AtomicUsize>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl SlowClients {
+    pub fn start(target: SocketAddr, clients: &[(Drip, usize)], every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (open, heads_sent, cut_off) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut n = 0;
+        for &(drip, count) in clients {
+            for _ in 0..count {
+                n += 1;
+                let head = format!(
+                    "POST / HTTP/1.1\r\nhost: intake\r\n\
+                     content-type: application/x-www-form-urlencoded\r\n\
+                     content-length: 1000\r\nx-forwarded-for: 198.51.100.{}\r\n\r\n",
+                    n % 9 + 1
+                );
+                let counters = (open.clone(), heads_sent.clone(), cut_off.clone());
+                let stop = stop.clone();
+                tasks.spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(stream) = TcpStream::connect(target).await else {
+                            tokio::time::sleep(every).await;
+                            continue;
+                        };
+                        counters.0.fetch_add(1, Ordering::Relaxed);
+                        let _open = Decrement(counters.0.clone());
+                        trickle(stream, drip, head.as_bytes(), every, &counters.1).await;
+                        counters.2.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        }
+        SlowClients {
+            stop,
+            open,
+            heads_sent,
+            cut_off,
+            tasks,
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.tasks.shutdown().await;
+    }
+}
+
+struct Decrement(Arc<AtomicUsize>);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Trickles one request until the server answers, closes, or resets the connection.
+async fn trickle(
+    mut stream: TcpStream,
+    drip: Drip,
+    head: &[u8],
+    every: Duration,
+    heads_sent: &AtomicUsize,
+) {
+    let (mut reader, mut writer) = stream.split();
+    let mut pending: Vec<u8> = match drip {
+        Drip::Body => {
+            if writer.write_all(head).await.is_err() {
+                return;
+            }
+            heads_sent.fetch_add(1, Ordering::Relaxed);
+            vec![b'x'; 1000]
+        }
+        Drip::Headers => head.to_vec(),
+    };
+    pending.reverse();
+    let mut answer = [0u8; 512];
+    while let Some(byte) = pending.pop() {
+        tokio::select! {
+            // Any answer (a 408, a close) ends this request.
+            _ = reader.read(&mut answer) => return,
+            _ = tokio::time::sleep(every) => {
+                if writer.write_all(&[byte]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = reader.read(&mut answer).await;
 }

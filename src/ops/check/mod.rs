@@ -55,6 +55,7 @@ pub enum Check {
     ResolveCustomer,
     GetEntitlements,
     Store,
+    IntakeClientAddress,
 }
 
 impl Check {
@@ -78,6 +79,7 @@ impl Check {
             Check::ResolveCustomer => "resolve_customer",
             Check::GetEntitlements => "get_entitlements",
             Check::Store => "store",
+            Check::IntakeClientAddress => "intake_client_address",
         }
     }
 }
@@ -286,6 +288,7 @@ pub async fn run_checks(clients: &Clients, settings: &Settings) -> CheckReport {
         results.extend(lifecycle_queues(clients, settings, region.as_deref()).await);
     }
     results.extend(marketplace_apis(clients, settings, lifecycle).await);
+    results.extend(config::intake_client_address(&settings.intake));
     CheckReport::new(results)
 }
 
