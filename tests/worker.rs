@@ -542,3 +542,54 @@ async fn a_redelivered_dead_letter_is_not_sent_twice() {
         "exactly one dead-letter"
     );
 }
+
+/// `resolve.attempt_timeout_ms` as the built-in defaults have it.
+fn default_attempt_timeout_ms() -> u64 {
+    let env = [
+        ("MPR_QUEUE_URL", "http://127.0.0.1:1/000000000000/q"),
+        ("MPR_DLQ_URL", "http://127.0.0.1:1/000000000000/q-dlq"),
+        ("MPR_TOPIC_ARN", "arn:aws:sns:us-east-1:000000000000:t"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    mp_resolver::config::load(&mp_resolver::config::Sources {
+        env,
+        ..Default::default()
+    })
+    .expect("the defaults are valid")
+    .settings
+    .resolve
+    .attempt_timeout_ms
+}
+
+/// A ResolveCustomer call AWS may already have processed (spending the single-use token) is never
+/// cut short: not by the default attempt timeout (5 s before, which cut a 6 s answer) and not by
+/// the delivery's budget (1 s here), which only decides whether another call starts.
+#[tokio::test]
+async fn a_slow_answer_past_the_budget_is_waited_for_and_published_after_one_call() {
+    let attempt_ms = default_attempt_timeout_ms().to_string();
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[
+            ("MPR_RESOLVE__ATTEMPT_TIMEOUT_MS", attempt_ms.as_str()),
+            ("MPR_RESOLVE__BUDGET_SECS", "1"),
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "60"),
+        ],
+    )
+    .await;
+    fx.emulator.configure(|e| e.latency_ms = 6_000);
+    let worker = fx.worker();
+    let token = good_token().encode().expect("valid test token");
+    let outcome = process_one(&fx, &worker, &body_for(&token)).await;
+    assert!(
+        matches!(outcome, Outcome::Published { attempts: 1, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(fx.emulator.stats().calls, 1, "one call, answered");
+    assert_eq!(
+        fx.events(1).await[0].json()["eventId"],
+        expected_event_id(&token)
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+}

@@ -151,13 +151,7 @@ impl Worker {
             &settings.rate_limit,
         )));
         telemetry.metrics.rate_limit(limiter.rate());
-        let resolver = Resolver::new(
-            clients.metering,
-            policy.clone(),
-            settings.resolve.attempt_timeout(),
-            limiter,
-            telemetry.clone(),
-        );
+        let resolver = Resolver::new(clients.metering, policy.clone(), limiter, telemetry.clone());
         // GetEntitlements has its own quota, so its own limiter with the same policy.
         let entitlements = EntitlementReader::new(
             clients.entitlement,
@@ -334,7 +328,7 @@ impl Worker {
                     let Ok(request) = &delivery.request else {
                         unreachable!("decide resolves only parsed requests")
                     };
-                    let outcome = self.resolver.resolve(&request.token).await;
+                    let outcome = self.resolver.resolve(&request.token, lease).await;
                     if let ResolveOutcome::Resolved { customer, attempts } = &outcome {
                         lock(&self.resolved)
                             .put(request.token.fingerprint(), (customer.clone(), *attempts));

@@ -3,15 +3,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::aws::metering::{self, CallResult, Failure, FailureKind, PROBE_TOKEN};
 use crate::contract::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
 
 use crate::observe::metrics::Telemetry;
 use crate::worker::events::ResolveAttempt;
+use crate::worker::lease::Lease;
 use crate::worker::ratelimit::AdaptiveRateLimiter;
-use crate::worker::retry::{retry_within_budget, BackoffPolicy};
+use crate::worker::retry::{retry_without_cancelling, BackoffPolicy};
 
 /// How one delivery's resolution ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,6 @@ pub enum ResolveOutcome {
 pub struct Resolver {
     client: aws_sdk_marketplacemetering::Client,
     policy: BackoffPolicy,
-    attempt_timeout: Duration,
     limiter: Arc<AdaptiveRateLimiter>,
     telemetry: Arc<Telemetry>,
 }
@@ -45,14 +44,12 @@ impl Resolver {
     pub fn new(
         client: aws_sdk_marketplacemetering::Client,
         policy: BackoffPolicy,
-        attempt_timeout: Duration,
         limiter: Arc<AdaptiveRateLimiter>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         Resolver {
             client,
             policy,
-            attempt_timeout,
             limiter,
             telemetry,
         }
@@ -102,22 +99,31 @@ impl Resolver {
 
     /// One delivery's calls. The delivery's budget starts at its first call, not while it waits for
     /// its first turn; its retries keep their place in the limiter's line (oldest delivery first),
-    /// so a throttled retry does not go to the back behind fresh messages.
-    pub async fn resolve(&self, token: &RegistrationToken) -> ResolveOutcome {
+    /// so a throttled retry does not go to the back behind fresh messages. A call is never cut by
+    /// the budget (it only decides whether another call starts): AWS may already have spent the
+    /// token. Each call is marked on `lease` while in flight, so shutdown lets it finish, and none
+    /// starts once the lease winds down.
+    pub async fn resolve(&self, token: &RegistrationToken, lease: &Lease) -> ResolveOutcome {
         let queued = tokio::time::Instant::now();
         self.limiter.acquire_for(queued).await;
         let first_turn = AtomicBool::new(true);
         let fingerprint = token.fingerprint();
-        let (result, attempts) = retry_within_budget(
+        let (result, attempts) = retry_without_cancelling(
             &self.policy,
-            self.attempt_timeout,
             "ResolveCustomer",
             &fingerprint,
             || async {
+                self.limiter.acquire_for(queued).await;
+                !lease.is_winding_down()
+            },
+            || async {
                 let retry = !first_turn.swap(false, Ordering::Relaxed);
-                if retry {
-                    self.limiter.acquire_for(queued).await;
-                }
+                let Some(_in_flight) = lease.begin_call() else {
+                    return Err(Failure {
+                        kind: FailureKind::Transient,
+                        detail: "ResolveCustomer not called: the worker is stopping".into(),
+                    });
+                };
                 match self.call_now(token.expose(), retry).await {
                     CallResult::Resolved(c) => Ok(Ok(c)),
                     CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
