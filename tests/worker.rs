@@ -593,3 +593,106 @@ async fn a_slow_answer_past_the_budget_is_waited_for_and_published_after_one_cal
     assert_eq!(fx.depth(&fx.queue_url).await, 0);
     assert_eq!(fx.depth(&fx.dlq_url).await, 0);
 }
+
+/// Whether another consumer could receive the token queue's message right now (it would take it
+/// for a second).
+async fn another_consumer_gets_it(fx: &Fixture) -> bool {
+    let got = fx
+        .sqs
+        .receive_message()
+        .queue_url(&fx.queue_url)
+        .visibility_timeout(1)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    !got.messages.unwrap_or_default().is_empty()
+}
+
+/// A heartbeat whose ChangeMessageVisibility hangs (SQS black-holed; with the SDK's own attempt
+/// timeout of receive_wait_secs + 10 s it would hang 30 s) is given up after a sixth of the
+/// visibility: the next beat keeps the message hidden, and settling the message while a beat hangs
+/// waits no longer than that bound; the hand-back then holds.
+#[tokio::test]
+async fn a_hung_heartbeat_neither_lets_the_message_reappear_nor_holds_up_its_hand_back() {
+    use mp_resolver::aws::sqs::Queue;
+    use mp_resolver::observe::metrics::Telemetry;
+    use mp_resolver::worker::lease::{heartbeat_call_timeout, Lease};
+    use std::sync::Arc;
+    use support::faults::FaultProxy;
+
+    let fx = Fixture::with_env(Topic::Standard, &[("MPR_WORKER__RECEIVE_WAIT_SECS", "20")]).await;
+    let proxy = FaultProxy::start(&fx.localstack.endpoint).await;
+    let queue_via = |endpoint: &str| {
+        Queue::new(
+            fx.sqs_via(&fx.settings, endpoint),
+            fx.queue_url.clone(),
+            fx.dlq_url.clone(),
+        )
+    };
+    let (slow, direct) = (
+        queue_via(&proxy.endpoint),
+        queue_via(&fx.localstack.endpoint),
+    );
+    // Beats every 2 s, each given up after 1 s.
+    let visibility = Duration::from_secs(6);
+    let bound = heartbeat_call_timeout(visibility);
+    assert_eq!(bound, Duration::from_secs(1));
+    fx.send("heartbeat-me").await;
+    let message = loop {
+        if let Some(m) = direct.receive(1, 1, 6).await.expect("receive").pop() {
+            break m;
+        }
+    };
+    let lease = Arc::new(Lease::new(
+        message.message_id.clone(),
+        message.receipt_handle.clone(),
+    ));
+    let telemetry = Arc::new(Telemetry::new(Duration::from_secs(60)));
+    let beating = {
+        let (lease, telemetry) = (lease.clone(), telemetry.clone());
+        tokio::spawn(async move { lease.heartbeat(&slow, visibility, &telemetry).await })
+    };
+
+    // The first beat goes into the black hole; SQS answers again right after.
+    proxy.black_hole();
+    support::eventually("a beat hangs", || async {
+        proxy.swallowed_containing("ChangeMessageVisibility") >= 1
+    })
+    .await;
+    proxy.restore();
+    // Two visibility timeouts: nobody else may see the message meanwhile.
+    let until = tokio::time::Instant::now() + 2 * visibility;
+    while tokio::time::Instant::now() < until {
+        assert!(
+            !another_consumer_gets_it(&fx).await,
+            "the message reappeared while its lease was alive"
+        );
+    }
+
+    // Settling while a beat hangs waits at most the bound, and the hand-back holds.
+    proxy.black_hole();
+    let swallowed = proxy.swallowed_containing("ChangeMessageVisibility");
+    support::eventually("another beat hangs", || async {
+        proxy.swallowed_containing("ChangeMessageVisibility") > swallowed
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let settled = lease.settle().await;
+    let waited = started.elapsed();
+    assert!(
+        waited <= bound + Duration::from_millis(300),
+        "settling waited {waited:?} for a hung beat"
+    );
+    direct
+        .change_visibility(lease.receipt_handle(), Duration::ZERO)
+        .await
+        .expect("hand back");
+    drop(settled);
+    assert!(
+        another_consumer_gets_it(&fx).await,
+        "handed back: visible at once"
+    );
+    beating.abort();
+    eprintln!("hung heartbeat: settled after {waited:?} (bound {bound:?})");
+}
