@@ -64,7 +64,24 @@ impl Worker {
     ) -> Option<Fingerprint> {
         // From here, handing the message back at shutdown would publish it twice.
         attempt.lease.mark_committed();
-        match self.publish(event_id, event).await {
+        // A publish still unanswered when the grace period ends is given up: the process must
+        // exit, and the event is kept by the `unpublished` dead-letter that follows (the stopping
+        // row), rather than lost with the message left invisible.
+        let mut grace_over = self.grace_over.subscribe();
+        let published = tokio::select! {
+            biased;
+            published = self.publish(event_id, event) => published,
+            _ = async { drop(grace_over.wait_for(|over| *over).await) } => {
+                let error = "SNS did not answer before the shutdown grace period ended";
+                StepFailed {
+                    step: "publish",
+                    error: &error,
+                }
+                .emit(&self.telemetry);
+                Err(error.to_owned())
+            }
+        };
+        match published {
             Ok(event_id) => {
                 self.remember_published(&event_id);
                 drop(attempt.held.take());

@@ -116,6 +116,18 @@ impl Lease {
         guard
     }
 
+    /// Settles for a hand-back, unless the delivery committed to its outcome or settled itself
+    /// meanwhile (then `None`: its own work finishes it): shutdown hands back only what has not
+    /// started to deliver its outcome.
+    pub async fn settle_uncommitted(&self) -> Option<MutexGuard<'_, bool>> {
+        let mut guard = self.settled.lock().await;
+        if self.is_committed() || *guard {
+            return None;
+        }
+        *guard = true;
+        Some(guard)
+    }
+
     /// Extends the visibility by `visibility` every third of it until the lease is settled. Beats
     /// keep their schedule whatever one of them took, and each gives up after
     /// [`heartbeat_call_timeout`]: a hung ChangeMessageVisibility (with the SDK's own attempt

@@ -48,6 +48,7 @@ use crate::worker::pause::ApiPause;
 use crate::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use crate::worker::resolve::{ResolveOutcome, Resolver};
 use crate::worker::retry::{BackoffPolicy, HoldPolicy};
+use crate::worker::shutdown::{at_grace_end, GraceEnd, HandBackIfDropped};
 use crate::worker::sinks::PublishSink;
 use crate::worker::supervise::Expect;
 
@@ -250,36 +251,31 @@ impl Worker {
                 }
             });
             let mut heartbeat = Box::pin(lease.heartbeat(&lane.queue, visibility, &self.telemetry));
+            // Dropped unsettled at the end of shutdown (its task aborted), the message is still
+            // handed back with the others.
+            let mut unsettled = HandBackIfDropped::new(lane, &lease, &self.grace_over);
             let mut grace_over = self.grace_over.subscribe();
             let outcome = tokio::select! {
                 outcome = &mut work => outcome,
                 _ = &mut heartbeat => work.await,
                 _ = async { drop(grace_over.wait_for(|over| *over).await) } => {
-                    if lease.is_committed() {
-                        // Publishing, dead-lettering or deleting: handing it back would do the
-                        // work twice, so it finishes (a held event is dead-lettered at once).
-                        tokio::select! {
-                            outcome = &mut work => outcome,
-                            _ = &mut heartbeat => work.await,
-                        }
-                    } else {
-                        // `decide`'s shutdown row: back with visibility 0, once a heartbeat in
-                        // flight has landed (settling waits for it), so none can land after.
-                        let settled = tokio::select! {
-                            guard = lease.settle() => guard,
-                            _ = &mut heartbeat => unreachable!("the heartbeat never returns"),
-                        };
-                        drop(heartbeat);
-                        drop(work);
-                        lock(&lane.shutdown_hand_backs).push(lease.receipt_handle().to_owned());
-                        drop(settled);
-                        Outcome::HandedBack {
-                            cause: HandBackCause::Shutdown,
-                            delay: Duration::ZERO,
+                    match at_grace_end(&lease, work.as_mut(), heartbeat.as_mut()).await {
+                        GraceEnd::Finished(outcome) => outcome,
+                        // `decide`'s shutdown row: back with visibility 0, in the shutdown's
+                        // batch, after the heartbeat settled, so no beat can land after.
+                        GraceEnd::Settled(settled) => {
+                            lock(&lane.shutdown_hand_backs)
+                                .push(lease.receipt_handle().to_owned());
+                            drop(settled);
+                            Outcome::HandedBack {
+                                cause: HandBackCause::Shutdown,
+                                delay: Duration::ZERO,
+                            }
                         }
                     }
                 }
             };
+            unsettled.disarm();
             Finished { outcome: &outcome }.emit(&self.telemetry);
             outcome
         }

@@ -71,6 +71,18 @@ impl FaultProxy {
         self.faults.black_hole.store(false, Ordering::SeqCst);
     }
 
+    /// How many times `text` occurs in what the black hole swallowed on its way to the dependency
+    /// (e.g. a batch entry's field).
+    pub fn swallowed_occurrences(&self, text: &str) -> usize {
+        self.faults
+            .swallowed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|chunk| chunk.matches(text).count())
+            .sum()
+    }
+
     /// How many chunks sent towards the dependency the black hole swallowed that contain `text`
     /// (e.g. an operation name).
     pub fn swallowed_containing(&self, text: &str) -> usize {
