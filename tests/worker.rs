@@ -696,3 +696,59 @@ async fn a_hung_heartbeat_neither_lets_the_message_reappear_nor_holds_up_its_han
     beating.abort();
     eprintln!("hung heartbeat: settled after {waited:?} (bound {bound:?})");
 }
+
+/// An event SNS refuses as too long (a `context` at the extreme of its bounds: 32 entries of 1,024
+/// four-byte characters each way, over SNS's 256 KiB) can never be published: it is not held for
+/// `publish.hold_secs` (900 s by default) but dead-lettered as `unpublished` at once, with the
+/// event attached, after one ResolveCustomer call.
+#[tokio::test]
+async fn an_event_too_long_for_sns_is_dead_lettered_at_once_with_the_event() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+    let token = good_token().encode().expect("valid test token");
+    let context: serde_json::Map<String, Value> = (0..32u32)
+        .map(|i| {
+            let key: String =
+                std::iter::repeat_n(char::from_u32(0x1F600 + i).unwrap(), 1_024).collect();
+            (key, json!("🦀".repeat(1_024)))
+        })
+        .collect();
+    let body = json!({"registrationToken": token, "context": context}).to_string();
+    assert!(
+        body.len() > 262_144,
+        "the context alone is over SNS's limit"
+    );
+
+    let started = std::time::Instant::now();
+    let outcome = process_one(&fx, &worker, &body).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            outcome,
+            Outcome::DeadLettered {
+                reason: DeadLetterReason::Unpublished,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert!(took < Duration::from_secs(15), "not held: {took:?}");
+    assert_eq!(fx.emulator.stats().calls, 1);
+    let letters = fx.dead_letters(1).await;
+    assert_eq!(letters[0].body, body, "the body, byte for byte");
+    assert_eq!(letters[0].attr("mpr.reason"), "unpublished");
+    assert!(
+        letters[0].attr("mpr.detail").contains("SNS refused the event"),
+        "{}",
+        letters[0].attr("mpr.detail")
+    );
+    let event: Value = serde_json::from_str(letters[0].attr("mpr.event")).expect("the event");
+    assert_eq!(event["eventId"], expected_event_id(&token));
+    assert_eq!(event["context"], Value::Object(context));
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+    assert!(
+        fx.read_once(&fx.subscriber_url, 1).await.is_empty(),
+        "nothing published"
+    );
+    eprintln!("too long for SNS: dead-lettered after {took:?}");
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::aws::sns::TopicEvent;
 use crate::aws::sqs::{now_rfc3339, DeleteEntry, ReceivedMessage};
 use crate::contract::{DeadLetter, DeadLetterReason, Fingerprint};
+use crate::worker::batch::BatchError;
 use crate::worker::decide::{Handled, Letter, Settling};
 use crate::worker::events::StepFailed;
 use crate::worker::lane::Lane;
@@ -19,7 +20,7 @@ impl Worker {
         &self,
         event_id: Fingerprint,
         event: TopicEvent,
-    ) -> Result<Fingerprint, String> {
+    ) -> Result<Fingerprint, PublishFailed> {
         match self.publishes.submit(event).await {
             Ok(_) => Ok(event_id),
             Err(error) => {
@@ -28,7 +29,10 @@ impl Worker {
                     error: &error,
                 }
                 .emit(&self.telemetry);
-                Err(error.to_string())
+                Err(PublishFailed {
+                    refused: matches!(&error, BatchError::Entry(e) if e.is_too_long()),
+                    detail: error.to_string(),
+                })
             }
         }
     }
@@ -78,7 +82,10 @@ impl Worker {
                     error: &error,
                 }
                 .emit(&self.telemetry);
-                Err(error.to_owned())
+                Err(PublishFailed {
+                    refused: false,
+                    detail: error.to_owned(),
+                })
             }
         };
         match published {
@@ -94,7 +101,8 @@ impl Worker {
                     attempt.held = Some(HeldGuard::start(&self.telemetry));
                 }
                 settling.publish_failures += 1;
-                settling.last_publish_error = Some(error);
+                settling.publish_refused |= error.refused;
+                settling.last_publish_error = Some(error.detail);
                 None
             }
         }
@@ -233,6 +241,13 @@ impl Worker {
             Handled::DeadLettered(reason) => Outcome::AlreadyDeadLettered { reason },
         }
     }
+}
+
+/// Why a publish try failed: what SNS (or the batcher) said, and whether SNS refused the event
+/// itself (too long), which no retry changes.
+pub(super) struct PublishFailed {
+    pub detail: String,
+    pub refused: bool,
 }
 
 /// One delivery being worked, as the actions that settle it need it: where it came from, its

@@ -28,6 +28,8 @@ pub struct Settling {
     pub publish_failures: u32,
     pub held_for: Duration,
     pub last_publish_error: Option<String>,
+    /// SNS refused the event itself (too long): no retry can publish it.
+    pub publish_refused: bool,
     /// The process is stopping: a held event is dead-lettered now rather than lost.
     pub stopping: bool,
     /// The dead-letter send failed (after the SDK's retries).
@@ -45,6 +47,7 @@ impl Settling {
             publish_failures: 0,
             held_for: Duration::ZERO,
             last_publish_error: None,
+            publish_refused: false,
             stopping: false,
             dead_letter_failed: false,
             draw,
@@ -52,13 +55,21 @@ impl Settling {
     }
 
     /// The publish step of the delivery's event: publish after the returned wait (zero for the
-    /// first try, a held event's backoff after), or give up because the process is stopping or
-    /// the hold ran out, with the detail of the `unpublished` dead-letter (which carries the
+    /// first try, a held event's backoff after), or give up because SNS refused the event itself,
+    /// the process is stopping or the hold ran out, with the detail of the `unpublished` dead-letter (which carries the
     /// event: held, never away).
     pub fn next_publish(&self, hold: HoldPolicy) -> Result<Duration, String> {
         let failures = self.publish_failures;
         if failures == 0 {
             return Ok(Duration::ZERO);
+        }
+        if self.publish_refused {
+            return Err(format!(
+                "SNS refused the event, which no retry can change: {}",
+                self.last_publish_error
+                    .as_deref()
+                    .unwrap_or("unknown error")
+            ));
         }
         if self.stopping || self.held_for >= hold.hold {
             return Err(format!(
@@ -492,6 +503,23 @@ pub(crate) mod tests {
                 Action::DeadLetter(Letter {
                     reason: DeadLetterReason::Unpublished,
                     detail: "SNS publish failed 2 times over 60 s: NotFound: topic".into(),
+                    event_id: fp(),
+                    event: Some(event().to_json()),
+                }),
+            ),
+            (
+                "SNS refused the event as too long: dead-lettered as unpublished at once, with the event",
+                held(|d| {
+                    d.settling.publish_failures = 1;
+                    d.settling.publish_refused = true;
+                    d.settling.last_publish_error =
+                        Some("InvalidParameter: Invalid parameter: Message too long".into());
+                }),
+                Action::DeadLetter(Letter {
+                    reason: DeadLetterReason::Unpublished,
+                    detail: "SNS refused the event, which no retry can change: InvalidParameter: \
+                             Invalid parameter: Message too long"
+                        .into(),
                     event_id: fp(),
                     event: Some(event().to_json()),
                 }),
