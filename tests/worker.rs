@@ -738,7 +738,9 @@ async fn an_event_too_long_for_sns_is_dead_lettered_at_once_with_the_event() {
     assert_eq!(letters[0].body, body, "the body, byte for byte");
     assert_eq!(letters[0].attr("mpr.reason"), "unpublished");
     assert!(
-        letters[0].attr("mpr.detail").contains("SNS refused the event"),
+        letters[0]
+            .attr("mpr.detail")
+            .contains("SNS refused the event"),
         "{}",
         letters[0].attr("mpr.detail")
     );
@@ -751,4 +753,80 @@ async fn an_event_too_long_for_sns_is_dead_lettered_at_once_with_the_event() {
         "nothing published"
     );
     eprintln!("too long for SNS: dead-lettered after {took:?}");
+}
+
+/// `ExpiredTokenException` comes back both for an expired registration token and for the worker's
+/// own expired credentials, told apart only by wording. Before a token is dead-lettered as
+/// `expired_token`, a probe (a token that cannot be valid) checks the credentials: the emulator
+/// judges it InvalidToken, so an expired token is dead-lettered, and one probe serves a burst;
+/// an endpoint that answers ExpiredToken to the probe too (credentials expired, worded unlike the
+/// usual "security token" message) gets the message handed back, never dead-lettered.
+#[tokio::test]
+async fn an_expired_token_is_dead_lettered_only_once_a_probe_shows_the_credentials_work() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+    for (n, calls) in [(1, 2), (2, 3)] {
+        let expired = good_token()
+            .customer(format!("c-{n}"))
+            .expires_at(unix_now() - 60)
+            .encode()
+            .expect("valid test token");
+        let outcome = process_one(&fx, &worker, &body_for(&expired)).await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::DeadLettered {
+                    reason: DeadLetterReason::ExpiredToken,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        // The token's call and one probe; the second token reuses the probe's verdict.
+        assert_eq!(fx.emulator.stats().calls, calls);
+        assert_eq!(
+            fx.dead_letters(1).await[0].attr("mpr.reason"),
+            "expired_token"
+        );
+    }
+
+    let expired = |message: &str| {
+        (
+            400,
+            json!({"__type": "ExpiredTokenException", "message": message}),
+        )
+    };
+    let (endpoint, mut seen) = support::aws_stub::start(vec![
+        expired("Token has expired"),
+        expired("Token has expired"),
+    ])
+    .await;
+    let settings = fx.settings.clone();
+    let stale =
+        mp_resolver::worker::Worker::new(fx.clients_with_metering(&settings, &endpoint), settings);
+    let token = good_token().encode().expect("valid test token");
+    let outcome = process_one(&fx, &stale, &body_for(&token)).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::HandedBack {
+                cause: HandBackCause::Resolve(FailureKind::Transient),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let first = seen.recv().await.expect("the token's call");
+    let probe = seen.recv().await.expect("the probe");
+    assert_eq!(first.body["RegistrationToken"], token.as_str());
+    assert_eq!(
+        probe.body["RegistrationToken"],
+        mp_resolver::aws::metering::PROBE_TOKEN
+    );
+    assert_eq!(
+        fx.depth(&fx.dlq_url).await,
+        0,
+        "never dead-lettered on a doubt"
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, 1, "still on the queue");
 }

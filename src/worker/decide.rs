@@ -109,6 +109,22 @@ pub struct Delivery {
     pub event: Option<CustomerEvent>,
     /// Shutdown's grace period ran out before the delivery finished.
     pub grace_over: bool,
+    /// What a probe said about the worker's own credentials, asked before an
+    /// `ExpiredTokenException` dead-letters a token (AWS answers expired credentials with the same
+    /// code).
+    pub credentials: Option<CredentialsCheck>,
+}
+
+/// What the probe (a token that cannot be valid) said about the worker's own credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialsCheck {
+    /// The API judged the probe token (InvalidToken): the credentials work, so an expiry was the
+    /// registration token's.
+    Valid,
+    /// The probe was refused as expired too: the credentials are.
+    Expired,
+    /// The probe failed (throttled, unreachable, ...): nothing is known, so nothing is dead-lettered.
+    Unknown,
 }
 
 impl Delivery {
@@ -120,6 +136,7 @@ impl Delivery {
             resolved: None,
             event: None,
             grace_over: false,
+            credentials: None,
         }
     }
 
@@ -148,6 +165,8 @@ pub enum Action {
     Delete(Handled),
     /// Ask ResolveCustomer (with the in-process retries of one delivery).
     Resolve,
+    /// Probe whether the worker's own credentials work (cached briefly, one probe per burst).
+    CheckCredentials,
     /// Publish the resolved customer after waiting `after` (zero for the first try; a held event's
     /// retry waits its backoff), then delete the message.
     Publish {
@@ -271,6 +290,15 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                 }),
             }
         }
+        ResolveOutcome::Rejected {
+            reason: DeadLetterReason::ExpiredToken,
+            attempts,
+            ..
+        } if d.credentials != Some(CredentialsCheck::Valid) => match d.credentials {
+            None => Action::CheckCredentials,
+            // Expired credentials, or unknown: never a dead-letter on a doubt.
+            Some(_) => hand_back(HandBackCause::Resolve(FailureKind::Transient), *attempts),
+        },
         ResolveOutcome::Rejected { reason, detail, .. } => {
             if d.settling.dead_letter_failed {
                 return hand_back(HandBackCause::DeadLetter, 1);
@@ -433,8 +461,40 @@ pub(crate) mod tests {
                 }),
             ),
             (
-                "ExpiredTokenException: expired_token",
+                "ExpiredTokenException: the worker's credentials are checked first",
                 delivery(|d| d.resolved = Some(rejected(DeadLetterReason::ExpiredToken))),
+                Action::CheckCredentials,
+            ),
+            (
+                "ExpiredTokenException and the probe says the credentials are expired: handed back",
+                delivery(|d| {
+                    d.resolved = Some(rejected(DeadLetterReason::ExpiredToken));
+                    d.credentials = Some(CredentialsCheck::Expired);
+                }),
+                Action::HandBack {
+                    cause: HandBackCause::Resolve(FailureKind::Transient),
+                    delay: after(1),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "ExpiredTokenException and the probe failed: handed back",
+                delivery(|d| {
+                    d.resolved = Some(rejected(DeadLetterReason::ExpiredToken));
+                    d.credentials = Some(CredentialsCheck::Unknown);
+                }),
+                Action::HandBack {
+                    cause: HandBackCause::Resolve(FailureKind::Transient),
+                    delay: after(1),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "ExpiredTokenException, credentials valid: expired_token",
+                delivery(|d| {
+                    d.resolved = Some(rejected(DeadLetterReason::ExpiredToken));
+                    d.credentials = Some(CredentialsCheck::Valid);
+                }),
                 Action::DeadLetter(Letter {
                     reason: DeadLetterReason::ExpiredToken,
                     detail: "ResolveCustomer: expired_token".into(),

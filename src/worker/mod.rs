@@ -388,6 +388,9 @@ impl Worker {
                     self.hand_back(lane, lease, delay).await;
                     return Outcome::HandedBack { cause, delay };
                 }
+                Action::CheckCredentials => {
+                    delivery.credentials = Some(self.resolver.credentials_check().await);
+                }
                 Action::Delete(handled) => {
                     return self.settle_handled(lane, message, lease, handled).await
                 }

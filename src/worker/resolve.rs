@@ -4,10 +4,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::aws::metering::{self, CallResult, Failure, FailureKind, PROBE_TOKEN};
+use crate::aws::metering::{
+    self, CallResult, Failure, FailureKind, EXPIRED_CREDENTIALS, PROBE_TOKEN,
+};
 use crate::contract::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
 
 use crate::observe::metrics::Telemetry;
+use crate::worker::decide::CredentialsCheck;
 use crate::worker::events::ResolveAttempt;
 use crate::worker::lease::Lease;
 use crate::worker::ratelimit::AdaptiveRateLimiter;
@@ -38,6 +41,31 @@ pub struct Resolver {
     policy: BackoffPolicy,
     limiter: Arc<AdaptiveRateLimiter>,
     telemetry: Arc<Telemetry>,
+    /// The last credentials probe and when it answered; the lock is held while one probes, so a
+    /// burst of expired tokens makes one probe.
+    credentials: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, CredentialsCheck)>>>,
+}
+
+/// How long a credentials probe's verdict is reused.
+pub const CREDENTIALS_PROBE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the probe token's answer says about the worker's own credentials: the API judging the
+/// token at all (InvalidToken) shows they work; ExpiredToken for a token that was never issued
+/// (or the expired-credentials wording) shows they do not; a failed call shows nothing.
+pub fn credentials_verdict(probe: &CallResult) -> CredentialsCheck {
+    match probe {
+        CallResult::Rejected {
+            reason: DeadLetterReason::InvalidToken,
+            ..
+        }
+        | CallResult::Resolved(_) => CredentialsCheck::Valid,
+        CallResult::Rejected {
+            reason: DeadLetterReason::ExpiredToken,
+            ..
+        } => CredentialsCheck::Expired,
+        CallResult::Failed(f) if f.detail == EXPIRED_CREDENTIALS => CredentialsCheck::Expired,
+        CallResult::Rejected { .. } | CallResult::Failed(_) => CredentialsCheck::Unknown,
+    }
 }
 
 impl Resolver {
@@ -52,6 +80,7 @@ impl Resolver {
             policy,
             limiter,
             telemetry,
+            credentials: Arc::default(),
         }
     }
 
@@ -65,6 +94,23 @@ impl Resolver {
     pub async fn probe(&self) -> CallResult {
         self.limiter.acquire().await;
         self.call_now(PROBE_TOKEN, false).await
+    }
+
+    /// Whether the worker's own credentials work, from a probe made at most once per
+    /// [`CREDENTIALS_PROBE_TTL`] (concurrent askers wait for the one probe in flight).
+    pub async fn credentials_check(&self) -> CredentialsCheck {
+        let mut last = self.credentials.lock().await;
+        if let Some((at, verdict)) = *last {
+            if at.elapsed() < CREDENTIALS_PROBE_TTL {
+                return verdict;
+            }
+        }
+        let verdict = credentials_verdict(&self.probe().await);
+        if verdict != CredentialsCheck::Valid {
+            tracing::warn!(?verdict, "ExpiredTokenException, and the credentials probe did not show working credentials: not dead-lettering");
+        }
+        *last = Some((tokio::time::Instant::now(), verdict));
+        verdict
     }
 
     /// The rate limiter, for the receive loop (it receives only what the rate can resolve).
@@ -140,6 +186,60 @@ impl Resolver {
                 attempts,
             },
             Err(failure) => ResolveOutcome::Unavailable { failure, attempts },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_answer_tells_what_the_credentials_are() {
+        let rejected = |reason| CallResult::Rejected {
+            reason,
+            detail: String::new(),
+        };
+        let failed = |kind, detail: &str| {
+            CallResult::Failed(Failure {
+                kind,
+                detail: detail.into(),
+            })
+        };
+        let rows = [
+            (
+                rejected(DeadLetterReason::InvalidToken),
+                CredentialsCheck::Valid,
+            ),
+            (
+                rejected(DeadLetterReason::ExpiredToken),
+                CredentialsCheck::Expired,
+            ),
+            (
+                failed(FailureKind::Transient, EXPIRED_CREDENTIALS),
+                CredentialsCheck::Expired,
+            ),
+            (
+                failed(
+                    FailureKind::Throttled,
+                    "ResolveCustomer: ThrottlingException",
+                ),
+                CredentialsCheck::Unknown,
+            ),
+            (
+                failed(FailureKind::Transient, "ResolveCustomer timed out"),
+                CredentialsCheck::Unknown,
+            ),
+            (
+                failed(
+                    FailureKind::Disabled,
+                    "ResolveCustomer: DisabledApiException",
+                ),
+                CredentialsCheck::Unknown,
+            ),
+        ];
+        for (answer, want) in rows {
+            assert_eq!(credentials_verdict(&answer), want, "{answer:?}");
         }
     }
 }
