@@ -116,7 +116,7 @@ impl Worker {
         reason: DeadLetterReason,
         detail: String,
         event_id: Option<Fingerprint>,
-        event: Option<String>,
+        (event, event_ref): (Option<String>, Option<String>),
     ) -> Result<(), ()> {
         let letter = DeadLetter {
             body: message.body.clone(),
@@ -131,6 +131,7 @@ impl Worker {
             receive_count: message.receive_count,
             failed_at: now_rfc3339(),
             event,
+            event_ref,
         };
         match lane
             .queue
@@ -194,11 +195,15 @@ impl Worker {
     /// Dead-letters the message and, once the letter is out, remembers it, ends a hold and
     /// deletes the message: the outcome, or `None` when the letter could not be sent (noted in the
     /// delivery's facts: the decision table then hands the message back).
+    /// Dead-letters the message. `event_ref` names the store item holding the letter's event when
+    /// the worker moved it out of a letter that would be too large with it (`letter.event` is then
+    /// `None`).
     pub(super) async fn retire(
         &self,
         attempt: &mut Attempt<'_, '_>,
         settling: &mut Settling,
         letter: Letter,
+        event_ref: Option<String>,
     ) -> Option<Outcome> {
         let Letter {
             reason,
@@ -214,7 +219,14 @@ impl Worker {
         } = *attempt;
         lease.mark_committed();
         if self
-            .dead_letter(lane, message, reason, detail, event_id.clone(), event)
+            .dead_letter(
+                lane,
+                message,
+                reason,
+                detail,
+                event_id.clone(),
+                (event, event_ref),
+            )
             .await
             .is_err()
         {

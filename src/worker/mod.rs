@@ -490,9 +490,12 @@ impl Worker {
                         return Outcome::Published { event_id, attempts };
                     }
                 }
-                Action::DeadLetter(letter) => {
+                Action::DeadLetter(mut letter) => {
+                    let event_ref = self
+                        .refer_to_stored_event(&ledger, &mut letter, message, claim)
+                        .await;
                     if let Some(outcome) = self
-                        .retire(&mut attempt, &mut delivery.settling, letter)
+                        .retire(&mut attempt, &mut delivery.settling, letter, event_ref)
                         .await
                     {
                         return outcome;
@@ -608,6 +611,39 @@ impl Worker {
                 delivery.settling.publish_failures += 1;
                 delivery.settling.last_publish_error = Some(format!("store: {e}"));
                 false
+            }
+        }
+    }
+
+    /// A letter too large for SQS with its event attached (a body near the limit) carries a
+    /// reference to the store item instead, once the event is surely there (written again here:
+    /// the write keeps an answer already stored). `None` when the letter keeps its event.
+    async fn refer_to_stored_event(
+        &self,
+        ledger: &TokenLedger,
+        letter: &mut crate::worker::decide::Letter,
+        message: &ReceivedMessage,
+        claim: Option<u64>,
+    ) -> Option<String> {
+        use crate::contract::dead_letter::{LETTER_OVERHEAD_BYTES, MAX_LETTER_BYTES};
+        let json = letter.event.as_deref()?;
+        if message.body.len() + json.len() + LETTER_OVERHEAD_BYTES <= MAX_LETTER_BYTES {
+            return None;
+        }
+        let (Some(fingerprint), Some(event)) = (&letter.event_id, CustomerEvent::from_json(json))
+        else {
+            return None;
+        };
+        match ledger.resolved(fingerprint, claim, &event).await {
+            Ok(_) => {
+                letter.event = None;
+                Some(crate::store::tokens::token_pk(fingerprint))
+            }
+            // Sent with the event; too large, the send fails and the message is handed back
+            // until the store answers (or the redrive policy takes it, body intact).
+            Err(e) => {
+                tracing::warn!(error = %e, "store: a letter too large for its event could not refer to the store");
+                None
             }
         }
     }
