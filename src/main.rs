@@ -209,8 +209,17 @@ async fn intake(config_file: Option<PathBuf>) -> ExitCode {
     let (Some(admin), Some(listener)) = (listeners.pop(), listeners.pop()) else {
         return ExitCode::FAILURE;
     };
-    let clients = Clients::from_environment(&settings).await;
-    let server = match mp_resolver::intake::Intake::new(clients.sqs, &settings) {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let clients = Clients::from_sdk_config_with_role(&shared, &settings).await;
+    // One signupId per token across every intake task: bound in the shared store.
+    let store = match open_store(&settings, &shared).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let signup_ids = std::sync::Arc::new(mp_resolver::intake::signups::StoredSignupIds::new(store));
+    let server = match mp_resolver::intake::Intake::with_signup_ids(clients.sqs, &settings, signup_ids) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("mp-resolver intake: {error}");

@@ -266,3 +266,86 @@ async fn a_product_mismatch_is_published_by_redrive_once_the_allow_list_is_fixed
     assert_eq!(fx.depth(&fx.queue_url).await, 0);
     assert_eq!(fx.depth(&fx.dlq_url).await, 0);
 }
+
+/// A body too large to dead-letter with its event attached (SQS's classic 256 KiB) is
+/// dead-lettered with a reference to the stored event instead, and `dlq redrive` publishes the
+/// stored event: nothing learned is lost, nothing loops.
+#[tokio::test]
+async fn a_letter_too_large_for_its_event_refers_to_the_store_and_redrive_publishes_it() {
+    let fx = Fixture::with_env(Topic::Standard, &[("MPR_PRODUCT_CODES", "prod-typo")]).await;
+    fx.emulator.configure(|e| e.single_use = true);
+    let worker = fx.worker();
+    let token = TestToken::new("123456789012", "prod-abc")
+        .customer("large")
+        .encode()
+        .expect("valid test token");
+    // Unknown fields are ignored by the parser; this one brings the body near the limit.
+    let body = json!({"registrationToken": token, "signupId": "s-large", "padding": "p".repeat(250 * 1024)})
+        .to_string();
+    fx.send(&body).await;
+    let message = fx.receive_token_message(&worker).await;
+    let outcome = worker.handle(message).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::DeadLettered {
+                reason: DeadLetterReason::ProductMismatch,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    // Peek at the letter (received, then visible again at once).
+    let received = fx
+        .sqs
+        .receive_message()
+        .queue_url(&fx.dlq_url)
+        .message_attribute_names("All")
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .expect("receive the letter");
+    let letter = received.messages().first().expect("one letter").clone();
+    fx.sqs
+        .change_message_visibility()
+        .queue_url(&fx.dlq_url)
+        .receipt_handle(letter.receipt_handle().unwrap_or_default())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("hand the letter back");
+    let attribute = |name: &str| {
+        letter
+            .message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        attribute("mpr.eventRef"),
+        Some(format!("token#{}", Fingerprint::of(&token))),
+        "the letter names the store item"
+    );
+    assert_eq!(attribute("mpr.event"), None);
+    assert_eq!(letter.body(), Some(body.as_str()), "the body is byte-identical");
+
+    let report = redrive::redrive(
+        &fx.sqs,
+        &fx.dlq_url,
+        &fx.queue_url,
+        &RedriveOptions {
+            publisher: Some(Publisher::new(fx.sns.clone(), fx.topic_arn.clone())),
+            product_codes: vec!["prod-abc".into()],
+            store: Some(fx.store_handle().clone()),
+            ..RedriveOptions::default()
+        },
+    )
+    .await
+    .expect("redrive");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.moved_count, 1);
+    let events = fx.events(1).await;
+    assert_eq!(events[0].json()["signupId"], "s-large");
+    assert_eq!(fx.emulator.stats().calls, 1, "no second ResolveCustomer call");
+    assert_eq!(fx.depth(&fx.queue_url).await, 0, "nothing sent back to be resolved");
+}

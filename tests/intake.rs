@@ -989,3 +989,45 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// Issue #22: two intake tasks behind one load balancer, sharing the store. A double submit of one
+/// token lands on both at once; every answer and every queued message carries one signupId.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_submit_through_two_intake_processes_gets_one_signup_id() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let env = fx.binary_env(&[
+        ("MPR_INTAKE__LISTEN", "127.0.0.1:0"),
+        ("MPR_INTAKE__REGISTRATION_URL", REGISTRATION),
+    ]);
+    let (one, two) = (
+        WorkerProcess::spawn_command(&["intake"], env.clone()),
+        WorkerProcess::spawn_command(&["intake"], env),
+    );
+    let (base_one, _) = bound_addresses(&one).await;
+    let (base_two, _) = bound_addresses(&two).await;
+    let body = form_for(&token());
+    let clicks: Vec<_> = [&base_one, &base_two, &base_one, &base_two]
+        .into_iter()
+        .map(|base| {
+            let (url, body) = (format!("{base}/"), body.clone());
+            tokio::spawn(async move { post_form(&url, &[], &body).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for click in clicks {
+        let answer = click.await.unwrap();
+        assert_eq!(answer.status, 303, "{}", answer.body);
+        ids.insert(signup_id_of(&answer));
+    }
+    assert_eq!(ids.len(), 1, "one signupId across both tasks: {ids:?}");
+    for message in fx.collect(&fx.queue_url, 4).await {
+        assert_eq!(
+            message.json()["signupId"].as_str(),
+            ids.first().map(String::as_str)
+        );
+    }
+    for mut process in [one, two] {
+        process.signal("-TERM");
+        assert!(process.wait(Duration::from_secs(20)).await.success());
+    }
+}

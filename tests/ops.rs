@@ -395,6 +395,7 @@ async fn seed_dead_letters(fx: &Fixture) -> HashMap<&'static str, Vec<String>> {
                     receive_count: 1,
                     failed_at: mp_resolver::aws::sqs::now_rfc3339(),
                     event: None,
+                    event_ref: None,
                 },
                 None,
             )
@@ -852,7 +853,12 @@ async fn check_from_the_command_line() {
         run.stdout
     );
     assert!(
-        run.stdout.contains("All 12 checks passed"),
+        run.stdout.contains("ok    store"),
+        "the store check runs last: {}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("All 13 checks passed"),
         "{}",
         run.stdout
     );

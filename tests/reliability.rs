@@ -260,6 +260,86 @@ async fn sigterm_mid_run_then_restart_has_no_duplicates() {
     );
 }
 
+/// SIGTERM while ten resolved events are in their first publish and SNS answers nothing (black
+/// hole: every call hangs until the SDK's timeouts, 3 × 10 s). Those publishes are committed (the
+/// message must not be handed back and published twice), but the process may not wait for them
+/// past its grace: when it ends, each event is dead-lettered as `unpublished` with the event
+/// attached, and the process exits within the grace with nothing left invisible on the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_publishes_into_a_black_hole_leaves_nothing_invisible() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let proxies = Proxies::start(&fx).await;
+    let ledger = Ledger::good(10, "blackhole");
+    fx.send_all(&ledger.bodies()).await;
+    proxies.sns.black_hole();
+    let grace = Duration::from_secs(10);
+    let mut worker = WorkerProcess::spawn(with(worker_env(&fx, &[]), proxies.env()));
+    eventually_within(
+        "ten events in their first publish",
+        Duration::from_secs(60),
+        || async {
+            fx.emulator.stats().resolved >= 10 && proxies.sns.swallowed_occurrences(".Id=") >= 10
+        },
+    )
+    .await;
+
+    let signalled = Instant::now();
+    worker.signal("-TERM");
+    let status = worker.wait(Duration::from_secs(30)).await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}\n{}", worker.output());
+    let (visible, invisible, delayed) = fx.counts(&fx.queue_url).await;
+    let letters = fx.depth(&fx.dlq_url).await;
+    eprintln!(
+        "SIGTERM into an SNS black hole: exited after {:.1} s (grace {} s); dead-lettered \
+         {letters}, visible {visible}, invisible {invisible}, delayed {delayed}",
+        took.as_secs_f64(),
+        grace.as_secs()
+    );
+    assert!(
+        took < grace,
+        "exited {took:?} after SIGTERM, grace {grace:?}"
+    );
+    assert_eq!(invisible + delayed, 0, "messages left invisible");
+    assert_eq!(
+        letters + visible,
+        10,
+        "every message dead-lettered or back on the queue"
+    );
+    assert_eq!(
+        letters, 10,
+        "each resolved event kept in an unpublished letter"
+    );
+    let expected: std::collections::HashSet<String> = ledger
+        .tokens
+        .iter()
+        .map(|t| support::expected_event_id(t))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for letter in fx.dead_letters(10).await {
+        assert_eq!(letter.attr("mpr.reason"), "unpublished");
+        let event: Value =
+            serde_json::from_str(letter.attr("mpr.event")).expect("mpr.event is the event");
+        let id = event["eventId"].as_str().expect("eventId").to_owned();
+        assert_eq!(letter.attr("mpr.eventId"), id);
+        seen.insert(id);
+    }
+    assert_eq!(
+        seen, expected,
+        "one letter per token, each with its own event"
+    );
+    assert_eq!(
+        fx.emulator.stats().calls,
+        10,
+        "one ResolveCustomer call per token"
+    );
+    assert_no_token_leaks(
+        "SIGTERM into a black hole",
+        &[worker.output()],
+        &ledger.tokens,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_on_one_queue_share_the_work() {
     let s = scale();

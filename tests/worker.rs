@@ -545,3 +545,291 @@ async fn a_redelivered_dead_letter_is_not_sent_twice() {
         "exactly one dead-letter"
     );
 }
+
+/// `resolve.attempt_timeout_ms` as the built-in defaults have it.
+fn default_attempt_timeout_ms() -> u64 {
+    let env = [
+        ("MPR_QUEUE_URL", "http://127.0.0.1:1/000000000000/q"),
+        ("MPR_DLQ_URL", "http://127.0.0.1:1/000000000000/q-dlq"),
+        ("MPR_TOPIC_ARN", "arn:aws:sns:us-east-1:000000000000:t"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    mp_resolver::config::load(&mp_resolver::config::Sources {
+        env,
+        ..Default::default()
+    })
+    .expect("the defaults are valid")
+    .settings
+    .resolve
+    .attempt_timeout_ms
+}
+
+/// A ResolveCustomer call AWS may already have processed (spending the single-use token) is never
+/// cut short: not by the default attempt timeout (5 s before, which cut a 6 s answer) and not by
+/// the delivery's budget (1 s here), which only decides whether another call starts.
+#[tokio::test]
+async fn a_slow_answer_past_the_budget_is_waited_for_and_published_after_one_call() {
+    let attempt_ms = default_attempt_timeout_ms().to_string();
+    let fx = Fixture::with_env(
+        Topic::Standard,
+        &[
+            ("MPR_RESOLVE__ATTEMPT_TIMEOUT_MS", attempt_ms.as_str()),
+            ("MPR_RESOLVE__BUDGET_SECS", "1"),
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "60"),
+        ],
+    )
+    .await;
+    fx.emulator.configure(|e| e.latency_ms = 6_000);
+    let worker = fx.worker();
+    let token = good_token().encode().expect("valid test token");
+    let outcome = process_one(&fx, &worker, &body_for(&token)).await;
+    assert!(
+        matches!(outcome, Outcome::Published { attempts: 1, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(fx.emulator.stats().calls, 1, "one call, answered");
+    assert_eq!(
+        fx.events(1).await[0].json()["eventId"],
+        expected_event_id(&token)
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+    assert_eq!(fx.depth(&fx.dlq_url).await, 0);
+}
+
+/// Whether another consumer could receive the token queue's message right now (it would take it
+/// for a second).
+async fn another_consumer_gets_it(fx: &Fixture) -> bool {
+    let got = fx
+        .sqs
+        .receive_message()
+        .queue_url(&fx.queue_url)
+        .visibility_timeout(1)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    !got.messages.unwrap_or_default().is_empty()
+}
+
+/// A heartbeat whose ChangeMessageVisibility hangs (SQS black-holed; with the SDK's own attempt
+/// timeout of receive_wait_secs + 10 s it would hang 30 s) is given up after a sixth of the
+/// visibility: the next beat keeps the message hidden, and settling the message while a beat hangs
+/// waits no longer than that bound; the hand-back then holds.
+#[tokio::test]
+async fn a_hung_heartbeat_neither_lets_the_message_reappear_nor_holds_up_its_hand_back() {
+    use mp_resolver::aws::sqs::Queue;
+    use mp_resolver::observe::metrics::Telemetry;
+    use mp_resolver::worker::lease::{heartbeat_call_timeout, Lease};
+    use std::sync::Arc;
+    use support::faults::FaultProxy;
+
+    let fx = Fixture::with_env(Topic::Standard, &[("MPR_WORKER__RECEIVE_WAIT_SECS", "20")]).await;
+    let proxy = FaultProxy::start(&fx.localstack.endpoint).await;
+    let queue_via = |endpoint: &str| {
+        Queue::new(
+            fx.sqs_via(&fx.settings, endpoint),
+            fx.queue_url.clone(),
+            fx.dlq_url.clone(),
+        )
+    };
+    let (slow, direct) = (
+        queue_via(&proxy.endpoint),
+        queue_via(&fx.localstack.endpoint),
+    );
+    // Beats every 2 s, each given up after 1 s.
+    let visibility = Duration::from_secs(6);
+    let bound = heartbeat_call_timeout(visibility);
+    assert_eq!(bound, Duration::from_secs(1));
+    fx.send("heartbeat-me").await;
+    let message = loop {
+        if let Some(m) = direct.receive(1, 1, 6).await.expect("receive").pop() {
+            break m;
+        }
+    };
+    let lease = Arc::new(Lease::new(
+        message.message_id.clone(),
+        message.receipt_handle.clone(),
+    ));
+    let telemetry = Arc::new(Telemetry::new(Duration::from_secs(60)));
+    let beating = {
+        let (lease, telemetry) = (lease.clone(), telemetry.clone());
+        tokio::spawn(async move { lease.heartbeat(&slow, visibility, &telemetry).await })
+    };
+
+    // The first beat goes into the black hole; SQS answers again right after.
+    proxy.black_hole();
+    support::eventually("a beat hangs", || async {
+        proxy.swallowed_containing("ChangeMessageVisibility") >= 1
+    })
+    .await;
+    proxy.restore();
+    // Two visibility timeouts: nobody else may see the message meanwhile.
+    let until = tokio::time::Instant::now() + 2 * visibility;
+    while tokio::time::Instant::now() < until {
+        assert!(
+            !another_consumer_gets_it(&fx).await,
+            "the message reappeared while its lease was alive"
+        );
+    }
+
+    // Settling while a beat hangs waits at most the bound, and the hand-back holds.
+    proxy.black_hole();
+    let swallowed = proxy.swallowed_containing("ChangeMessageVisibility");
+    support::eventually("another beat hangs", || async {
+        proxy.swallowed_containing("ChangeMessageVisibility") > swallowed
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let settled = lease.settle().await;
+    let waited = started.elapsed();
+    assert!(
+        waited <= bound + Duration::from_millis(300),
+        "settling waited {waited:?} for a hung beat"
+    );
+    direct
+        .change_visibility(lease.receipt_handle(), Duration::ZERO)
+        .await
+        .expect("hand back");
+    drop(settled);
+    assert!(
+        another_consumer_gets_it(&fx).await,
+        "handed back: visible at once"
+    );
+    beating.abort();
+    eprintln!("hung heartbeat: settled after {waited:?} (bound {bound:?})");
+}
+
+/// An event SNS refuses as too long (a `context` at the extreme of its bounds: 32 entries of 1,024
+/// four-byte characters each way, over SNS's 256 KiB) can never be published: it is not held for
+/// `publish.hold_secs` (900 s by default) but dead-lettered as `unpublished` at once, with the
+/// event attached, after one ResolveCustomer call.
+#[tokio::test]
+async fn an_event_too_long_for_sns_is_dead_lettered_at_once_with_the_event() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+    let token = good_token().encode().expect("valid test token");
+    let context: serde_json::Map<String, Value> = (0..32u32)
+        .map(|i| {
+            let key: String =
+                std::iter::repeat_n(char::from_u32(0x1F600 + i).unwrap(), 1_024).collect();
+            (key, json!("🦀".repeat(1_024)))
+        })
+        .collect();
+    let body = json!({"registrationToken": token, "context": context}).to_string();
+    assert!(
+        body.len() > 262_144,
+        "the context alone is over SNS's limit"
+    );
+
+    let started = std::time::Instant::now();
+    let outcome = process_one(&fx, &worker, &body).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            outcome,
+            Outcome::DeadLettered {
+                reason: DeadLetterReason::Unpublished,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert!(took < Duration::from_secs(15), "not held: {took:?}");
+    assert_eq!(fx.emulator.stats().calls, 1);
+    let letters = fx.dead_letters(1).await;
+    assert_eq!(letters[0].body, body, "the body, byte for byte");
+    assert_eq!(letters[0].attr("mpr.reason"), "unpublished");
+    assert!(
+        letters[0]
+            .attr("mpr.detail")
+            .contains("SNS refused the event"),
+        "{}",
+        letters[0].attr("mpr.detail")
+    );
+    let event: Value = serde_json::from_str(letters[0].attr("mpr.event")).expect("the event");
+    assert_eq!(event["eventId"], expected_event_id(&token));
+    assert_eq!(event["context"], Value::Object(context));
+    assert_eq!(fx.depth(&fx.queue_url).await, 0);
+    assert!(
+        fx.read_once(&fx.subscriber_url, 1).await.is_empty(),
+        "nothing published"
+    );
+    eprintln!("too long for SNS: dead-lettered after {took:?}");
+}
+
+/// `ExpiredTokenException` comes back both for an expired registration token and for the worker's
+/// own expired credentials, told apart only by wording. Before a token is dead-lettered as
+/// `expired_token`, a probe (a token that cannot be valid) checks the credentials: the emulator
+/// judges it InvalidToken, so an expired token is dead-lettered, and one probe serves a burst;
+/// an endpoint that answers ExpiredToken to the probe too (credentials expired, worded unlike the
+/// usual "security token" message) gets the message handed back, never dead-lettered.
+#[tokio::test]
+async fn an_expired_token_is_dead_lettered_only_once_a_probe_shows_the_credentials_work() {
+    let fx = Fixture::new(Topic::Standard).await;
+    let worker = fx.worker();
+    for (n, calls) in [(1, 2), (2, 3)] {
+        let expired = good_token()
+            .customer(format!("c-{n}"))
+            .expires_at(unix_now() - 60)
+            .encode()
+            .expect("valid test token");
+        let outcome = process_one(&fx, &worker, &body_for(&expired)).await;
+        assert!(
+            matches!(
+                outcome,
+                Outcome::DeadLettered {
+                    reason: DeadLetterReason::ExpiredToken,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        // The token's call and one probe; the second token reuses the probe's verdict.
+        assert_eq!(fx.emulator.stats().calls, calls);
+        assert_eq!(
+            fx.dead_letters(1).await[0].attr("mpr.reason"),
+            "expired_token"
+        );
+    }
+
+    let expired = |message: &str| {
+        (
+            400,
+            json!({"__type": "ExpiredTokenException", "message": message}),
+        )
+    };
+    let (endpoint, mut seen) = support::aws_stub::start(vec![
+        expired("Token has expired"),
+        expired("Token has expired"),
+    ])
+    .await;
+    let settings = fx.settings.clone();
+    let stale =
+        mp_resolver::worker::Worker::new(fx.clients_with_metering(&settings, &endpoint), settings);
+    let token = good_token().encode().expect("valid test token");
+    let outcome = process_one(&fx, &stale, &body_for(&token)).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::HandedBack {
+                cause: HandBackCause::Resolve(FailureKind::Transient),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let first = seen.recv().await.expect("the token's call");
+    let probe = seen.recv().await.expect("the probe");
+    assert_eq!(first.body["RegistrationToken"], token.as_str());
+    assert_eq!(
+        probe.body["RegistrationToken"],
+        mp_resolver::aws::metering::PROBE_TOKEN
+    );
+    assert_eq!(
+        fx.depth(&fx.dlq_url).await,
+        0,
+        "never dead-lettered on a doubt"
+    );
+    assert_eq!(fx.depth(&fx.queue_url).await, 1, "still on the queue");
+}

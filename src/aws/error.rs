@@ -110,6 +110,13 @@ impl EntryFailure {
         }
     }
 
+    /// SNS refused the message itself as too long (`InvalidParameter: ... Message too long` for an
+    /// entry or a single Publish, `BatchRequestTooLong` for a batch of one event, as LocalStack and
+    /// SNS answer): no retry can ever publish it.
+    pub fn is_too_long(&self) -> bool {
+        is_too_long(&self.code, &self.message)
+    }
+
     /// Every entry of a batch whose call failed as a whole gets the call's failure.
     pub fn whole_call(failure: &AwsFailure) -> Self {
         EntryFailure {
@@ -147,6 +154,13 @@ pub fn entry_results<T>(
         }
     }
     results
+}
+
+/// Whether an SNS error says the message (or the batch) is over the size limit.
+pub fn is_too_long(code: &str, message: &str) -> bool {
+    code == "BatchRequestTooLong"
+        || (code == "InvalidParameter" || code == "InvalidParameterValue")
+            && message.to_ascii_lowercase().contains("too long")
 }
 
 /// Classifies a service error code. `ExpiredTokenException` is left out on purpose: from
@@ -256,6 +270,23 @@ mod tests {
         );
         let r: Vec<Result<(), EntryFailure>> = entry_results(1, [], []);
         assert_eq!(r, vec![Err(EntryFailure::missing())]);
+    }
+
+    #[test]
+    fn too_long_is_told_apart_from_other_invalid_parameters() {
+        let entry = |code: &str, message: &str| EntryFailure {
+            code: code.into(),
+            message: message.into(),
+        };
+        assert!(entry("InvalidParameter", "Invalid parameter: Message too long").is_too_long());
+        assert!(entry(
+            "BatchRequestTooLong",
+            "The length of all the messages put together is more than the limit."
+        )
+        .is_too_long());
+        assert!(!entry("InvalidParameter", "Invalid parameter: TopicArn").is_too_long());
+        assert!(!entry("NotFound", "Topic does not exist").is_too_long());
+        assert!(!entry("Throttling", "Rate exceeded").is_too_long());
     }
 
     #[test]

@@ -62,8 +62,33 @@ impl Publisher {
     }
 
     /// Publishes up to ten events in one `PublishBatch`; per-event results in the order given
-    /// (each the SNS message id, or why that entry failed).
+    /// (each the SNS message id, or why that entry failed). A batch SNS refuses as too long as a
+    /// whole is sent again one event per request, so only an event that is too long by itself
+    /// fails (its `BatchRequestTooLong` is then a verdict on it: [`EntryFailure::is_too_long`]).
     pub async fn publish_batch<E: Publishable>(
+        &self,
+        events: &[E],
+    ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
+        match self.publish_one_batch(events).await {
+            Err(e)
+                if events.len() > 1 && e.failure.code.as_deref() == Some("BatchRequestTooLong") =>
+            {
+                let mut results = Vec::with_capacity(events.len());
+                for event in events {
+                    results.extend(
+                        match self.publish_one_batch(std::slice::from_ref(event)).await {
+                            Ok(one) => one,
+                            Err(e) => vec![Err(EntryFailure::whole_call(&e.failure))],
+                        },
+                    );
+                }
+                Ok(results)
+            }
+            other => other,
+        }
+    }
+
+    async fn publish_one_batch<E: Publishable>(
         &self,
         events: &[E],
     ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {

@@ -24,9 +24,9 @@ pub const VISIBILITY_MARGIN: Duration = Duration::from_secs(10);
 pub const RECEIVE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The longest one delivery spends in ResolveCustomer and its retries: the backoff budget plus one
-/// attempt's timeout. This is the deadline the resolver puts on its whole retry loop, attempts
-/// included (`src/aws/metering.rs`): the budget bounds the waits, and the attempt running when it
-/// is spent may still take its full timeout.
+/// attempt's timeout. The budget only decides whether another attempt starts
+/// (`worker::retry::retry_without_cancelling`); the attempt running when it is spent is never cut
+/// (AWS may already have spent the token) and may take its full timeout.
 pub fn delivery_worst_case(resolve: &ResolveSettings) -> Duration {
     resolve.budget() + resolve.attempt_timeout()
 }
@@ -48,7 +48,7 @@ impl VisibilityBudget {
         self.asked >= self.needed
     }
 
-    /// Where `needed` comes from, e.g. `budget 20 s + one attempt 5 s + 10 s margin`.
+    /// Where `needed` comes from, e.g. `budget 20 s + one attempt 30 s + 10 s margin`.
     pub fn breakdown(&self, resolve: &ResolveSettings) -> String {
         format!(
             "budget {} s + one attempt {} + {} s margin",
@@ -117,10 +117,10 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_need_35_s_of_visibility_and_ask_for_60() {
+    fn the_defaults_need_60_s_of_visibility_and_ask_for_60() {
         let b = visibility_budget(&settings(&[]));
-        assert_eq!(b.worst_case, Duration::from_secs(25));
-        assert_eq!(b.needed, Duration::from_secs(35));
+        assert_eq!(b.worst_case, Duration::from_secs(50));
+        assert_eq!(b.needed, Duration::from_secs(60));
         assert_eq!(b.asked, Duration::from_secs(60));
         assert!(b.fits());
     }
@@ -155,18 +155,18 @@ mod tests {
     #[test]
     fn the_visibility_fits_from_the_needed_second_on() {
         let mut s = settings(&[]);
-        s.worker.visibility_timeout_secs = 35;
+        s.worker.visibility_timeout_secs = 60;
         assert!(visibility_fits(&s));
-        s.worker.visibility_timeout_secs = 34;
+        s.worker.visibility_timeout_secs = 59;
         assert!(!visibility_fits(&s));
     }
 
     #[test]
     fn spans_from_receipt() {
         let s = settings(&[]);
-        // 20 s budget + 5 s attempt, then a 300 s hand-back, or a 900 s hold with a 60 s extension.
-        assert_eq!(handback_span(&s), Duration::from_secs(325));
-        assert_eq!(hold_span(&s), Duration::from_secs(985));
+        // 20 s budget + 30 s attempt, then a 300 s hand-back, or a 900 s hold with a 60 s extension.
+        assert_eq!(handback_span(&s), Duration::from_secs(350));
+        assert_eq!(hold_span(&s), Duration::from_secs(1_010));
         assert_eq!(quiet_receive_loop(&s), Duration::from_secs(50));
     }
 

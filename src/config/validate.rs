@@ -334,6 +334,8 @@ mod tests {
     fn retries_must_fit_the_visibility_timeout() {
         // Needed: budget + one attempt (rounded up to whole seconds) + 10 s.
         for (visibility, budget, attempt_ms, ok) in [
+            ("60", "20", "30000", true),
+            ("59", "20", "30000", false),
             ("35", "20", "5000", true),
             ("34", "20", "5000", false),
             ("30", "60", "3000", false),
@@ -364,30 +366,30 @@ mod tests {
             (
                 vec![big_visibility, ("MPR_RESOLVE__BUDGET_SECS", "43195")],
                 "resolve.budget_secs",
-                "at most 43185 fits",
+                "at most 43160 fits",
             ),
-            // 25 s of retries + a 43,180 s hand-back.
+            // 50 s of retries + a 43,180 s hand-back.
             (
                 vec![("MPR_RESOLVE__HANDBACK_MAX_SECS", "43180")],
                 "resolve.handback_max_secs",
-                "at most 43175 fits",
+                "at most 43150 fits",
             ),
-            // 25 s of retries + a 43,150 s hold + a 60 s heartbeat extension.
+            // 50 s of retries + a 43,150 s hold + a 60 s heartbeat extension.
             (
                 vec![
                     ("MPR_PUBLISH__HOLD_SECS", "43150"),
                     ("MPR_PUBLISH__HOLD_MAX_DELAY_SECS", "30"),
                 ],
                 "publish.hold_secs",
-                "at most 43115 fits",
+                "at most 43090 fits",
             ),
             // The longest visibility timeout leaves no room for any hold.
             (vec![big_visibility], "publish.hold_secs", "at most 0 fits"),
         ] {
             refused(&vars, key, says);
         }
-        accepted(&[("MPR_RESOLVE__HANDBACK_MAX_SECS", "43175")]);
-        accepted(&[("MPR_PUBLISH__HOLD_SECS", "43115")]);
+        accepted(&[("MPR_RESOLVE__HANDBACK_MAX_SECS", "43150")]);
+        accepted(&[("MPR_PUBLISH__HOLD_SECS", "43090")]);
     }
 
     #[test]

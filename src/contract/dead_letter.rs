@@ -73,9 +73,18 @@ pub mod dlq_attr {
     pub const SOURCE_MESSAGE_ID: &str = "mpr.sourceMessageId";
     pub const RECEIVE_COUNT: &str = "mpr.receiveCount";
     pub const FAILED_AT: &str = "mpr.failedAt";
-    /// On an `unpublished` dead-letter: the event that could not be published, as JSON.
+    /// On an `unpublished` or `product_mismatch` dead-letter: the resolved event, as JSON.
     pub const EVENT: &str = "mpr.event";
+    /// Instead of `mpr.event` on a letter that would be too large with it: the store item that
+    /// holds the event (`token#<eventId>`), which `dlq redrive` reads.
+    pub const EVENT_REF: &str = "mpr.eventRef";
 }
+
+/// The largest dead-letter the worker sends with its event attached: SQS's classic message limit
+/// (body and attributes together), which queues created before SQS's 1 MiB limit still have.
+pub const MAX_LETTER_BYTES: usize = 256 * 1024;
+/// What a letter's own attributes (names, types, the detail, ids) take beside the body and event.
+pub const LETTER_OVERHEAD_BYTES: usize = 2 * 1024;
 
 /// A dead-letter to send: the original body, byte for byte, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +96,8 @@ pub struct DeadLetter {
     pub source_message_id: String,
     pub receive_count: u32,
     pub failed_at: String,
-    /// The event JSON, on `unpublished` letters.
+    /// The event JSON, on `unpublished` and `product_mismatch` letters.
     pub event: Option<String>,
+    /// The store item holding the event, when the letter would be too large with it.
+    pub event_ref: Option<String>,
 }

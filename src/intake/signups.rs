@@ -5,9 +5,10 @@
 //! already bound to this token, or bind this new one". Every send of a token then carries the
 //! one id every answer for it names.
 //!
-//! [`SignupIds`] is the seam: [`InProcessSignupIds`] agrees within one process; a store shared
-//! by every intake task implements the same trait (its `bind` a conditional put) and is handed
-//! to [`super::Intake::with_signup_ids`].
+//! [`SignupIds`] is the seam: [`InProcessSignupIds`] agrees within one process (tests);
+//! [`StoredSignupIds`], what `mp-resolver intake` uses, agrees across every intake task sharing the
+//! store (`[store]`: an embedded file on one machine, DynamoDB on ECS), its `bind` a conditional
+//! create.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -17,6 +18,7 @@ use std::sync::Mutex;
 use lru::LruCache;
 
 use crate::contract::Fingerprint;
+use crate::store::{Expect, Item, Store, StoreError};
 
 /// What [`SignupIds::bind`] returns: a boxed future, so intake holds any implementation as
 /// `dyn SignupIds` chosen at start, not as a type parameter.
@@ -56,6 +58,52 @@ impl SignupIds for InProcessSignupIds {
     fn bind<'a>(&'a self, token: &'a Fingerprint, proposed: String) -> Binding<'a> {
         let bound = self.bind_now(token, proposed);
         Box::pin(std::future::ready(Ok(bound)))
+    }
+}
+
+/// The signupIds every intake task shares: one store item per token fingerprint, bound by a
+/// conditional create. Of two tasks binding the same token at once, one create wins and the other
+/// reads the winner's id. Dies before the create: nothing bound, nothing sent (the buyer's retry
+/// binds again). Dies after it: the id stands and every later POST of the token gets it.
+pub struct StoredSignupIds {
+    store: Store,
+}
+
+impl StoredSignupIds {
+    pub fn new(store: Store) -> Self {
+        StoredSignupIds { store }
+    }
+}
+
+/// How long a token's signupId is kept: as long as the worker keeps its answer.
+const SIGNUP_TTL_SECS: i64 = crate::store::ANSWER_TTL.as_secs() as i64;
+
+fn signup_pk(token: &Fingerprint) -> String {
+    format!("signup#{token}")
+}
+
+impl SignupIds for StoredSignupIds {
+    fn bind<'a>(&'a self, token: &'a Fingerprint, proposed: String) -> Binding<'a> {
+        Box::pin(async move {
+            let pk = signup_pk(token);
+            let item = Item::new(pk.clone(), "signup")
+                .with("signupId", proposed.as_str())
+                .with("boundAt", crate::aws::sqs::now_rfc3339())
+                .expiring_at(crate::store::now_secs() + SIGNUP_TTL_SECS);
+            let failed = |e: StoreError| SignupIdError(e.to_string());
+            match self.store.put(item, Expect::Absent).await {
+                Ok(()) => Ok(proposed),
+                Err(StoreError::Conflict) => {
+                    let bound = self.store.get(&pk, "signup").await.map_err(failed)?;
+                    bound
+                        .and_then(|item| item.str("signupId").map(str::to_owned))
+                        .ok_or_else(|| {
+                            SignupIdError("a bound signupId vanished between two reads".into())
+                        })
+                }
+                Err(e) => Err(failed(e)),
+            }
+        })
     }
 }
 

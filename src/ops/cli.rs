@@ -260,6 +260,21 @@ pub async fn enqueue(args: EnqueueArgs) -> ExitCode {
     exit(report.ok)
 }
 
+/// The store `[store]` names, for an operator command that can do without it (a warning when it
+/// cannot be opened).
+async fn open_store_for(settings: &crate::config::Settings) -> Option<crate::store::Store> {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    match crate::store::Store::open(&settings.store, &shared).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            eprintln!("mp-resolver: the store could not be opened ({e}); letters whose event is in it stay on the dead-letter queue");
+            None
+        }
+    }
+}
+
 pub async fn dlq(args: DlqArgs) -> ExitCode {
     match args.command {
         None => dlq_list(args.list).await,
@@ -375,6 +390,8 @@ async fn dlq_redrive(args: DlqRedriveArgs) -> ExitCode {
         publisher: (!topic.is_empty())
             .then(|| crate::aws::sns::Publisher::new(setup.clients.sns.clone(), topic.to_owned())),
         product_codes: setup.settings.product_codes.clone(),
+        // Letters too large to carry their event refer to the store item holding it.
+        store: open_store_for(&setup.settings).await,
     };
     let job = Job {
         command: "dlq redrive",

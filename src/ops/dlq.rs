@@ -45,8 +45,10 @@ pub struct DeadLetterView {
     /// `mpr.eventId`, or the fingerprint of the token in the body when one can be read.
     pub event_id: Option<String>,
     pub detail: Option<String>,
-    /// `mpr.event` on an `unpublished` letter: the resolved event that could not be published.
+    /// `mpr.event` on an `unpublished` or `product_mismatch` letter: the resolved event.
     pub(super) event: Option<String>,
+    /// `mpr.eventRef`: the store item holding that event, on a letter too large to carry it.
+    pub(super) event_ref: Option<String>,
     pub failed_at: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
     pub group_id: Option<String>,
@@ -92,6 +94,7 @@ impl DeadLetterView {
             reason,
             event_id,
             event: sqs::message_attribute(&m, dlq_attr::EVENT).map(str::to_owned),
+            event_ref: sqs::message_attribute(&m, dlq_attr::EVENT_REF).map(str::to_owned),
             body,
             message_id: m.message_id?,
             receipt_handle: m.receipt_handle?,

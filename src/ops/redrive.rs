@@ -47,6 +47,8 @@ pub struct RedriveOptions {
     /// The allow-list in force (`product_codes`; empty allows all): a `product_mismatch` letter is
     /// published only once its product is allowed, else it stays.
     pub product_codes: Vec<String>,
+    /// Where the events of letters that carry only a reference (`mpr.eventRef`) are read.
+    pub store: Option<crate::store::Store>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -295,11 +297,16 @@ async fn publish_events(
                 .collect(),
         }
         .into_iter();
-        for message in messages {
+        for (message, view) in messages.into_iter().zip(chunk) {
             results.push(match message {
                 Some(_) => answers
                     .next()
                     .unwrap_or(Err(refuse("MissingFromResponse", ""))),
+                None if view.event.is_none() => Err(refuse(
+                    "EventNotInStore",
+                    "the letter's event is in the store (mpr.eventRef), which could not be read: \
+                     check the [store] settings (MPR_STORE__*) of this command",
+                )),
                 None => Err(refuse("NotAnEvent", "mpr.event is not an event of ours")),
             });
         }
@@ -362,10 +369,15 @@ async fn copy(
                     left += 1;
                 }
             }
-            // Letters that carry their resolved event (`unpublished`, `product_mismatch`) are
-            // published, never re-resolved; a mismatch whose product is still not allowed stays.
-            let (publish, send): (Vec<DeadLetterView>, Vec<DeadLetterView>) =
-                send.into_iter().partition(|v| v.event.is_some());
+            // Letters that carry their resolved event (`unpublished`, `product_mismatch`), or a
+            // reference to it in the store, are published, never re-resolved; a mismatch whose
+            // product is still not allowed stays.
+            for view in &mut send {
+                fill_from_store(view, options.store.as_ref()).await;
+            }
+            let (publish, send): (Vec<DeadLetterView>, Vec<DeadLetterView>) = send
+                .into_iter()
+                .partition(|v| v.event.is_some() || v.event_ref.is_some());
             let (publish, not_allowed): (Vec<DeadLetterView>, Vec<DeadLetterView>) = publish
                 .into_iter()
                 .partition(|v| event_allowed(v, &options.product_codes));
@@ -542,6 +554,19 @@ fn event_allowed(view: &DeadLetterView, product_codes: &[String]) -> bool {
     product.is_some_and(|p| product_codes.contains(&p))
 }
 
+/// Reads the event of a letter that carries only its store reference (`mpr.eventRef`, a letter
+/// too large to carry it). Without a store, or if the store does not have it, the letter keeps no
+/// event and its publish is refused, so it stays on the dead-letter queue.
+async fn fill_from_store(view: &mut DeadLetterView, store: Option<&crate::store::Store>) {
+    let (None, Some(reference), Some(store)) = (&view.event, &view.event_ref, store) else {
+        return;
+    };
+    let Ok(Some(item)) = store.get(reference, crate::store::tokens::TOKEN_SK).await else {
+        return;
+    };
+    view.event = item.str("event").map(str::to_owned);
+}
+
 /// How many dead-letters carry a resolved event; every one looked at is handed back at once.
 async fn letters_with_events(
     sqs_client: &aws_sdk_sqs::Client,
@@ -556,7 +581,7 @@ async fn letters_with_events(
                 return Ok(());
             }
             for view in batch {
-                count += usize::from(view.event.is_some());
+                count += usize::from(view.event.is_some() || view.event_ref.is_some());
                 scan.hold(&view);
             }
         }

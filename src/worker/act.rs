@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::aws::sns::TopicEvent;
 use crate::aws::sqs::{now_rfc3339, DeleteEntry, ReceivedMessage};
 use crate::contract::{DeadLetter, DeadLetterReason, Fingerprint};
+use crate::worker::batch::BatchError;
 use crate::worker::decide::{Handled, Letter, Settling};
 use crate::worker::events::StepFailed;
 use crate::worker::lane::Lane;
@@ -19,7 +20,7 @@ impl Worker {
         &self,
         event_id: Fingerprint,
         event: TopicEvent,
-    ) -> Result<Fingerprint, String> {
+    ) -> Result<Fingerprint, PublishFailed> {
         match self.publishes.submit(event).await {
             Ok(_) => Ok(event_id),
             Err(error) => {
@@ -28,7 +29,10 @@ impl Worker {
                     error: &error,
                 }
                 .emit(&self.telemetry);
-                Err(error.to_string())
+                Err(PublishFailed {
+                    refused: matches!(&error, BatchError::Entry(e) if e.is_too_long()),
+                    detail: error.to_string(),
+                })
             }
         }
     }
@@ -64,7 +68,27 @@ impl Worker {
     ) -> Option<Fingerprint> {
         // From here, handing the message back at shutdown would publish it twice.
         attempt.lease.mark_committed();
-        match self.publish(event_id, event).await {
+        // A publish still unanswered when the grace period ends is given up: the process must
+        // exit, and the event is kept by the `unpublished` dead-letter that follows (the stopping
+        // row), rather than lost with the message left invisible.
+        let mut grace_over = self.grace_over.subscribe();
+        let published = tokio::select! {
+            biased;
+            published = self.publish(event_id, event) => published,
+            _ = async { drop(grace_over.wait_for(|over| *over).await) } => {
+                let error = "SNS did not answer before the shutdown grace period ended";
+                StepFailed {
+                    step: "publish",
+                    error: &error,
+                }
+                .emit(&self.telemetry);
+                Err(PublishFailed {
+                    refused: false,
+                    detail: error.to_owned(),
+                })
+            }
+        };
+        match published {
             Ok(event_id) => {
                 self.remember_published(&event_id);
                 drop(attempt.held.take());
@@ -77,7 +101,8 @@ impl Worker {
                     attempt.held = Some(HeldGuard::start(&self.telemetry));
                 }
                 settling.publish_failures += 1;
-                settling.last_publish_error = Some(error);
+                settling.publish_refused |= error.refused;
+                settling.last_publish_error = Some(error.detail);
                 None
             }
         }
@@ -91,7 +116,7 @@ impl Worker {
         reason: DeadLetterReason,
         detail: String,
         event_id: Option<Fingerprint>,
-        event: Option<String>,
+        (event, event_ref): (Option<String>, Option<String>),
     ) -> Result<(), ()> {
         let letter = DeadLetter {
             body: message.body.clone(),
@@ -106,6 +131,7 @@ impl Worker {
             receive_count: message.receive_count,
             failed_at: now_rfc3339(),
             event,
+            event_ref,
         };
         match lane
             .queue
@@ -169,11 +195,15 @@ impl Worker {
     /// Dead-letters the message and, once the letter is out, remembers it, ends a hold and
     /// deletes the message: the outcome, or `None` when the letter could not be sent (noted in the
     /// delivery's facts: the decision table then hands the message back).
+    /// Dead-letters the message. `event_ref` names the store item holding the letter's event when
+    /// the worker moved it out of a letter that would be too large with it (`letter.event` is then
+    /// `None`).
     pub(super) async fn retire(
         &self,
         attempt: &mut Attempt<'_, '_>,
         settling: &mut Settling,
         letter: Letter,
+        event_ref: Option<String>,
     ) -> Option<Outcome> {
         let Letter {
             reason,
@@ -189,7 +219,14 @@ impl Worker {
         } = *attempt;
         lease.mark_committed();
         if self
-            .dead_letter(lane, message, reason, detail, event_id.clone(), event)
+            .dead_letter(
+                lane,
+                message,
+                reason,
+                detail,
+                event_id.clone(),
+                (event, event_ref),
+            )
             .await
             .is_err()
         {
@@ -216,6 +253,13 @@ impl Worker {
             Handled::DeadLettered(reason) => Outcome::AlreadyDeadLettered { reason },
         }
     }
+}
+
+/// Why a publish try failed: what SNS (or the batcher) said, and whether SNS refused the event
+/// itself (too long), which no retry changes.
+pub(super) struct PublishFailed {
+    pub detail: String,
+    pub refused: bool,
 }
 
 /// One delivery being worked, as the actions that settle it need it: where it came from, its

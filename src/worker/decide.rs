@@ -28,6 +28,8 @@ pub struct Settling {
     pub publish_failures: u32,
     pub held_for: Duration,
     pub last_publish_error: Option<String>,
+    /// SNS refused the event itself (too long): no retry can publish it.
+    pub publish_refused: bool,
     /// The process is stopping: a held event is dead-lettered now rather than lost.
     pub stopping: bool,
     /// The dead-letter send failed (after the SDK's retries).
@@ -45,6 +47,7 @@ impl Settling {
             publish_failures: 0,
             held_for: Duration::ZERO,
             last_publish_error: None,
+            publish_refused: false,
             stopping: false,
             dead_letter_failed: false,
             draw,
@@ -52,13 +55,21 @@ impl Settling {
     }
 
     /// The publish step of the delivery's event: publish after the returned wait (zero for the
-    /// first try, a held event's backoff after), or give up because the process is stopping or
-    /// the hold ran out, with the detail of the `unpublished` dead-letter (which carries the
+    /// first try, a held event's backoff after), or give up because SNS refused the event itself,
+    /// the process is stopping or the hold ran out, with the detail of the `unpublished` dead-letter (which carries the
     /// event: held, never away).
     pub fn next_publish(&self, hold: HoldPolicy) -> Result<Duration, String> {
         let failures = self.publish_failures;
         if failures == 0 {
             return Ok(Duration::ZERO);
+        }
+        if self.publish_refused {
+            return Err(format!(
+                "SNS refused the event, which no retry can change: {}",
+                self.last_publish_error
+                    .as_deref()
+                    .unwrap_or("unknown error")
+            ));
         }
         if self.stopping || self.held_for >= hold.hold {
             return Err(format!(
@@ -101,6 +112,22 @@ pub struct Delivery {
     pub store: StoreStep,
     /// Shutdown's grace period ran out before the delivery finished.
     pub grace_over: bool,
+    /// What a probe said about the worker's own credentials, asked before an
+    /// `ExpiredTokenException` dead-letters a token (AWS answers expired credentials with the same
+    /// code).
+    pub credentials: Option<CredentialsCheck>,
+}
+
+/// What the probe (a token that cannot be valid) said about the worker's own credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialsCheck {
+    /// The API judged the probe token (InvalidToken): the credentials work, so an expiry was the
+    /// registration token's.
+    Valid,
+    /// The probe was refused as expired too: the credentials are.
+    Expired,
+    /// The probe failed (throttled, unreachable, ...): nothing is known, so nothing is dead-lettered.
+    Unknown,
 }
 
 /// Where a delivery stands with the store, before it may call ResolveCustomer.
@@ -129,6 +156,7 @@ impl Delivery {
             event: None,
             store: StoreStep::NotAsked,
             grace_over: false,
+            credentials: None,
         }
     }
 
@@ -162,6 +190,8 @@ pub enum Action {
     AwaitHolder { lease_until_ms: i64 },
     /// Ask ResolveCustomer (with the in-process retries of one delivery).
     Resolve,
+    /// Probe whether the worker's own credentials work (cached briefly, one probe per burst).
+    CheckCredentials,
     /// Publish the resolved customer after waiting `after` (zero for the first try; a held event's
     /// retry waits its backoff), then delete the message.
     Publish {
@@ -300,6 +330,15 @@ pub fn decide(d: &Delivery, rules: Rules<'_>) -> Action {
                 }),
             }
         }
+        ResolveOutcome::Rejected {
+            reason: DeadLetterReason::ExpiredToken,
+            attempts,
+            ..
+        } if d.credentials != Some(CredentialsCheck::Valid) => match d.credentials {
+            None => Action::CheckCredentials,
+            // Expired credentials, or unknown: never a dead-letter on a doubt.
+            Some(_) => hand_back(HandBackCause::Resolve(FailureKind::Transient), *attempts),
+        },
         ResolveOutcome::Rejected { reason, detail, .. } => {
             if d.settling.dead_letter_failed {
                 return hand_back(HandBackCause::DeadLetter, 1);
@@ -516,8 +555,40 @@ pub(crate) mod tests {
                 }),
             ),
             (
-                "ExpiredTokenException: expired_token",
+                "ExpiredTokenException: the worker's credentials are checked first",
                 delivery(|d| d.resolved = Some(rejected(DeadLetterReason::ExpiredToken))),
+                Action::CheckCredentials,
+            ),
+            (
+                "ExpiredTokenException and the probe says the credentials are expired: handed back",
+                delivery(|d| {
+                    d.resolved = Some(rejected(DeadLetterReason::ExpiredToken));
+                    d.credentials = Some(CredentialsCheck::Expired);
+                }),
+                Action::HandBack {
+                    cause: HandBackCause::Resolve(FailureKind::Transient),
+                    delay: after(1),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "ExpiredTokenException and the probe failed: handed back",
+                delivery(|d| {
+                    d.resolved = Some(rejected(DeadLetterReason::ExpiredToken));
+                    d.credentials = Some(CredentialsCheck::Unknown);
+                }),
+                Action::HandBack {
+                    cause: HandBackCause::Resolve(FailureKind::Transient),
+                    delay: after(1),
+                    pause_resolving: false,
+                },
+            ),
+            (
+                "ExpiredTokenException, credentials valid: expired_token",
+                delivery(|d| {
+                    d.resolved = Some(rejected(DeadLetterReason::ExpiredToken));
+                    d.credentials = Some(CredentialsCheck::Valid);
+                }),
                 Action::DeadLetter(Letter {
                     reason: DeadLetterReason::ExpiredToken,
                     detail: "ResolveCustomer: expired_token".into(),
@@ -586,6 +657,23 @@ pub(crate) mod tests {
                 Action::DeadLetter(Letter {
                     reason: DeadLetterReason::Unpublished,
                     detail: "SNS publish failed 2 times over 60 s: NotFound: topic".into(),
+                    event_id: fp(),
+                    event: Some(event().to_json()),
+                }),
+            ),
+            (
+                "SNS refused the event as too long: dead-lettered as unpublished at once, with the event",
+                held(|d| {
+                    d.settling.publish_failures = 1;
+                    d.settling.publish_refused = true;
+                    d.settling.last_publish_error =
+                        Some("InvalidParameter: Invalid parameter: Message too long".into());
+                }),
+                Action::DeadLetter(Letter {
+                    reason: DeadLetterReason::Unpublished,
+                    detail: "SNS refused the event, which no retry can change: InvalidParameter: \
+                             Invalid parameter: Message too long"
+                        .into(),
                     event_id: fp(),
                     event: Some(event().to_json()),
                 }),

@@ -228,7 +228,7 @@ impl Worker {
                     }
                 }
                 LifecycleAction::DeadLetter(letter) => {
-                    if let Some(outcome) = self.retire(&mut attempt, &mut d.settling, letter).await
+                    if let Some(outcome) = self.retire(&mut attempt, &mut d.settling, letter, None).await
                     {
                         return outcome;
                     }

@@ -50,6 +50,7 @@ use crate::worker::pause::ApiPause;
 use crate::worker::ratelimit::{AdaptiveRateLimiter, RatePolicy};
 use crate::worker::resolve::{ResolveOutcome, Resolver};
 use crate::worker::retry::{BackoffPolicy, HoldPolicy};
+use crate::worker::shutdown::{at_grace_end, GraceEnd, HandBackIfDropped};
 use crate::worker::sinks::PublishSink;
 use crate::worker::supervise::Expect;
 
@@ -173,13 +174,7 @@ impl Worker {
             &settings.rate_limit,
         )));
         telemetry.metrics.rate_limit(limiter.rate());
-        let resolver = Resolver::new(
-            clients.metering,
-            policy.clone(),
-            settings.resolve.attempt_timeout(),
-            limiter,
-            telemetry.clone(),
-        );
+        let resolver = Resolver::new(clients.metering, policy.clone(), limiter, telemetry.clone());
         // GetEntitlements has its own quota, so its own limiter with the same policy.
         let entitlements = EntitlementReader::new(
             clients.entitlement,
@@ -282,36 +277,31 @@ impl Worker {
                 }
             });
             let mut heartbeat = Box::pin(lease.heartbeat(&lane.queue, visibility, &self.telemetry));
+            // Dropped unsettled at the end of shutdown (its task aborted), the message is still
+            // handed back with the others.
+            let mut unsettled = HandBackIfDropped::new(lane, &lease, &self.grace_over);
             let mut grace_over = self.grace_over.subscribe();
             let outcome = tokio::select! {
                 outcome = &mut work => outcome,
                 _ = &mut heartbeat => work.await,
                 _ = async { drop(grace_over.wait_for(|over| *over).await) } => {
-                    if lease.is_committed() {
-                        // Publishing, dead-lettering or deleting: handing it back would do the
-                        // work twice, so it finishes (a held event is dead-lettered at once).
-                        tokio::select! {
-                            outcome = &mut work => outcome,
-                            _ = &mut heartbeat => work.await,
-                        }
-                    } else {
-                        // `decide`'s shutdown row: back with visibility 0, once a heartbeat in
-                        // flight has landed (settling waits for it), so none can land after.
-                        let settled = tokio::select! {
-                            guard = lease.settle() => guard,
-                            _ = &mut heartbeat => unreachable!("the heartbeat never returns"),
-                        };
-                        drop(heartbeat);
-                        drop(work);
-                        lock(&lane.shutdown_hand_backs).push(lease.receipt_handle().to_owned());
-                        drop(settled);
-                        Outcome::HandedBack {
-                            cause: HandBackCause::Shutdown,
-                            delay: Duration::ZERO,
+                    match at_grace_end(&lease, work.as_mut(), heartbeat.as_mut()).await {
+                        GraceEnd::Finished(outcome) => outcome,
+                        // `decide`'s shutdown row: back with visibility 0, in the shutdown's
+                        // batch, after the heartbeat settled, so no beat can land after.
+                        GraceEnd::Settled(settled) => {
+                            lock(&lane.shutdown_hand_backs)
+                                .push(lease.receipt_handle().to_owned());
+                            drop(settled);
+                            Outcome::HandedBack {
+                                cause: HandBackCause::Shutdown,
+                                delay: Duration::ZERO,
+                            }
                         }
                     }
                 }
             };
+            unsettled.disarm();
             Finished { outcome: &outcome }.emit(&self.telemetry);
             outcome
         }
@@ -388,7 +378,7 @@ impl Worker {
                         unreachable!("decide resolves only parsed requests")
                     };
                     let fingerprint = request.token.fingerprint();
-                    let outcome = self.resolver.resolve(&request.token).await;
+                    let outcome = self.resolver.resolve(&request.token, lease).await;
                     match outcome {
                         ResolveOutcome::Resolved { customer, attempts } => {
                             lock(&self.resolved)
@@ -500,9 +490,12 @@ impl Worker {
                         return Outcome::Published { event_id, attempts };
                     }
                 }
-                Action::DeadLetter(letter) => {
+                Action::DeadLetter(mut letter) => {
+                    let event_ref = self
+                        .refer_to_stored_event(&ledger, &mut letter, message, claim)
+                        .await;
                     if let Some(outcome) = self
-                        .retire(&mut attempt, &mut delivery.settling, letter)
+                        .retire(&mut attempt, &mut delivery.settling, letter, event_ref)
                         .await
                     {
                         return outcome;
@@ -527,6 +520,9 @@ impl Worker {
                     }
                     self.hand_back(lane, lease, delay).await;
                     return Outcome::HandedBack { cause, delay };
+                }
+                Action::CheckCredentials => {
+                    delivery.credentials = Some(self.resolver.credentials_check().await);
                 }
                 Action::Delete(handled) => {
                     return self.settle_handled(lane, message, lease, handled).await
@@ -615,6 +611,39 @@ impl Worker {
                 delivery.settling.publish_failures += 1;
                 delivery.settling.last_publish_error = Some(format!("store: {e}"));
                 false
+            }
+        }
+    }
+
+    /// A letter too large for SQS with its event attached (a body near the limit) carries a
+    /// reference to the store item instead, once the event is surely there (written again here:
+    /// the write keeps an answer already stored). `None` when the letter keeps its event.
+    async fn refer_to_stored_event(
+        &self,
+        ledger: &TokenLedger,
+        letter: &mut crate::worker::decide::Letter,
+        message: &ReceivedMessage,
+        claim: Option<u64>,
+    ) -> Option<String> {
+        use crate::contract::dead_letter::{LETTER_OVERHEAD_BYTES, MAX_LETTER_BYTES};
+        let json = letter.event.as_deref()?;
+        if message.body.len() + json.len() + LETTER_OVERHEAD_BYTES <= MAX_LETTER_BYTES {
+            return None;
+        }
+        let (Some(fingerprint), Some(event)) = (&letter.event_id, CustomerEvent::from_json(json))
+        else {
+            return None;
+        };
+        match ledger.resolved(fingerprint, claim, &event).await {
+            Ok(_) => {
+                letter.event = None;
+                Some(crate::store::tokens::token_pk(fingerprint))
+            }
+            // Sent with the event; too large, the send fails and the message is handed back
+            // until the store answers (or the redrive policy takes it, body intact).
+            Err(e) => {
+                tracing::warn!(error = %e, "store: a letter too large for its event could not refer to the store");
+                None
             }
         }
     }

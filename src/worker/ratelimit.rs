@@ -42,6 +42,14 @@
 //! calls the rate allows in the window, so a lone hot token retried while little else is sent
 //! counts as a small share, not as 100%. A `cooldown_ms` of 0 gives every throttle its own window
 //! (every throttle cuts by the full factor).
+//!
+//! **Decay while idle.** A rate is only known to be right while it is used: light traffic (a call
+//! every few seconds, each answered) would otherwise raise it by a call per second per call, to
+//! thousands of calls per second over weeks, and the first real burst would go out unpaced. So
+//! while nobody waits for a turn, after [`IDLE_GRACE`], the part of the rate above
+//! `initial_per_sec` halves every [`IDLE_HALF_LIFE`]; once it is back at the initial rate the
+//! limiter starts over (slow start), as a fresh process would. A rate below the initial one (a quota
+//! the API taught it) is kept: it is the safer figure for the next burst.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +75,14 @@ const SLOW_START_DEEPEST: f64 = 0.5;
 /// per account; the emulator's scripted `throttle: n`) stay a small share and must not end the
 /// doubling for every other message.
 const SLOW_START_EXIT_CUT: f64 = 0.85;
+
+/// How long the line must stay empty before the rate starts to decay: the gaps of a paced burst
+/// (or between two receive batches) are not idleness.
+pub const IDLE_GRACE: Duration = Duration::from_secs(1);
+
+/// While idle, the part of the rate above the initial rate halves this often: an hour of quiet
+/// brings any rate back to the initial one, a minute takes three quarters of the excess off.
+pub const IDLE_HALF_LIFE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RatePolicy {
@@ -131,9 +147,46 @@ struct State {
     /// Waiters, oldest delivery first; each is woken through its own `Notify`.
     line: BTreeMap<Place, Arc<Notify>>,
     arrivals: u64,
+    /// From when idleness counts towards the decay (`None` while someone waits for a turn, or
+    /// before the first call): the line emptied + [`IDLE_GRACE`], then the last decay.
+    decay_from: Option<Instant>,
 }
 
 impl State {
+    /// Applies the decay of the idle time up to `now` (see the module documentation).
+    fn decay(&mut self, now: Instant, policy: &RatePolicy) {
+        let Some(from) = self.decay_from.filter(|from| now > *from) else {
+            return;
+        };
+        self.decay_from = Some(now);
+        let initial = clamp(policy.initial, policy);
+        let excess = self.rate - initial;
+        if excess <= 0.0 {
+            return;
+        }
+        let halvings = (now - from).as_secs_f64() / IDLE_HALF_LIFE.as_secs_f64();
+        self.rate = initial + excess * 0.5f64.powf(halvings);
+        if self.rate - initial < 0.5 {
+            // Back where a fresh process starts: forget what the busy spell taught.
+            self.rate = initial;
+            self.probing = true;
+            self.window = None;
+        }
+    }
+
+    /// Someone joins the line: the idle spell (if any) ends here.
+    fn busy(&mut self, now: Instant, policy: &RatePolicy) {
+        self.decay(now, policy);
+        self.decay_from = None;
+    }
+
+    /// The line may just have emptied: idleness counts from here, after the grace.
+    fn maybe_idle(&mut self, now: Instant) {
+        if self.line.is_empty() && self.decay_from.is_none() {
+            self.decay_from = Some(now + IDLE_GRACE);
+        }
+    }
+
     /// The oldest waiter may have something new to look at (its turn, or a new rate): wake it.
     fn wake_first(&self) {
         if let Some(first) = self.line.values().next() {
@@ -167,6 +220,7 @@ impl Drop for Ticket<'_> {
         let mut s = self.limiter.lock();
         let was_first = s.is_first(&self.place);
         s.line.remove(&self.place);
+        s.maybe_idle(Instant::now());
         if was_first {
             s.wake_first();
         }
@@ -185,13 +239,14 @@ impl AdaptiveRateLimiter {
                 window: None,
                 line: BTreeMap::new(),
                 arrivals: 0,
+                decay_from: None,
             }),
         }
     }
 
     /// The current rate, calls per second.
     pub fn rate(&self) -> f64 {
-        self.lock().rate
+        self.state().rate
     }
 
     /// How many callers are waiting for their turn right now.
@@ -221,7 +276,8 @@ impl AdaptiveRateLimiter {
     pub async fn acquire_for(&self, first_queued: Instant) {
         let notify = Arc::new(Notify::new());
         let place = {
-            let mut s = self.lock();
+            let mut s = self.state();
+            s.busy(Instant::now(), &self.policy);
             let place = (first_queued, s.arrivals);
             s.arrivals += 1;
             s.line.insert(place, notify.clone());
@@ -248,6 +304,7 @@ impl AdaptiveRateLimiter {
                             let on_schedule = due.filter(|d| now.duration_since(*d) < interval);
                             s.last_call = Some(on_schedule.unwrap_or(now));
                             s.line.remove(&place);
+                            s.maybe_idle(now);
                             ticket.served = true;
                             s.wake_first();
                             return;
@@ -269,7 +326,7 @@ impl AdaptiveRateLimiter {
     /// The API throttled a call: count it in the current window and lower the rate by the share of
     /// throttled calls (see the module documentation).
     pub fn throttled(&self) {
-        let mut s = self.lock();
+        let mut s = self.state();
         let now = Instant::now();
         let mut window = match s.window {
             Some(w) if now.duration_since(w.opened) < self.policy.cooldown => w,
@@ -303,7 +360,7 @@ impl AdaptiveRateLimiter {
     /// A call got an answer that was not a throttle: speed up (fast until the first cut, a little
     /// after it).
     pub fn succeeded(&self) {
-        let mut s = self.lock();
+        let mut s = self.state();
         let now = Instant::now();
         if let Some(w) = s.window.as_mut() {
             if now.duration_since(w.opened) < self.policy.cooldown {
@@ -325,6 +382,13 @@ impl AdaptiveRateLimiter {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The state with the idle decay up to now applied.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut s = self.lock();
+        s.decay(Instant::now(), &self.policy);
+        s
     }
 }
 
@@ -434,6 +498,83 @@ mod tests {
                 "{throttles}/{answers} of {expected}: {got} != {want}"
             );
         }
+    }
+
+    /// One call every `gap`, each answered, `calls` times: light traffic.
+    async fn light_traffic(limiter: &AdaptiveRateLimiter, calls: usize, gap: Duration) {
+        for _ in 0..calls {
+            limiter.acquire().await;
+            limiter.succeeded();
+            tokio::time::sleep(gap).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn light_traffic_keeps_the_rate_near_the_initial_one() {
+        let limiter = AdaptiveRateLimiter::new(policy());
+        // A week of one answered call every 5 s: without decay, 120,960 calls/s.
+        light_traffic(&limiter, 120_960, Duration::from_secs(5)).await;
+        let rate = limiter.rate();
+        assert!(rate < 3.0 * policy().initial, "{rate}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_limiter_decays_back_to_the_initial_rate_and_starts_over() {
+        let limiter = AdaptiveRateLimiter::new(policy());
+        for _ in 0..990 {
+            limiter.succeeded();
+        }
+        limiter.acquire().await; // the last call; the line is empty from here
+        assert_eq!(limiter.rate(), 1_000.0);
+        // Within the grace nothing moves; then the excess halves every half-life.
+        tokio::time::advance(IDLE_GRACE).await;
+        assert_eq!(limiter.rate(), 1_000.0);
+        tokio::time::advance(IDLE_HALF_LIFE).await;
+        assert!((limiter.rate() - 505.0).abs() < 0.01, "{}", limiter.rate());
+        tokio::time::advance(IDLE_HALF_LIFE).await;
+        assert!((limiter.rate() - 257.5).abs() < 0.01, "{}", limiter.rate());
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        assert_eq!(limiter.rate(), 10.0);
+        // Starting over: slow start again, the first burst paced at the initial rate.
+        let start = Instant::now();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let limiter = Arc::new(limiter);
+        let tasks: Vec<_> = (0..5)
+            .map(|_| spawn_caller(&limiter, &order, "burst", start))
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let times: Vec<_> = order
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| *t - start)
+            .collect();
+        let want: Vec<_> = (0..5).map(|i| Duration::from_millis(100 * i)).collect();
+        assert_eq!(times, want, "10/s, not 1,000/s");
+        for _ in 0..10 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.rate(), 20.0, "slow start doubles again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_in_full_use_does_not_decay_and_a_learned_quota_is_kept() {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(policy()));
+        for _ in 0..90 {
+            limiter.succeeded();
+        }
+        // 100/s used in full for a minute: callers always wait, so nothing decays.
+        let n = granted_in(limiter.clone(), Duration::from_secs(60)).await;
+        assert!((5_990..=6_010).contains(&n), "{n}");
+        assert_eq!(limiter.rate(), 100.0);
+        // A rate the API cut below the initial one stays there however long the quiet.
+        let cut = AdaptiveRateLimiter::new(policy());
+        cut.acquire().await;
+        burst_of_throttles(&cut);
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        assert_eq!(cut.rate(), 5.0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,15 +3,18 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::aws::metering::{self, CallResult, Failure, FailureKind, PROBE_TOKEN};
+use crate::aws::metering::{
+    self, CallResult, Failure, FailureKind, EXPIRED_CREDENTIALS, PROBE_TOKEN,
+};
 use crate::contract::{DeadLetterReason, RegistrationToken, ResolvedCustomer};
 
 use crate::observe::metrics::Telemetry;
+use crate::worker::decide::CredentialsCheck;
 use crate::worker::events::ResolveAttempt;
+use crate::worker::lease::Lease;
 use crate::worker::ratelimit::AdaptiveRateLimiter;
-use crate::worker::retry::{retry_within_budget, BackoffPolicy};
+use crate::worker::retry::{retry_without_cancelling, BackoffPolicy};
 
 /// How one delivery's resolution ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,25 +39,48 @@ pub enum ResolveOutcome {
 pub struct Resolver {
     client: aws_sdk_marketplacemetering::Client,
     policy: BackoffPolicy,
-    attempt_timeout: Duration,
     limiter: Arc<AdaptiveRateLimiter>,
     telemetry: Arc<Telemetry>,
+    /// The last credentials probe and when it answered; the lock is held while one probes, so a
+    /// burst of expired tokens makes one probe.
+    credentials: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, CredentialsCheck)>>>,
+}
+
+/// How long a credentials probe's verdict is reused.
+pub const CREDENTIALS_PROBE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the probe token's answer says about the worker's own credentials: the API judging the
+/// token at all (InvalidToken) shows they work; ExpiredToken for a token that was never issued
+/// (or the expired-credentials wording) shows they do not; a failed call shows nothing.
+pub fn credentials_verdict(probe: &CallResult) -> CredentialsCheck {
+    match probe {
+        CallResult::Rejected {
+            reason: DeadLetterReason::InvalidToken,
+            ..
+        }
+        | CallResult::Resolved(_) => CredentialsCheck::Valid,
+        CallResult::Rejected {
+            reason: DeadLetterReason::ExpiredToken,
+            ..
+        } => CredentialsCheck::Expired,
+        CallResult::Failed(f) if f.detail == EXPIRED_CREDENTIALS => CredentialsCheck::Expired,
+        CallResult::Rejected { .. } | CallResult::Failed(_) => CredentialsCheck::Unknown,
+    }
 }
 
 impl Resolver {
     pub fn new(
         client: aws_sdk_marketplacemetering::Client,
         policy: BackoffPolicy,
-        attempt_timeout: Duration,
         limiter: Arc<AdaptiveRateLimiter>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         Resolver {
             client,
             policy,
-            attempt_timeout,
             limiter,
             telemetry,
+            credentials: Arc::default(),
         }
     }
 
@@ -68,6 +94,23 @@ impl Resolver {
     pub async fn probe(&self) -> CallResult {
         self.limiter.acquire().await;
         self.call_now(PROBE_TOKEN, false).await
+    }
+
+    /// Whether the worker's own credentials work, from a probe made at most once per
+    /// [`CREDENTIALS_PROBE_TTL`] (concurrent askers wait for the one probe in flight).
+    pub async fn credentials_check(&self) -> CredentialsCheck {
+        let mut last = self.credentials.lock().await;
+        if let Some((at, verdict)) = *last {
+            if at.elapsed() < CREDENTIALS_PROBE_TTL {
+                return verdict;
+            }
+        }
+        let verdict = credentials_verdict(&self.probe().await);
+        if verdict != CredentialsCheck::Valid {
+            tracing::warn!(?verdict, "ExpiredTokenException, and the credentials probe did not show working credentials: not dead-lettering");
+        }
+        *last = Some((tokio::time::Instant::now(), verdict));
+        verdict
     }
 
     /// The rate limiter, for the receive loop (it receives only what the rate can resolve).
@@ -102,22 +145,31 @@ impl Resolver {
 
     /// One delivery's calls. The delivery's budget starts at its first call, not while it waits for
     /// its first turn; its retries keep their place in the limiter's line (oldest delivery first),
-    /// so a throttled retry does not go to the back behind fresh messages.
-    pub async fn resolve(&self, token: &RegistrationToken) -> ResolveOutcome {
+    /// so a throttled retry does not go to the back behind fresh messages. A call is never cut by
+    /// the budget (it only decides whether another call starts): AWS may already have spent the
+    /// token. Each call is marked on `lease` while in flight, so shutdown lets it finish, and none
+    /// starts once the lease winds down.
+    pub async fn resolve(&self, token: &RegistrationToken, lease: &Lease) -> ResolveOutcome {
         let queued = tokio::time::Instant::now();
         self.limiter.acquire_for(queued).await;
         let first_turn = AtomicBool::new(true);
         let fingerprint = token.fingerprint();
-        let (result, attempts) = retry_within_budget(
+        let (result, attempts) = retry_without_cancelling(
             &self.policy,
-            self.attempt_timeout,
             "ResolveCustomer",
             &fingerprint,
             || async {
+                self.limiter.acquire_for(queued).await;
+                !lease.is_winding_down()
+            },
+            || async {
                 let retry = !first_turn.swap(false, Ordering::Relaxed);
-                if retry {
-                    self.limiter.acquire_for(queued).await;
-                }
+                let Some(_in_flight) = lease.begin_call() else {
+                    return Err(Failure {
+                        kind: FailureKind::Transient,
+                        detail: "ResolveCustomer not called: the worker is stopping".into(),
+                    });
+                };
                 match self.call_now(token.expose(), retry).await {
                     CallResult::Resolved(c) => Ok(Ok(c)),
                     CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
@@ -134,6 +186,60 @@ impl Resolver {
                 attempts,
             },
             Err(failure) => ResolveOutcome::Unavailable { failure, attempts },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_answer_tells_what_the_credentials_are() {
+        let rejected = |reason| CallResult::Rejected {
+            reason,
+            detail: String::new(),
+        };
+        let failed = |kind, detail: &str| {
+            CallResult::Failed(Failure {
+                kind,
+                detail: detail.into(),
+            })
+        };
+        let rows = [
+            (
+                rejected(DeadLetterReason::InvalidToken),
+                CredentialsCheck::Valid,
+            ),
+            (
+                rejected(DeadLetterReason::ExpiredToken),
+                CredentialsCheck::Expired,
+            ),
+            (
+                failed(FailureKind::Transient, EXPIRED_CREDENTIALS),
+                CredentialsCheck::Expired,
+            ),
+            (
+                failed(
+                    FailureKind::Throttled,
+                    "ResolveCustomer: ThrottlingException",
+                ),
+                CredentialsCheck::Unknown,
+            ),
+            (
+                failed(FailureKind::Transient, "ResolveCustomer timed out"),
+                CredentialsCheck::Unknown,
+            ),
+            (
+                failed(
+                    FailureKind::Disabled,
+                    "ResolveCustomer: DisabledApiException",
+                ),
+                CredentialsCheck::Unknown,
+            ),
+        ];
+        for (answer, want) in rows {
+            assert_eq!(credentials_verdict(&answer), want, "{answer:?}");
         }
     }
 }

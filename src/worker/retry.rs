@@ -8,9 +8,7 @@
 
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
 
 use crate::aws::metering::{Failure, FailureKind};
@@ -116,11 +114,10 @@ impl HoldPolicy {
     }
 }
 
-/// One delivery's in-process retries of a Marketplace call: `attempt` is tried with the backoff of
-/// `policy` until it answers (`Ok`, whatever the answer means), a failure of kind `Disabled` (never
-/// retried: the API will not change its mind soon), the attempts run out, or the budget plus one
-/// attempt's timeout is spent. Also the attempts made. Shared by ResolveCustomer and
-/// GetEntitlements so both APIs absorb throttling the same way.
+/// One delivery's in-process retries of a Marketplace call whose attempts may be cut: as
+/// [`retry_without_cancelling`], with each attempt given up after `attempt_timeout`. For reads
+/// (GetEntitlements, whose attempt may span pages and rate-limit waits), where a call given up
+/// costs nothing but the call.
 pub async fn retry_within_budget<T, F, Fut>(
     policy: &BackoffPolicy,
     attempt_timeout: Duration,
@@ -132,29 +129,96 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Failure>>,
 {
-    let attempts = AtomicU32::new(0);
-    let one_attempt = || {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        attempt()
-    };
-    let retrying = one_attempt
-        .retry(policy.in_process())
-        .when(|f: &Failure| f.kind != FailureKind::Disabled)
-        .notify(|f: &Failure, wait| {
-            tracing::debug!(event_id = %subject, call = what, failure = f.kind.as_str(),
-                detail = %f.detail, wait_ms = wait.as_millis() as u64, "retrying");
-        });
-    // The whole retry loop, attempts included, fits in budget + one attempt, which is what the
-    // configuration checks against the visibility timeout.
-    let deadline = policy.budget + attempt_timeout;
-    let result = match tokio::time::timeout(deadline, retrying).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure {
-            kind: FailureKind::Transient,
-            detail: format!("retry budget of {deadline:?} spent"),
-        }),
-    };
-    (result, attempts.load(Ordering::Relaxed))
+    retry_without_cancelling(
+        policy,
+        what,
+        subject,
+        || async { true },
+        || {
+            let one = attempt();
+            async move {
+                tokio::time::timeout(attempt_timeout, one)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Failure {
+                            kind: FailureKind::Transient,
+                            detail: format!("{what} timed out after {attempt_timeout:?}"),
+                        })
+                    })
+            }
+        },
+    )
+    .await
+}
+
+/// One delivery's in-process retries of a Marketplace call: `attempt` is tried with the backoff
+/// of `policy` until it answers (`Ok`, whatever the answer means), a failure of kind `Disabled`
+/// (never retried: the API will not change its mind soon), the attempts run out, or the budget is
+/// spent. Also the attempts made. Shared by ResolveCustomer and GetEntitlements so both APIs
+/// absorb throttling the same way.
+///
+/// **The budget only decides whether another attempt starts.** It runs from the first attempt's
+/// start; the waits before a retry (the backoff, then `turn`: the rate limiter, which answers
+/// `false` when no attempt may start any more, e.g. at shutdown) are cut when it is spent, and
+/// then no attempt starts. An attempt that started runs to its answer (or the client's own attempt
+/// timeout): AWS may already have processed a call the worker gives up on, and a ResolveCustomer
+/// call spends a single-use token. So the loop ends within the budget plus one attempt, which is
+/// what the configuration checks against the visibility timeout (`config::limits`).
+pub async fn retry_without_cancelling<T, W, WFut, F, Fut>(
+    policy: &BackoffPolicy,
+    what: &'static str,
+    subject: &(dyn std::fmt::Display + Sync),
+    mut turn: W,
+    mut attempt: F,
+) -> (Result<T, Failure>, u32)
+where
+    W: FnMut() -> WFut,
+    WFut: std::future::Future<Output = bool>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let spent_at = tokio::time::Instant::now() + policy.budget;
+    let mut waits = policy.in_process().build();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let failure = match attempt().await {
+            Ok(answer) => return (Ok(answer), attempts),
+            Err(failure) if failure.kind == FailureKind::Disabled => {
+                return (Err(failure), attempts)
+            }
+            Err(failure) => failure,
+        };
+        let Some(wait) = waits.next() else {
+            return (Err(failure), attempts);
+        };
+        if tokio::time::Instant::now() >= spent_at {
+            return (Err(spent(failure, policy)), attempts);
+        }
+        tracing::debug!(event_id = %subject, call = what, failure = failure.kind.as_str(),
+            detail = %failure.detail, wait_ms = wait.as_millis() as u64, "retrying");
+        let may_start = tokio::time::timeout_at(spent_at, async {
+            tokio::time::sleep(wait).await;
+            turn().await
+        })
+        .await;
+        match may_start {
+            Ok(true) => {}
+            Ok(false) => return (Err(failure), attempts),
+            Err(_) => return (Err(spent(failure, policy)), attempts),
+        }
+    }
+}
+
+/// The last failure, noting that the budget ended the retries.
+fn spent(failure: Failure, policy: &BackoffPolicy) -> Failure {
+    Failure {
+        kind: failure.kind,
+        detail: format!(
+            "{}; retry budget of {:?} spent",
+            failure.detail, policy.budget
+        ),
+    }
 }
 
 /// Draws uniformly in `[0, ceiling]`.
@@ -269,6 +333,154 @@ mod tests {
             late.iter().any(|d| *d > Duration::from_secs(60)),
             "late hand-backs spread wide"
         );
+    }
+
+    /// Runs the retry loop with `attempt_takes` per attempt answering from `answers` (then the last
+    /// one again) and `turn_takes` per wait for a turn: (result, attempts, time taken).
+    async fn run_retries(
+        budget: Duration,
+        attempt_takes: Duration,
+        turn_takes: Duration,
+        answers: Vec<Result<u32, FailureKind>>,
+    ) -> (Result<u32, Failure>, u32, Duration) {
+        let mut p = policy();
+        p.budget = budget;
+        let started = tokio::time::Instant::now();
+        let answers = std::sync::Mutex::new(answers.into_iter().collect::<Vec<_>>());
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let (result, attempts) = retry_without_cancelling(
+            &p,
+            "Test",
+            &"subject",
+            || async move {
+                tokio::time::sleep(turn_takes).await;
+                true
+            },
+            || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let answer = {
+                    let a = answers.lock().unwrap();
+                    a[n.min(a.len() - 1)]
+                };
+                async move {
+                    tokio::time::sleep(attempt_takes).await;
+                    answer.map_err(|kind| Failure {
+                        kind,
+                        detail: kind.as_str().into(),
+                    })
+                }
+            },
+        )
+        .await;
+        (result, attempts, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_in_flight_when_the_budget_runs_out_runs_to_its_answer() {
+        let (result, attempts, took) = run_retries(
+            Duration::from_secs(1),
+            Duration::from_secs(25),
+            Duration::ZERO,
+            vec![Ok(7)],
+        )
+        .await;
+        assert_eq!(result, Ok(7));
+        assert_eq!(attempts, 1);
+        assert_eq!(took, Duration::from_secs(25), "not cut at the budget");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_attempt_starts_once_the_budget_is_spent() {
+        let transient = Err(FailureKind::Transient);
+        let (result, attempts, took) = run_retries(
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::ZERO,
+            vec![transient],
+        )
+        .await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Transient);
+        assert!(failure.detail.contains("budget"), "{}", failure.detail);
+        assert_eq!((attempts, took), (1, Duration::from_secs(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_a_turn_past_the_budget_is_cut_and_starts_no_attempt() {
+        let (result, attempts, took) = run_retries(
+            Duration::from_secs(1),
+            Duration::from_millis(10),
+            Duration::from_secs(60),
+            vec![Err(FailureKind::Throttled)],
+        )
+        .await;
+        assert_eq!(result.unwrap_err().kind, FailureKind::Throttled);
+        assert_eq!((attempts, took), (1, Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_within_the_budget_until_an_answer_but_not_after_disabled() {
+        let throttled = Err(FailureKind::Throttled);
+        let (result, attempts, _) = run_retries(
+            Duration::from_secs(20),
+            Duration::from_millis(10),
+            Duration::ZERO,
+            vec![throttled, throttled, Ok(3)],
+        )
+        .await;
+        assert_eq!((result, attempts), (Ok(3), 3));
+        let (result, attempts, _) = run_retries(
+            Duration::from_secs(20),
+            Duration::from_millis(10),
+            Duration::ZERO,
+            vec![Err(FailureKind::Disabled), Ok(3)],
+        )
+        .await;
+        assert_eq!(
+            (result.unwrap_err().kind, attempts),
+            (FailureKind::Disabled, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_refused_ends_the_retries() {
+        let mut p = policy();
+        p.budget = Duration::from_secs(20);
+        let (result, attempts) = retry_without_cancelling(
+            &p,
+            "Test",
+            &"subject",
+            || async { false },
+            || async {
+                Err::<(), _>(Failure {
+                    kind: FailureKind::Transient,
+                    detail: "x".into(),
+                })
+            },
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(attempts, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellable_attempt_is_cut_at_its_timeout() {
+        let (result, attempts) = retry_within_budget(
+            &BackoffPolicy {
+                max_attempts: 1,
+                ..policy()
+            },
+            Duration::from_secs(3),
+            "Test",
+            &"subject",
+            || async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok::<u32, Failure>(1)
+            },
+        )
+        .await;
+        assert_eq!(result.unwrap_err().kind, FailureKind::Transient);
+        assert_eq!(attempts, 1);
     }
 
     #[test]

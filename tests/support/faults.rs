@@ -1,9 +1,10 @@
 //! A small TCP proxy that sits between the worker and a dependency (LocalStack, the emulator) and
-//! injects network faults: a cut (every connection dropped, new ones refused), added latency, and
-//! connection resets. It listens on 127.0.0.1 only and stops when dropped.
+//! injects network faults: a cut (every connection dropped, new ones refused), a black hole
+//! (connections accepted, nothing answered), added latency, and connection resets. It listens on
+//! 127.0.0.1 only and stops when dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,7 +14,10 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 struct Faults {
     cut: AtomicBool,
+    black_hole: AtomicBool,
     latency_ms: AtomicU64,
+    /// What the black hole swallowed on its way to the dependency, chunk by chunk.
+    swallowed: Mutex<Vec<String>>,
 }
 
 pub struct FaultProxy {
@@ -55,8 +59,40 @@ impl FaultProxy {
         self.reset_connections();
     }
 
+    /// Swallows every byte in either direction, on open and new connections alike, until
+    /// `restore`: requests hang without an answer until the client gives up. What was sent into it
+    /// never reaches the dependency, even after `restore`.
+    pub fn black_hole(&self) {
+        self.faults.black_hole.store(true, Ordering::SeqCst);
+    }
+
     pub fn restore(&self) {
         self.faults.cut.store(false, Ordering::SeqCst);
+        self.faults.black_hole.store(false, Ordering::SeqCst);
+    }
+
+    /// How many times `text` occurs in what the black hole swallowed on its way to the dependency
+    /// (e.g. a batch entry's field).
+    pub fn swallowed_occurrences(&self, text: &str) -> usize {
+        self.faults
+            .swallowed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|chunk| chunk.matches(text).count())
+            .sum()
+    }
+
+    /// How many chunks sent towards the dependency the black hole swallowed that contain `text`
+    /// (e.g. an operation name).
+    pub fn swallowed_containing(&self, text: &str) -> usize {
+        self.faults
+            .swallowed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|chunk| chunk.contains(text))
+            .count()
     }
 
     /// Delays every chunk forwarded in either direction.
@@ -108,8 +144,8 @@ async fn accept_loop(
             let mut closed_a = closed.clone();
             let mut closed_b = closed;
             tokio::select! {
-                _ = pump(cr, uw, &faults) => {}
-                _ = pump(ur, cw, &faults) => {}
+                _ = pump(cr, uw, &faults, true) => {}
+                _ = pump(ur, cw, &faults, false) => {}
                 _ = closed_a.changed() => {}
                 _ = closed_b.changed() => {}
             }
@@ -122,6 +158,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     faults: &Faults,
+    towards_dependency: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -129,6 +166,17 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if faults.black_hole.load(Ordering::SeqCst) {
+            if towards_dependency {
+                let chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
+                faults
+                    .swallowed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(chunk);
+            }
+            continue;
+        }
         let latency = faults.latency_ms.load(Ordering::SeqCst);
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;

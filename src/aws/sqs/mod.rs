@@ -280,6 +280,9 @@ pub async fn send_dead_letter(
     if let Some(event) = &letter.event {
         request = request.message_attributes(dlq_attr::EVENT, attribute("String", event)?);
     }
+    if let Some(event_ref) = &letter.event_ref {
+        request = request.message_attributes(dlq_attr::EVENT_REF, attribute("String", event_ref)?);
+    }
     if let Some(event_id) = &letter.event_id {
         request =
             request.message_attributes(dlq_attr::EVENT_ID, attribute("String", event_id.as_str())?);
