@@ -219,13 +219,14 @@ async fn intake(config_file: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     let signup_ids = std::sync::Arc::new(mp_resolver::intake::signups::StoredSignupIds::new(store));
-    let server = match mp_resolver::intake::Intake::with_signup_ids(clients.sqs, &settings, signup_ids) {
-        Ok(server) => server,
-        Err(error) => {
-            eprintln!("mp-resolver intake: {error}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
+    let server =
+        match mp_resolver::intake::Intake::with_signup_ids(clients.sqs, &settings, signup_ids) {
+            Ok(server) => server,
+            Err(error) => {
+                eprintln!("mp-resolver intake: {error}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        };
     let bound =
         |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(

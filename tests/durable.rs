@@ -327,7 +327,11 @@ async fn a_letter_too_large_for_its_event_refers_to_the_store_and_redrive_publis
         "the letter names the store item"
     );
     assert_eq!(attribute("mpr.event"), None);
-    assert_eq!(letter.body(), Some(body.as_str()), "the body is byte-identical");
+    assert_eq!(
+        letter.body(),
+        Some(body.as_str()),
+        "the body is byte-identical"
+    );
 
     let report = redrive::redrive(
         &fx.sqs,
@@ -346,6 +350,14 @@ async fn a_letter_too_large_for_its_event_refers_to_the_store_and_redrive_publis
     assert_eq!(report.moved_count, 1);
     let events = fx.events(1).await;
     assert_eq!(events[0].json()["signupId"], "s-large");
-    assert_eq!(fx.emulator.stats().calls, 1, "no second ResolveCustomer call");
-    assert_eq!(fx.depth(&fx.queue_url).await, 0, "nothing sent back to be resolved");
+    assert_eq!(
+        fx.emulator.stats().calls,
+        1,
+        "no second ResolveCustomer call"
+    );
+    assert_eq!(
+        fx.depth(&fx.queue_url).await,
+        0,
+        "nothing sent back to be resolved"
+    );
 }

@@ -805,8 +805,11 @@ async fn an_expired_token_is_dead_lettered_only_once_a_probe_shows_the_credentia
     ])
     .await;
     let settings = fx.settings.clone();
-    let stale =
-        mp_resolver::worker::Worker::new(fx.clients_with_metering(&settings, &endpoint), settings);
+    let stale = mp_resolver::worker::Worker::new(
+        fx.clients_with_metering(&settings, &endpoint),
+        settings,
+        fx.store_handle().clone(),
+    );
     let token = good_token().encode().expect("valid test token");
     let outcome = process_one(&fx, &stale, &body_for(&token)).await;
     assert!(

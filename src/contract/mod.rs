@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 mod dead_letter;
 pub mod lifecycle;
 
-pub use dead_letter::{dlq_attr, DeadLetter, DeadLetterReason, UnknownReason};
+pub use dead_letter::{
+    dlq_attr, DeadLetter, DeadLetterReason, UnknownReason, LETTER_OVERHEAD_BYTES, MAX_LETTER_BYTES,
+};
 
 /// Longest registration token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8_192;

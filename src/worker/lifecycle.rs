@@ -228,7 +228,9 @@ impl Worker {
                     }
                 }
                 LifecycleAction::DeadLetter(letter) => {
-                    if let Some(outcome) = self.retire(&mut attempt, &mut d.settling, letter, None).await
+                    if let Some(outcome) = self
+                        .retire(&mut attempt, &mut d.settling, letter, None)
+                        .await
                     {
                         return outcome;
                     }

@@ -625,7 +625,7 @@ impl Worker {
         message: &ReceivedMessage,
         claim: Option<u64>,
     ) -> Option<String> {
-        use crate::contract::dead_letter::{LETTER_OVERHEAD_BYTES, MAX_LETTER_BYTES};
+        use crate::contract::{LETTER_OVERHEAD_BYTES, MAX_LETTER_BYTES};
         let json = letter.event.as_deref()?;
         if message.body.len() + json.len() + LETTER_OVERHEAD_BYTES <= MAX_LETTER_BYTES {
             return None;
