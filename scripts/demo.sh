@@ -68,6 +68,11 @@ export AWS_ENDPOINT_URL_MARKETPLACE_METERING="http://$EMULATOR_ADDR"
 export AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE="http://$EMULATOR_ADDR"
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 unset AWS_PROFILE AWS_SESSION_TOKEN
+# The embedded store (the default kind), fresh for every run: the demo's tokens are the same each
+# time, and a store that remembers them would (rightly) publish nothing new. The worker, intake and
+# the operator commands below share this one file.
+export MPR_STORE__KIND=embedded MPR_STORE__PATH="$DEMO_DIR/state.db"
+rm -f -- "$MPR_STORE__PATH"
 
 # Polls URL (up to 10 s) until it answers 2xx; fails with LOG if PID exits first.
 wait_for() {
@@ -88,7 +93,7 @@ wait_for "http://$EMULATOR_ADDR/emulator/stats" "$emulator_pid" "$DEMO_DIR/emula
 mpr_info "==> Queues and topic"
 "$DEMO" setup
 
-mpr_info "==> Worker (log: $DEMO_DIR/worker.log)"
+mpr_info "==> Worker (log: $DEMO_DIR/worker.log; store: $MPR_STORE__PATH)"
 "$BIN" run --config config/local.toml >"$DEMO_DIR/worker.log" 2>&1 &
 worker_pid=$!
 

@@ -115,7 +115,7 @@ fn ranges(s: &Settings) -> Result<(), ConfigError> {
         ("worker.visibility_timeout_secs", w.visibility_timeout_secs as i128, 3, 43_200),
         ("worker.shutdown_grace_secs", w.shutdown_grace_secs as i128, 0, 3_600),
         ("worker.stall_timeout_secs", w.stall_timeout_secs as i128, 1, 86_400),
-        ("worker.dedupe_capacity", w.dedupe_capacity as i128, 1, 10_000_000),
+        ("worker.dedupe_capacity", w.dedupe_capacity as i128, 1, 1_000_000),
         ("worker.delete_linger_ms", w.delete_linger_ms as i128, 0, 1_000),
         ("resolve.attempt_timeout_ms", r.attempt_timeout_ms as i128, 100, 60_000),
         ("resolve.max_attempts", r.max_attempts as i128, 1, 100),
