@@ -352,6 +352,27 @@ impl TokenLedger {
     /// A read-modify-write on the version: `next` sees the current state and says what to write
     /// (or to keep what is there). With `known_version` (this delivery's claim), the first try
     /// writes without reading.
+    /// Ends this holder's claim on a stored answer early (the delivery is handed back at
+    /// shutdown), so the next delivery publishes it at once instead of waiting for the lease.
+    /// Anything else (published meanwhile, another holder's claim) is left as it is.
+    pub async fn let_go(&self, fingerprint: &Fingerprint) -> Result<(), StoreError> {
+        let holder = self.holder.clone();
+        self.advance(fingerprint, None, |current| match current {
+            Some(TokenState::Resolved(event, claim)) if claim.holder == holder => Step::Write(
+                Box::new(TokenState::Resolved(
+                    event.clone(),
+                    Claim {
+                        holder: holder.clone(),
+                        until_ms: 0,
+                    },
+                )),
+                (),
+            ),
+            _ => Step::Keep(()),
+        })
+        .await
+    }
+
     async fn advance<T>(
         &self,
         fingerprint: &Fingerprint,

@@ -75,7 +75,16 @@ impl Worker {
         let published = tokio::select! {
             biased;
             published = self.publish(event_id, event) => published,
-            _ = async { drop(grace_over.wait_for(|over| *over).await) } => {
+            _ = async {
+                drop(grace_over.wait_for(|over| *over).await);
+                // A quarter of the reserve more, so a publish SNS is about to answer lands; the
+                // rest of the reserve's first half is the letter's (then unfinished work is aborted
+                // and handed back).
+                let reserve = crate::worker::shutdown::hand_back_reserve(Duration::from_secs(
+                    self.settings.worker.shutdown_grace_secs,
+                ));
+                tokio::time::sleep(reserve / 4).await;
+            } => {
                 let error = "SNS did not answer before the shutdown grace period ended";
                 StepFailed {
                     step: "publish",

@@ -403,6 +403,12 @@ impl Worker {
                             saved = self
                                 .write_ahead(&ledger, &mut delivery, &fingerprint, claim)
                                 .await;
+                            // An answer that came in after the grace ended (the call was let
+                            // finish) is stored, then handed back: the next delivery publishes it
+                            // from the store, no call.
+                            if saved && *self.grace_over.borrow() {
+                                delivery.grace_over = true;
+                            }
                             if !saved {
                                 delivery.resolved =
                                     Some(ResolveOutcome::Resolved { customer, attempts });
@@ -512,10 +518,16 @@ impl Worker {
                     if cause == HandBackCause::Store {
                         self.pause_for_store();
                     }
-                    // A claim without an answer is given up, so the next delivery calls at once.
-                    if let (Some(version), Some(fingerprint), false) = (claim, &event_id, saved) {
-                        if let Err(e) = ledger.release(fingerprint, version).await {
-                            tracing::debug!(error = %e, "claim not released; it lapses on its own");
+                    // The claim is given up so the next delivery goes on at once: without an
+                    // answer it calls; with a stored answer it publishes it, no call.
+                    if let Some(fingerprint) = &event_id {
+                        let given_up = match (claim, saved) {
+                            (_, true) => ledger.let_go(fingerprint).await,
+                            (Some(version), false) => ledger.release(fingerprint, version).await,
+                            (None, false) => Ok(()),
+                        };
+                        if let Err(e) = given_up {
+                            tracing::debug!(error = %e, "claim not given up; it lapses on its own");
                         }
                     }
                     self.hand_back(lane, lease, delay).await;
