@@ -7,7 +7,7 @@ use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
 use crate::aws::error::{describe, entry_results, CallError, EntryFailure};
 use crate::aws::is_fifo;
-use crate::contract::lifecycle::LifecycleEvent;
+use crate::contract::lifecycle::{topic_attributes, topic_group, LifecycleEvent};
 use crate::contract::CustomerEvent;
 use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
@@ -151,17 +151,17 @@ impl SnsMessage {
     /// `None` when it is not an event of ours.
     pub fn from_event_json(json: &str) -> Option<Self> {
         let value: serde_json::Value = serde_json::from_str(json).ok()?;
-        let field = |name: &str| value.get(name)?.as_str().map(str::to_owned);
-        let event_id = field("eventId")?;
-        let mut attributes = vec![("eventType", field("eventType")?)];
-        for name in ["productCode", "customerAWSAccountId"] {
-            if let Some(v) = field(name).filter(|v| !v.is_empty()) {
-                attributes.push((name, v));
-            }
-        }
+        let field = |name: &str| value.get(name)?.as_str();
+        let event_id = field("eventId")?.to_owned();
+        field("eventType")?;
+        // The attributes and group a live publish of the event has, from the same functions.
+        let attributes = topic_attributes(field)
+            .into_iter()
+            .map(|(name, v)| (name, v.to_owned()))
+            .collect();
         Some(SnsMessage {
             body: json.to_owned(),
-            group_id: field("customerAWSAccountId").unwrap_or_else(|| event_id.clone()),
+            group_id: topic_group(field).to_owned(),
             deduplication_id: event_id,
             attributes,
         })
@@ -232,12 +232,7 @@ impl Publishable for LifecycleEvent {
     }
 
     fn group_id(&self) -> &str {
-        let f = &self.fields;
-        f.customer_aws_account_id
-            .as_deref()
-            .or(f.customer_identifier.as_deref())
-            .or(f.product_code.as_deref())
-            .unwrap_or("marketplace")
+        LifecycleEvent::group_id(self)
     }
 
     fn dedup_id(&self) -> &str {
