@@ -276,3 +276,34 @@ impl Publishable for TopicEvent {
 
 /// SNS caps a whole `PublishBatch` request's payload at 256 KiB.
 pub const MAX_BATCH_BYTES: usize = 262_144;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::lifecycle::{meaning, parse_lifecycle_body, Access, Verdict};
+
+    /// A redriven `unpublished` letter's event must be filterable and grouped exactly as its
+    /// live publish was.
+    #[test]
+    fn a_redriven_lifecycle_event_has_the_live_attributes_and_group() {
+        let body =
+            include_str!("../../tests/fixtures/lifecycle/license-deprovisioned-manufacturer.json");
+        let n = parse_lifecycle_body(body, "m-1").expect("a notification");
+        let now = chrono::Utc::now();
+        let verdict = Verdict {
+            access: Access::Revoke,
+            previous_access: Some(Access::Grant),
+            sequence: 4,
+            stale: false,
+            signup_id: None,
+            context: Default::default(),
+        };
+        let live = LifecycleEvent::new(&n, meaning(&n, None, now), None, now, &verdict);
+        let redriven = SnsMessage::from_event_json(&live.to_json()).expect("our event");
+        assert_eq!(redriven.attributes(), live.attributes());
+        assert!(redriven.attributes().contains(&("access", "revoke")));
+        assert_eq!(redriven.group_id(), Publishable::group_id(&live));
+        assert_eq!(redriven.dedup_id(), live.dedup_id());
+        assert_eq!(redriven.to_json(), live.to_json());
+    }
+}

@@ -43,8 +43,10 @@ pub const SUBSCRIPTION_SK: &str = "subscription";
 /// The partition key prefix of every subscription item.
 pub const SUBSCRIPTION_PREFIX: &str = "sub#";
 
-/// How often a conditional group is retried after losing to another writer.
-const MAX_CONFLICTS: u32 = 8;
+/// How often a conditional group is retried after losing to another writer. Events of one
+/// subscription arrive in bursts (a renewal sends several at once), so each retry waits a
+/// little, jittered, to let the winner's write land.
+const MAX_CONFLICTS: u32 = 16;
 
 /// The subscription item of a license.
 pub fn license_pk(license_arn: &str) -> String {
@@ -634,7 +636,12 @@ impl Registry {
     /// Records `change` (a read-modify-write on the versions, retried when another writer got
     /// there first) and says what its event publishes; `None` when it names no subscription.
     pub async fn apply(&self, change: &Change) -> Result<Option<Applied>, StoreError> {
-        for _ in 0..MAX_CONFLICTS {
+        for lost in 0..MAX_CONFLICTS {
+            if lost > 0 {
+                let ceiling_ms = 5 * u64::from(lost.min(8));
+                let wait = rand::Rng::random_range(&mut rand::rng(), 0..=ceiling_ms);
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
             let Some(found) = self.find(change.identity()).await? else {
                 return Ok(None);
             };
