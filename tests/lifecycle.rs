@@ -90,11 +90,23 @@ fn start_on(
     dlq_url: String,
     change: impl FnOnce(&mut mp_resolver::config::Settings),
 ) -> Running {
+    let store = fx.store_handle().clone();
+    start_on_store(fx, queue_url, dlq_url, store, change)
+}
+
+/// [`start_on`] with the worker on `store` instead of the fixture's.
+fn start_on_store(
+    fx: Fixture,
+    queue_url: String,
+    dlq_url: String,
+    store: mp_resolver::store::Store,
+    change: impl FnOnce(&mut mp_resolver::config::Settings),
+) -> Running {
     let mut settings = fx.settings.clone();
     settings.lifecycle_queue_url = queue_url.clone();
     settings.lifecycle_dlq_url = dlq_url.clone();
     change(&mut settings);
-    let worker = fx.worker_with(settings);
+    let worker = fx.worker_on(settings, store);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(worker.clone().run(async move {
         let _ = stopped.await;
@@ -893,5 +905,42 @@ async fn an_entitlement_quota_never_dead_letters_license_updates(backend: Backen
         stats.entitlement_throttled > 0,
         "the quota was hit: {stats:?}"
     );
+    lc.stop().await;
+}
+
+/// The store (DynamoDB, behind a fault proxy) goes away while a notification is worked on: it is
+/// handed back, never dead-lettered, and published once the store answers again.
+#[tokio::test]
+async fn a_store_outage_hands_lifecycle_events_back_and_dead_letters_none() {
+    use support::faults::FaultProxy;
+    let fx = Fixture::with_store(Topic::Standard, Backend::Dynamodb, &[]).await;
+    let proxy = FaultProxy::start(&fx.store.endpoint).await;
+    let mut via_proxy = fx.store.clone();
+    via_proxy.endpoint = proxy.endpoint.clone();
+    let store = via_proxy.open().await;
+    let (queue_url, dlq_url) = fx.queue_with_dlq(10).await;
+    let lc = start_on_store(fx, queue_url, dlq_url, store, |_| {});
+    let account = unique_account();
+    let agreement = format!("agmt-{account}");
+    proxy.cut();
+    let created = agreement_event(CREATED, &account, &agreement, "created", Utc::now());
+    lc.send(&created.to_string()).await;
+    eventually("the notification is handed back", || async {
+        lc.worker
+            .telemetry()
+            .render()
+            .contains(r#"outcome="handed_back""#)
+    })
+    .await;
+    assert_eq!(lc.fx.depth(&lc.dlq_url).await, 0, "never dead-lettered");
+    proxy.restore();
+    let events = lc.fx.events(1).await;
+    assert_eq!(events[0].attr("access"), "grant");
+    assert_eq!(events[0].json()["sequence"], 1);
+    eventually("the lifecycle queue is empty", || async {
+        lc.fx.visible_and_in_flight(&lc.queue_url).await == (0, 0)
+    })
+    .await;
+    assert_eq!(lc.fx.depth(&lc.dlq_url).await, 0);
     lc.stop().await;
 }
