@@ -282,9 +282,11 @@ async fn await_lifecycle(sqs: &aws_sdk_sqs::Client, settings: &Settings, n: usiz
                 None => "null".to_owned(),
             };
             println!(
-                "LIFECYCLE   {:<36} access={:<9} account={} license={} entitlements={}",
+                "LIFECYCLE   {:<36} access={:<6} sequence={} stale={} account={} license={} entitlements={}",
                 e["eventType"].as_str().unwrap_or("?"),
                 e["access"].as_str().unwrap_or("?"),
+                e["sequence"],
+                e["stale"],
                 e["customerAWSAccountId"].as_str().unwrap_or("null"),
                 e["licenseArn"].as_str().unwrap_or("null"),
                 entitlements

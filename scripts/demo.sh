@@ -6,7 +6,8 @@
 # -> the event with that signupId); then a subscription's life: AWS Marketplace's agreement and
 # license events put on EventBridge reach the lifecycle queue through a rule and come out on the
 # same topic with the access to give and the customer's entitlements (from the emulator's
-# GetEntitlements); then stops everything it started.
+# GetEntitlements), and `mp-resolver customers show` prints the subscription the registry keeps;
+# then stops everything it started.
 #
 # Usage: scripts/demo.sh        (from any directory; needs Rust, Python 3.11 and curl)
 set -euo pipefail
@@ -135,11 +136,15 @@ customer=999900001111
 license="aws:license-manager::$customer:license:l-demolifecycle01"
 agreement=agmt-demolifecycle0000000000001
 # Puts one Marketplace event (detail type, detail JSON) on the default bus, then waits for the
-# lifecycle event the worker publishes for it.
+# lifecycle event the worker publishes for it. Each event is a minute after the one before (the
+# registry orders a subscription's events by their EventBridge `time`, which has whole seconds).
+event_time=$(($(date +%s) - 600))
 marketplace_event() {
     local entries
+    event_time=$((event_time + 60))
     entries="$("$MPR_VENV/bin/python" -c 'import json, sys
-print(json.dumps([{"Source": "aws.agreement-marketplace", "DetailType": sys.argv[1], "Detail": sys.argv[2]}]))' "$1" "$2")"
+print(json.dumps([{"Source": "aws.agreement-marketplace", "DetailType": sys.argv[1], "Detail": sys.argv[2],
+                   "Time": int(sys.argv[3])}]))' "$1" "$2" "$event_time")"
     printf '\n$ aws events put-events  # %s\n' "$1"
     "${AWS[@]}" events put-events --entries "$entries" >/dev/null
     "$DEMO" await-lifecycle 1
@@ -167,6 +172,17 @@ marketplace_event "License Deprovisioned - Manufacturer" \
       \"license\": {\"arn\": \"$license\"}, \"acceptor\": {\"accountId\": \"$customer\"}}"
 "${AWS[@]}" events remove-targets --rule mpr-marketplace-agreements --ids lifecycle-queue >/dev/null
 "${AWS[@]}" events delete-rule --name mpr-marketplace-agreements >/dev/null
+
+mpr_info "==> The customer registry: one truth per subscription (the worker keeps running)"
+# The operator command opens the worker's embedded store file beside it (redb multi-process mode).
+printf '
+$ mp-resolver customers show arn:%s
+' "$license"
+"$BIN" customers show "arn:$license" --config config/local.toml
+printf '
+$ mp-resolver customers list
+'
+"$BIN" customers list --config config/local.toml
 
 printf '\nEmulator stats: %s\n' "$(curl -sf "http://$EMULATOR_ADDR/emulator/stats")"
 

@@ -65,6 +65,8 @@ enum Command {
         after_help = "The names /metrics uses, without the _total suffix; labels become dimensions (after Service and QueueName).\nscripts/deploy-check.sh compares them with the metrics the deployment's dashboard and alarms name."
     )]
     Metrics,
+    /// Read the customer registry: `customers show <license-arn|agreement-id|account-id>`, `customers list [--access grant|revoke]`.
+    Customers(ops::customers::CustomersArgs),
     /// The store's own chores: `store create-table` makes the DynamoDB table (idempotent, for local use and tests).
     Store(ops::cli::StoreArgs),
     /// Serve a local stand-in for the Marketplace Metering ResolveCustomer and Entitlement Service GetEntitlements APIs.
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
         Command::Enqueue(args) => runtime.block_on(ops::cli::enqueue(args)),
         Command::Dlq(args) => runtime.block_on(ops::cli::dlq(args)),
         Command::Store(args) => runtime.block_on(ops::cli::store(args)),
+        Command::Customers(args) => runtime.block_on(ops::customers::customers(args)),
         Command::Metrics => {
             // A closed pipe (`| head`) is not an error worth a panic.
             let _ = std::io::Write::write_all(

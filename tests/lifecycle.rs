@@ -10,11 +10,14 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use mp_resolver::contract::dlq_attr;
-use mp_resolver::emulator::{CustomerEntitlements, TestEntitlement};
+use mp_resolver::emulator::{CustomerEntitlements, TestEntitlement, TestToken};
+use mp_resolver::store::registry::{Identity, Registry, Subscription};
 use mp_resolver::worker::Worker;
 use serde_json::{json, Value};
-use support::{eventually, Fixture, Received, Topic};
+use support::store::Backend;
+use support::{eventually, eventually_within, Fixture, Received, Topic};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -23,6 +26,26 @@ const LICENSE_UPDATED: &str = include_str!("fixtures/lifecycle/license-updated-m
 const SUBSCRIBE_SUCCESS: &str = include_str!("fixtures/lifecycle/sns-subscribe-success.json");
 const ENTITLEMENT_ENVELOPE: &str =
     include_str!("fixtures/lifecycle/sns-entitlement-updated-envelope.json");
+const ENDED: &str = include_str!("fixtures/lifecycle/agreement-ended-manufacturer.json");
+const DEPROVISIONED: &str =
+    include_str!("fixtures/lifecycle/license-deprovisioned-manufacturer.json");
+
+/// Runs an async test function once per store backend: `name::embedded`, `name::dynamodb`.
+macro_rules! per_store {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn embedded() {
+                super::$name(Backend::Embedded).await
+            }
+            #[tokio::test]
+            async fn dynamodb() {
+                super::$name(Backend::Dynamodb).await
+            }
+        })*
+    };
+}
 
 /// One awsJson 1.1 call to LocalStack's EventBridge (the crate has no EventBridge client;
 /// LocalStack routes on the target header and the credential scope and does not check the
@@ -57,11 +80,33 @@ struct Running {
 async fn start(fx: Fixture, change: impl FnOnce(&mut mp_resolver::config::Settings)) -> Running {
     let dlq_url = fx.extra_queue(false, HashMap::new()).await;
     let queue_url = fx.extra_queue(false, HashMap::new()).await;
+    start_on(fx, queue_url, dlq_url, change)
+}
+
+/// A worker on `queue_url` (and its dead-letter queue `dlq_url`) as the lifecycle queue.
+fn start_on(
+    fx: Fixture,
+    queue_url: String,
+    dlq_url: String,
+    change: impl FnOnce(&mut mp_resolver::config::Settings),
+) -> Running {
+    let store = fx.store_handle().clone();
+    start_on_store(fx, queue_url, dlq_url, store, change)
+}
+
+/// [`start_on`] with the worker on `store` instead of the fixture's.
+fn start_on_store(
+    fx: Fixture,
+    queue_url: String,
+    dlq_url: String,
+    store: mp_resolver::store::Store,
+    change: impl FnOnce(&mut mp_resolver::config::Settings),
+) -> Running {
     let mut settings = fx.settings.clone();
     settings.lifecycle_queue_url = queue_url.clone();
     settings.lifecycle_dlq_url = dlq_url.clone();
     change(&mut settings);
-    let worker = fx.worker_with(settings);
+    let worker = fx.worker_on(settings, store);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(worker.clone().run(async move {
         let _ = stopped.await;
@@ -225,19 +270,39 @@ async fn legacy_notifications_raw_and_enveloped_and_unknown_bodies() {
         .expect("valid entitlements");
     let unknown = "  {\"action\": \"something-new\", \"product-code\": \"p\"}\n";
     lc.send(SUBSCRIBE_SUCCESS).await;
-    lc.send(ENTITLEMENT_ENVELOPE).await;
-    lc.send(unknown).await;
-
-    let events = by_type(lc.fx.events(2).await);
-    let subscribed = &events["marketplace.subscription.succeeded"];
+    let events = lc.fx.events(1).await;
+    let subscribed = &events[0];
+    assert_eq!(
+        subscribed.attr("eventType"),
+        "marketplace.subscription.succeeded"
+    );
     assert_eq!(subscribed.attr("access"), "grant");
     let body = subscribed.json();
     assert_eq!(body["customerIdentifier"], "X01EXAMPLEX");
     assert_eq!(body["source"], "sns");
     assert_eq!(body["entitlements"], Value::Null);
-    let updated = &events["marketplace.entitlement.updated"];
+    assert_eq!(
+        (body["sequence"].as_u64(), body["stale"].as_bool()),
+        (Some(1), Some(false))
+    );
+
+    // AWS's sample envelope is from 2012: this update happens after the subscribe above (whose
+    // time, a raw notification having none, is the SQS SentTimestamp).
+    let mut envelope: Value = serde_json::from_str(ENTITLEMENT_ENVELOPE).unwrap();
+    envelope["Timestamp"] =
+        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    lc.send(&envelope.to_string()).await;
+    lc.send(unknown).await;
+    let events = lc.fx.events(1).await;
+    let updated = &events[0];
+    assert_eq!(updated.attr("eventType"), "marketplace.entitlement.updated");
     assert_eq!(updated.attr("access"), "revoke");
-    assert_eq!(updated.json()["entitlements"][0]["dimension"], "Users");
+    let body = updated.json();
+    assert_eq!(body["entitlements"][0]["dimension"], "Users");
+    assert_eq!(
+        (body["previousAccess"].as_str(), body["sequence"].as_u64()),
+        (Some("grant"), Some(2))
+    );
 
     let letters = lc.fx.collect(&lc.dlq_url, 1).await;
     assert_eq!(letters[0].body, unknown, "the body is kept byte for byte");
@@ -407,5 +472,475 @@ async fn health_names_the_lifecycle_queue_when_only_its_receives_fail() {
             && health.readiness_detail().contains("lifecycle queue")
     })
     .await;
+    lc.stop().await;
+}
+
+// The customer registry: ordered verdicts, sign-ups on lifecycle events, redrives, quotas.
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// An EventBridge agreement event (AWS's sample `fixture`) for `account`'s `agreement`, at `time`,
+/// with its own id.
+fn agreement_event(
+    fixture: &str,
+    account: &str,
+    agreement: &str,
+    id: &str,
+    time: DateTime<Utc>,
+) -> Value {
+    let mut event: Value = serde_json::from_str(fixture).unwrap();
+    event["id"] = json!(id);
+    event["time"] = json!(rfc3339(time));
+    event["detail"]["acceptor"]["accountId"] = json!(account);
+    event["detail"]["agreement"]["id"] = json!(agreement);
+    event
+}
+
+/// A License Updated (or Deprovisioned, from `fixture`) for `license` of `account` and `product`.
+fn license_event(
+    fixture: &str,
+    account: &str,
+    product: &str,
+    license: &str,
+    time: DateTime<Utc>,
+) -> Value {
+    let mut event: Value = serde_json::from_str(fixture).unwrap();
+    event["id"] = json!(format!("{license}-{}", time.timestamp_millis()));
+    event["time"] = json!(rfc3339(time));
+    event["detail"]["acceptor"]["accountId"] = json!(account);
+    event["detail"]["product"]["code"] = json!(product);
+    event["detail"]["license"]["arn"] = json!(license);
+    event
+}
+
+fn license_of(account: &str) -> String {
+    format!("arn:aws:license-manager::{account}:license:l-{account}abcdef")
+}
+
+/// The registry's subscription for `agreement`.
+async fn subscription_of_agreement(fx: &Fixture, agreement: &str) -> Option<Subscription> {
+    let identity = Identity {
+        agreement_id: Some(agreement.to_owned()),
+        ..Identity::default()
+    };
+    Registry::new(fx.store_handle().clone())
+        .current(&identity)
+        .await
+        .expect("the registry reads")
+}
+
+/// Routes this account's Marketplace events on LocalStack's default bus to the lifecycle queue.
+async fn route_account(lc: &Running, account: &str) -> String {
+    let endpoint = &lc.fx.localstack.endpoint;
+    let rule = format!("mpr-lifecycle-{account}");
+    let pattern = json!({
+        "source": ["aws.agreement-marketplace"],
+        "detail": {"acceptor": {"accountId": [account]}}
+    });
+    eventbridge(
+        endpoint,
+        "PutRule",
+        json!({"Name": rule, "EventPattern": pattern.to_string(), "State": "ENABLED"}),
+    )
+    .await;
+    let queue_arn = lc.fx.arn_of(&lc.queue_url).await;
+    let targets = eventbridge(
+        endpoint,
+        "PutTargets",
+        json!({"Rule": rule, "Targets": [{"Id": "lifecycle", "Arn": queue_arn}]}),
+    )
+    .await;
+    assert_eq!(targets["FailedEntryCount"], 0, "{targets}");
+    rule
+}
+
+async fn unroute(lc: &Running, rule: &str) {
+    let endpoint = &lc.fx.localstack.endpoint;
+    eventbridge(
+        endpoint,
+        "RemoveTargets",
+        json!({"Rule": rule, "Ids": ["lifecycle"]}),
+    )
+    .await;
+    eventbridge(endpoint, "DeleteRule", json!({"Name": rule})).await;
+}
+
+/// Puts `event` on the default bus with its own `time`.
+async fn put_event(lc: &Running, event: &Value) {
+    let time = DateTime::parse_from_rfc3339(event["time"].as_str().unwrap()).unwrap();
+    let entry = json!({
+        "Source": event["source"],
+        "DetailType": event["detail-type"],
+        "Detail": event["detail"].to_string(),
+        "Time": time.timestamp(),
+        "EventBusName": "default",
+    });
+    let put = eventbridge(
+        &lc.fx.localstack.endpoint,
+        "PutEvents",
+        json!({ "Entries": [entry] }),
+    )
+    .await;
+    assert_eq!(put["FailedEntryCount"], 0, "{put}");
+}
+
+/// The `access` of each event, in the order the topic delivered them.
+fn accesses(events: &[Received]) -> Vec<String> {
+    events.iter().map(|e| e.attr("access").to_owned()).collect()
+}
+
+per_store!(
+    an_older_created_after_a_newer_ended_through_eventbridge_stays_revoked,
+    a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended,
+    a_resolved_sign_up_rides_on_lifecycle_events_and_customers_show_prints_it,
+    a_redriven_unpublished_revoke_reaches_a_subscriber_filtered_on_access,
+    an_entitlement_quota_never_dead_letters_license_updates,
+);
+
+async fn an_older_created_after_a_newer_ended_through_eventbridge_stays_revoked(backend: Backend) {
+    let lc = start(
+        Fixture::with_store(Topic::Standard, backend, &[]).await,
+        |_| {},
+    )
+    .await;
+    let account = unique_account();
+    let agreement = format!("agmt-{account}");
+    let rule = route_account(&lc, &account).await;
+    // EventBridge times are whole seconds.
+    let created_at = DateTime::from_timestamp(Utc::now().timestamp() - 60, 0).expect("a time");
+    let ended = agreement_event(
+        ENDED,
+        &account,
+        &agreement,
+        "ended",
+        created_at + chrono::Duration::seconds(10),
+    );
+    let created = agreement_event(CREATED, &account, &agreement, "created", created_at);
+
+    // The cancellation is delivered first, the creation it ended after it.
+    put_event(&lc, &ended).await;
+    let first = lc.fx.events(1).await;
+    put_event(&lc, &created).await;
+    let second = lc.fx.events(1).await;
+    unroute(&lc, &rule).await;
+
+    assert_eq!(first[0].attr("eventType"), "marketplace.agreement.ended");
+    assert_eq!(second[0].attr("eventType"), "marketplace.agreement.created");
+    let events = [first, second].concat();
+    assert_eq!(
+        accesses(&events),
+        ["revoke", "revoke"],
+        "no grant after the revoke"
+    );
+    let late = events[1].json();
+    assert_eq!(late["stale"], true, "{late}");
+    assert_eq!(late["sequence"], 1, "the older event applied nothing");
+    assert_eq!(late["reason"], "agreement_created");
+    assert_eq!(late["occurredAt"], rfc3339(created_at));
+    let s = subscription_of_agreement(&lc.fx, &agreement)
+        .await
+        .expect("a subscription");
+    assert_eq!(s.access.as_str(), "revoke");
+    assert_eq!(s.agreement_status.as_deref(), Some("CANCELLED"));
+    assert_eq!(
+        s.latest.map(|l| l.event_type),
+        Some("marketplace.agreement.ended".into())
+    );
+    lc.stop().await;
+}
+
+async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(backend: Backend) {
+    let fx = Fixture::with_store(Topic::Standard, backend, &[]).await;
+    let lc = start(fx, |s| {
+        s.publish.hold_secs = 120;
+        s.publish.hold_max_delay_secs = 1;
+    })
+    .await;
+    let account = unique_account();
+    let agreement = format!("agmt-{account}");
+    let created_at = Utc::now() - chrono::Duration::seconds(60);
+    let created = agreement_event(CREATED, &account, &agreement, "created", created_at);
+    let ended = agreement_event(
+        ENDED,
+        &account,
+        &agreement,
+        "ended",
+        created_at + chrono::Duration::seconds(10),
+    );
+    let held = |n: u64| {
+        let metrics = lc.worker.telemetry().render();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("mpr_held_messages "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|v| v as u64 == n)
+    };
+
+    // The topic is gone: Created is applied (grant) but its publish fails, and it is held.
+    lc.fx.delete_topic().await;
+    lc.send(&created.to_string()).await;
+    eventually("Created is applied and held", || async { held(1) }).await;
+    // Ended is applied on top of it (revoke) and held too.
+    lc.send(&ended.to_string()).await;
+    eventually("Ended is applied and held", || async { held(2) }).await;
+    let s = subscription_of_agreement(&lc.fx, &agreement)
+        .await
+        .expect("a subscription");
+    assert_eq!((s.access.as_str(), s.sequence), ("revoke", 2));
+
+    lc.fx.recreate_topic().await;
+    let events = by_type(lc.fx.events(2).await);
+    let (created, ended) = (
+        &events["marketplace.agreement.created"],
+        &events["marketplace.agreement.ended"],
+    );
+    assert_eq!(ended.attr("access"), "revoke");
+    assert_eq!(ended.json()["sequence"], 2);
+    // Created's retry re-read the registry: the newer Ended had overtaken it.
+    assert_eq!(
+        created.attr("access"),
+        "revoke",
+        "a late retry never grants again"
+    );
+    let late = created.json();
+    assert_eq!(
+        (late["stale"].as_bool(), late["sequence"].as_u64()),
+        (Some(true), Some(2))
+    );
+    lc.stop().await;
+}
+
+async fn a_resolved_sign_up_rides_on_lifecycle_events_and_customers_show_prints_it(
+    backend: Backend,
+) {
+    let lc = start(
+        Fixture::with_store(Topic::Standard, backend, &[]).await,
+        |_| {},
+    )
+    .await;
+    let account = unique_account();
+    let product = format!("prod{account}");
+    let license = license_of(&account);
+    let agreement = format!("agmt-{account}");
+    let token = TestToken::new(account.clone(), product.clone())
+        .license(license.clone())
+        .agreement(agreement.clone())
+        .encode()
+        .expect("a valid test token");
+    let signup = format!("signup-{account}");
+    lc.fx
+        .send(
+            &json!({"registrationToken": token, "signupId": signup, "context": {"plan": "gold"}})
+                .to_string(),
+        )
+        .await;
+    let resolved = lc.fx.events(1).await;
+    assert_eq!(
+        resolved[0].attr("eventType"),
+        "marketplace.customer.resolved"
+    );
+
+    lc.fx
+        .emulator
+        .set_entitlements(CustomerEntitlements {
+            product_code: product.clone(),
+            customer_aws_account_id: Some(account.clone()),
+            customer_identifier: None,
+            license_arn: Some(license.clone()),
+            entitlements: vec![TestEntitlement::integer("Users", 10)],
+        })
+        .expect("valid entitlements");
+    let updated = license_event(LICENSE_UPDATED, &account, &product, &license, Utc::now());
+    lc.send(&updated.to_string()).await;
+    let events = lc.fx.events(1).await;
+    let body = events[0].json();
+    assert_eq!(body["eventType"], "marketplace.license.updated");
+    assert_eq!(body["signupId"], signup.as_str(), "{body}");
+    assert_eq!(body["context"], json!({"plan": "gold"}));
+    assert_eq!(
+        (body["access"].as_str(), body["sequence"].as_u64()),
+        (Some("grant"), Some(1))
+    );
+
+    // The operator command, the real binary, beside the running worker (for the embedded store,
+    // on the same file).
+    let env = lc.fx.binary_env(&[]);
+    let (code, stdout, stderr) = run_binary(&["customers", "show", &license], &env).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    for expected in [
+        signup.as_str(),
+        "Users=10",
+        "grant",
+        "marketplace.license.updated",
+        "plan=gold",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected} missing from:\n{stdout}"
+        );
+    }
+    let (code, stdout, stderr) = run_binary(&["customers", "show", &account, "--json"], &env).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let found = &doc["subscriptions"][0];
+    assert_eq!(found["signupId"], signup.as_str());
+    assert_eq!(found["licenseArn"], license.as_str());
+    assert_eq!(found["agreementId"], agreement.as_str());
+    assert_eq!(found["entitlements"][0]["dimension"], "Users");
+    assert_eq!(found["latestEventType"], "marketplace.license.updated");
+    let (code, stdout, _) =
+        run_binary(&["customers", "list", "--access", "revoke", "--json"], &env).await;
+    assert_eq!(code, Some(0));
+    assert!(!stdout.contains(&license), "{stdout}");
+    let (code, _, _) = run_binary(&["customers", "show", "agmt-nobody"], &env).await;
+    assert_eq!(code, Some(1), "nothing matches: exit 1");
+    lc.stop().await;
+}
+
+async fn a_redriven_unpublished_revoke_reaches_a_subscriber_filtered_on_access(backend: Backend) {
+    let fx = Fixture::with_store(Topic::Standard, backend, &[]).await;
+    let lc = start(fx, |s| {
+        s.publish.hold_secs = 1;
+        s.publish.hold_max_delay_secs = 1;
+    })
+    .await;
+    let account = unique_account();
+    let license = license_of(&account);
+    lc.fx.delete_topic().await;
+    let deprovisioned = license_event(
+        DEPROVISIONED,
+        &account,
+        &format!("prod{account}"),
+        &license,
+        Utc::now(),
+    );
+    lc.send(&deprovisioned.to_string()).await;
+    eventually("the revoke is dead-lettered as unpublished", || async {
+        lc.fx.depth(&lc.dlq_url).await == 1
+    })
+    .await;
+    let (queue_url, dlq_url) = (lc.queue_url.clone(), lc.dlq_url.clone());
+    let fx = lc.stop().await;
+
+    fx.recreate_topic().await;
+    let revokes = fx.extra_queue(false, HashMap::new()).await;
+    fx.sns
+        .subscribe()
+        .topic_arn(&fx.topic_arn)
+        .protocol("sqs")
+        .endpoint(fx.arn_of(&revokes).await)
+        .attributes("RawMessageDelivery", "true")
+        .attributes("FilterPolicy", json!({"access": ["revoke"]}).to_string())
+        .send()
+        .await
+        .expect("subscribe with a filter");
+    let env = fx.binary_env(&[
+        ("MPR_LIFECYCLE_QUEUE_URL", queue_url.as_str()),
+        ("MPR_LIFECYCLE_DLQ_URL", dlq_url.as_str()),
+    ]);
+    let (code, stdout, stderr) =
+        run_binary(&["dlq", "redrive", "--lifecycle", "--json"], &env).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let got = fx.collect(&revokes, 1).await;
+    assert_eq!(got[0].attr("access"), "revoke");
+    assert_eq!(
+        got[0].attr("eventType"),
+        "marketplace.license.deprovisioned"
+    );
+    assert_eq!(got[0].attr("customerAWSAccountId"), account);
+    assert_eq!(got[0].json()["licenseArn"], license.as_str());
+}
+
+async fn an_entitlement_quota_never_dead_letters_license_updates(backend: Backend) {
+    const UPDATES: usize = 64;
+    let fx = Fixture::with_store(
+        Topic::Standard,
+        backend,
+        &[
+            ("MPR_RESOLVE__BUDGET_SECS", "20"),
+            ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "40"),
+        ],
+    )
+    .await;
+    fx.emulator.configure(|s| s.entitlement_quota = Some(1.0));
+    let (queue_url, dlq_url) = fx.queue_with_dlq(2).await;
+    let lc = start_on(fx, queue_url, dlq_url, |_| {});
+    let mut bodies = Vec::new();
+    for i in 0..UPDATES {
+        let account = format!("{:012}", 700_000_000_000u64 + i as u64);
+        let product = "prodquota".to_owned();
+        let license = license_of(&account);
+        lc.fx
+            .emulator
+            .set_entitlements(CustomerEntitlements {
+                product_code: product.clone(),
+                customer_aws_account_id: Some(account.clone()),
+                customer_identifier: None,
+                license_arn: Some(license.clone()),
+                entitlements: vec![TestEntitlement::integer("Users", i as i32 + 1)],
+            })
+            .expect("valid entitlements");
+        bodies.push(
+            license_event(LICENSE_UPDATED, &account, &product, &license, Utc::now()).to_string(),
+        );
+    }
+    lc.fx.send_all_to(&lc.queue_url, &bodies).await;
+    eventually_within(
+        "every update is published",
+        std::time::Duration::from_secs(240),
+        || async { lc.fx.visible_and_in_flight(&lc.queue_url).await == (0, 0) },
+    )
+    .await;
+    assert_eq!(
+        lc.fx.depth(&lc.dlq_url).await,
+        0,
+        "nothing reached the lifecycle DLQ"
+    );
+    let events = lc.fx.events(UPDATES).await;
+    assert!(events.iter().all(|e| e.attr("access") == "grant"));
+    let stats = lc.fx.emulator.stats();
+    assert!(
+        stats.entitlement_throttled > 0,
+        "the quota was hit: {stats:?}"
+    );
+    lc.stop().await;
+}
+
+/// The store (DynamoDB, behind a fault proxy) goes away while a notification is worked on: it is
+/// handed back, never dead-lettered, and published once the store answers again.
+#[tokio::test]
+async fn a_store_outage_hands_lifecycle_events_back_and_dead_letters_none() {
+    use support::faults::FaultProxy;
+    let fx = Fixture::with_store(Topic::Standard, Backend::Dynamodb, &[]).await;
+    let proxy = FaultProxy::start(&fx.store.endpoint).await;
+    let mut via_proxy = fx.store.clone();
+    via_proxy.endpoint = proxy.endpoint.clone();
+    let store = via_proxy.open().await;
+    let (queue_url, dlq_url) = fx.queue_with_dlq(10).await;
+    let lc = start_on_store(fx, queue_url, dlq_url, store, |_| {});
+    let account = unique_account();
+    let agreement = format!("agmt-{account}");
+    proxy.cut();
+    let created = agreement_event(CREATED, &account, &agreement, "created", Utc::now());
+    lc.send(&created.to_string()).await;
+    eventually("the notification is handed back", || async {
+        lc.worker
+            .telemetry()
+            .render()
+            .contains(r#"outcome="handed_back""#)
+    })
+    .await;
+    assert_eq!(lc.fx.depth(&lc.dlq_url).await, 0, "never dead-lettered");
+    proxy.restore();
+    let events = lc.fx.events(1).await;
+    assert_eq!(events[0].attr("access"), "grant");
+    assert_eq!(events[0].json()["sequence"], 1);
+    eventually("the lifecycle queue is empty", || async {
+        lc.fx.visible_and_in_flight(&lc.queue_url).await == (0, 0)
+    })
+    .await;
+    assert_eq!(lc.fx.depth(&lc.dlq_url).await, 0);
     lc.stop().await;
 }

@@ -752,6 +752,156 @@ async fn lifecycle_entitlement_errors_and_an_sns_outage_lose_nothing() {
     assert_no_token_leaks("lifecycle faults", &[output], &[]);
 }
 
+/// Out of order: each subscription's three events (Created, License Updated, Ended CANCELLED, ten
+/// seconds apart) are enqueued shuffled across all subscriptions, and SNS is cut for a while
+/// mid-run so some publishes are held and retried after newer events were applied. Every
+/// subscription must end revoked in the registry, and a subscriber that keeps the highest
+/// `sequence` per agreement must hold `revoke` for every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_lifecycle_events_converge_on_the_newest() {
+    use mp_resolver::emulator::{CustomerEntitlements, TestEntitlement};
+    use mp_resolver::store::registry::Registry;
+    use rand::seq::SliceRandom;
+
+    let s = scale();
+    let subscriptions = s.tokens / 4;
+    let fx = Fixture::new(Topic::Standard).await;
+    let (queue, dlq) = fx.queue_with_dlq(40).await;
+    let mut bodies = Vec::new();
+    for i in 0..subscriptions {
+        let account = format!("{:012}", 400_000_000_000u64 + i as u64);
+        let agreement = format!("agmt-ooo-{i}");
+        let license = format!("arn:aws:license-manager::{account}:license:l-ooo{i}");
+        fx.emulator
+            .set_entitlements(
+                CustomerEntitlements::for_account("prodooo", &account)
+                    .license(&license)
+                    .with(TestEntitlement::integer("seats", 5)),
+            )
+            .expect("valid entitlements");
+        let at = |secs: u32| format!("2026-11-30T00:{:02}:{:02}Z", i % 60, secs);
+        let base = |kind: &str, secs: u32, detail: Value| {
+            json!({"version": "0", "id": format!("ooo-{kind}-{i}"), "detail-type": kind,
+                   "source": "aws.agreement-marketplace", "time": at(secs), "detail": detail})
+            .to_string()
+        };
+        bodies.push(base(
+            "Purchase Agreement Created - Manufacturer",
+            0,
+            json!({"agreement": {"id": agreement, "intent": "NEW", "status": "ACTIVE"},
+                   "acceptor": {"accountId": account}}),
+        ));
+        bodies.push(base(
+            "License Updated - Manufacturer",
+            10,
+            json!({"agreement": {"id": agreement}, "product": {"code": "prodooo"},
+                   "license": {"arn": license}, "acceptor": {"accountId": account}}),
+        ));
+        bodies.push(base(
+            "Purchase Agreement Ended - Manufacturer",
+            20,
+            json!({"agreement": {"id": agreement, "status": "CANCELLED"},
+                   "acceptor": {"accountId": account}}),
+        ));
+    }
+    bodies.shuffle(&mut rand::rng());
+    let proxies = Proxies::start(&fx).await;
+    let mut env = proxies.env();
+    env.push((
+        "AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE".into(),
+        proxies.metering.endpoint.clone(),
+    ));
+    fx.send_all_to(&queue, &bodies).await;
+    let started = Instant::now();
+    let worker = WorkerProcess::spawn(with(
+        worker_env(
+            &fx,
+            &[
+                ("MPR_LIFECYCLE_QUEUE_URL", &queue),
+                ("MPR_LIFECYCLE_DLQ_URL", &dlq),
+                ("MPR_PUBLISH__HOLD_MAX_DELAY_SECS", "2"),
+            ],
+        ),
+        env,
+    ));
+    eventually_within("lifecycle events under way", s.settle, || async {
+        fx.emulator.stats().entitlement_calls >= (subscriptions / 4) as u64
+    })
+    .await;
+    proxies.sns.cut();
+    tokio::time::sleep(s.cut).await;
+    proxies.sns.restore();
+
+    // What a subscriber keeping the highest sequence per agreement holds, and what it saw.
+    let mut held: HashMap<String, (u64, String)> = HashMap::new();
+    let (mut duplicates, mut stale, mut arrival_flips) = (0usize, 0usize, 0usize);
+    let mut last_seen: HashMap<String, String> = HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    let deadline = Instant::now() + s.settle;
+    while ids.len() < bodies.len() && Instant::now() < deadline {
+        for event in fx.read_once(&fx.subscriber_url, 1).await {
+            let e = event.json();
+            if !ids.insert(e["eventId"].as_str().unwrap_or_default().to_owned()) {
+                // A second copy (a publish retried after SNS took it): same event, same verdict.
+                duplicates += 1;
+            }
+            let agreement = e["agreementId"].as_str().unwrap_or_default().to_owned();
+            let access = e["access"].as_str().unwrap_or_default().to_owned();
+            let sequence = e["sequence"].as_u64().unwrap_or(0);
+            stale += usize::from(e["stale"] == true);
+            if access == "grant" && last_seen.get(&agreement).is_some_and(|a| a == "revoke") {
+                arrival_flips += 1;
+            }
+            last_seen.insert(agreement.clone(), access.clone());
+            let entry = held.entry(agreement).or_insert((0, String::new()));
+            if sequence >= entry.0 {
+                *entry = (sequence, access);
+            }
+        }
+    }
+    let took = started.elapsed();
+    let output = stop(worker).await;
+    let registry = Registry::new(fx.store_handle().clone())
+        .all()
+        .await
+        .expect("the registry reads");
+    let revoked = registry
+        .iter()
+        .filter(|r| r.access.as_str() == "revoke")
+        .count();
+    let converged = held
+        .values()
+        .filter(|(_, access)| access == "revoke")
+        .count();
+    eprintln!(
+        "out of order: {subscriptions} subscriptions, {} events enqueued shuffled, {} \
+         published ({stale} stale, {duplicates} duplicate copies), SNS cut {:?}; registry: {} subscriptions, {revoked} revoked; \
+         subscriber by sequence: {converged} revoked; grant after revoke in arrival order: \
+         {arrival_flips} (ignored by sequence); in {:.1} s",
+        bodies.len(),
+        ids.len(),
+        s.cut,
+        registry.len(),
+        took.as_secs_f64()
+    );
+    assert_eq!(ids.len(), bodies.len(), "every event published");
+    assert_eq!(
+        registry.len(),
+        subscriptions,
+        "one subscription each, merged"
+    );
+    assert_eq!(
+        revoked, subscriptions,
+        "the registry holds the newest verdict"
+    );
+    assert_eq!(
+        converged, subscriptions,
+        "a subscriber by sequence converges"
+    );
+    assert_eq!(fx.depth(&dlq).await, 0);
+    assert_no_token_leaks("out of order", &[output], &[]);
+}
+
 /// Peak RSS of a worker working through `n` queued tokens.
 async fn load_run(n: usize) -> (Report, u64, Duration) {
     let fx = Fixture::new(Topic::Standard).await;

@@ -6,11 +6,51 @@ mod support;
 
 use std::time::Duration;
 
+use mp_resolver::contract::lifecycle::{Access, Effect};
 use mp_resolver::contract::{CustomerEvent, DeadLetterReason, Fingerprint, ResolvedCustomer};
+use mp_resolver::store::registry::{self, Change, EventMark, Identity, Registry};
 use mp_resolver::store::tokens::{Begin, TokenLedger, TokenState};
 use mp_resolver::store::{now_secs, Expect, Item, Store, StoreError, Write};
 use serde_json::json;
 use support::store::{Backend, TestStore};
+
+const LICENSE: &str = "arn:aws:license-manager::111122223333:license:l-1";
+
+fn at(secs: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(2026, 12, 1, 10, 0, secs)
+        .unwrap()
+}
+
+/// A lifecycle event of the license `LICENSE` (and agreement `agmt-1`) at second `secs`.
+fn lifecycle(secs: u32, id: &str, access: Access, license: Option<&str>) -> Change {
+    Change::Event {
+        identity: Identity {
+            customer_aws_account_id: Some("111122223333".into()),
+            license_arn: license.map(str::to_owned),
+            agreement_id: Some("agmt-1".into()),
+            ..Identity::default()
+        },
+        mark: EventMark {
+            at: at(secs),
+            event_id: id.into(),
+            event_type: format!("marketplace.test.{id}"),
+        },
+        effect: Effect::Set(access),
+        reason: "test",
+        agreement_status: None,
+        entitlements: None,
+    }
+}
+
+async fn subscription_item(store: &Store, pk: &str) -> Item {
+    store
+        .get(pk, registry::SUBSCRIPTION_SK)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no item {pk}"))
+}
 
 /// Runs `body` once per backend, each with a fresh store.
 macro_rules! conformance {
@@ -350,6 +390,198 @@ where
     out
 }
 
+async fn an_event_applies_only_if_newer_than_the_subscription(store: Store) {
+    let registry = Registry::new(store.clone());
+    let license = Some(LICENSE);
+    let ended = registry
+        .apply(&lifecycle(20, "ended", Access::Revoke, license))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            ended.verdict.access,
+            ended.verdict.sequence,
+            ended.verdict.stale
+        ),
+        (Access::Revoke, 1, false)
+    );
+    let created = registry
+        .apply(&lifecycle(10, "created", Access::Grant, license))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            created.verdict.access,
+            created.verdict.sequence,
+            created.verdict.stale
+        ),
+        (Access::Revoke, 1, true),
+        "the older grant is stale and never flips the newer revoke"
+    );
+    // Redelivered: the same answer, nothing applied twice.
+    let again = registry
+        .apply(&lifecycle(20, "ended", Access::Revoke, license))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.verdict, ended.verdict);
+
+    let item = subscription_item(&store, &format!("sub#{LICENSE}")).await;
+    assert_eq!(item.str("access"), Some("revoke"));
+    assert_eq!(item.i64("sequence"), Some(1));
+    assert_eq!(item.str("latestEventAt"), Some("2026-12-01T10:00:20.000Z"));
+    assert_eq!(item.str("latestEventId"), Some("ended"));
+    assert_eq!(item.str("latestEventType"), Some("marketplace.test.ended"));
+    assert_eq!(item.str("licenseArn"), Some(LICENSE));
+    assert_eq!(item.str("customerAWSAccountId"), Some("111122223333"));
+    assert_eq!(item.expires_at, None, "a subscription is kept");
+    // The agreement leads to it.
+    let pointer = store
+        .get("agmt#agmt-1", "subscription")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pointer.str("subscriptionPk"),
+        Some(format!("sub#{LICENSE}").as_str())
+    );
+}
+
+async fn ties_in_time_go_to_the_greater_event_id_whatever_the_order(store: Store) {
+    let registry = Registry::new(store.clone());
+    for (license, order) in [("arn:l-ab", ["aaa", "bbb"]), ("arn:l-ba", ["bbb", "aaa"])] {
+        for id in order {
+            let access = if id == "bbb" {
+                Access::Revoke
+            } else {
+                Access::Grant
+            };
+            let mut change = lifecycle(10, id, access, Some(license));
+            if let Change::Event { identity, .. } = &mut change {
+                identity.agreement_id = None;
+            }
+            registry.apply(&change).await.unwrap();
+        }
+        let item = subscription_item(&store, &format!("sub#{license}")).await;
+        assert_eq!(
+            (item.str("access"), item.str("latestEventId")),
+            (Some("revoke"), Some("bbb")),
+            "{license}"
+        );
+    }
+}
+
+async fn a_resolved_token_writes_its_subscription_in_the_answer_group(store: Store) {
+    let ledger = TokenLedger::new(store.clone(), "task-a", LEASE);
+    let registry = Registry::new(store.clone());
+    let fp = Fingerprint::of("tok-registry");
+    let Begin::Claimed { version } = ledger.begin(&fp).await.unwrap() else {
+        panic!("claims")
+    };
+    ledger
+        .resolved(&fp, Some(version), &event("tok-registry", "signup-r"))
+        .await
+        .unwrap();
+    let item = subscription_item(&store, &format!("sub#{LICENSE}")).await;
+    assert_eq!(
+        (
+            item.str("access"),
+            item.str("signupId"),
+            item.i64("sequence")
+        ),
+        (Some("grant"), Some("signup-r"), Some(0))
+    );
+    assert_eq!(item.str("latestEventAt"), None, "a resolve is not an event");
+    // An agreement event, which names no license, finds it through the agreement.
+    let ended = registry
+        .apply(&lifecycle(20, "ended", Access::Revoke, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.subscription.pk, format!("sub#{LICENSE}"));
+    assert_eq!(ended.verdict.signup_id.as_deref(), Some("signup-r"));
+    assert_eq!(ended.verdict.previous_access, Some(Access::Grant));
+    // A second token for the subscription resolves later: access and history stay.
+    let fp2 = Fingerprint::of("tok-registry-2");
+    ledger
+        .resolved(&fp2, None, &event("tok-registry-2", "signup-late"))
+        .await
+        .unwrap();
+    let item = subscription_item(&store, &format!("sub#{LICENSE}")).await;
+    assert_eq!(
+        (
+            item.str("access"),
+            item.i64("sequence"),
+            item.str("signupId")
+        ),
+        (Some("revoke"), Some(1), Some("signup-r"))
+    );
+}
+
+async fn an_agreement_seen_before_its_license_is_merged_into_it(store: Store) {
+    let registry = Registry::new(store.clone());
+    let created = registry
+        .apply(&lifecycle(10, "created", Access::Grant, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.subscription.pk, "sub#agmt#agmt-1");
+    let updated = registry
+        .apply(&lifecycle(20, "updated", Access::Grant, Some(LICENSE)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.subscription.pk, format!("sub#{LICENSE}"));
+    assert_eq!(updated.verdict.sequence, 2, "both histories count");
+    assert_eq!(
+        store.get("sub#agmt#agmt-1", "subscription").await.unwrap(),
+        None,
+        "the provisional subscription is gone"
+    );
+    let ended = registry
+        .apply(&lifecycle(30, "ended", Access::Revoke, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ended.subscription.pk.as_str(), ended.verdict.sequence),
+        (format!("sub#{LICENSE}").as_str(), 3)
+    );
+    assert_eq!(registry.all().await.unwrap().len(), 1);
+}
+
+async fn racing_events_of_one_subscription_are_all_applied(store: Store) {
+    let registry = Registry::new(store.clone());
+    let tasks: Vec<_> = (0..6u32)
+        .map(|i| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let access = if i % 2 == 0 {
+                    Access::Grant
+                } else {
+                    Access::Revoke
+                };
+                registry
+                    .apply(&lifecycle(i, &format!("e{i}"), access, Some(LICENSE)))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut stale = 0;
+    for task in tasks {
+        stale += u32::from(task.await.unwrap().verdict.stale);
+    }
+    let item = subscription_item(&store, &format!("sub#{LICENSE}")).await;
+    // Whatever the interleaving: the newest event's access, and one sequence step per applied one.
+    assert_eq!(item.str("latestEventId"), Some("e5"));
+    assert_eq!(item.str("access"), Some("revoke"));
+    assert_eq!(item.i64("sequence"), Some(i64::from(6 - stale)));
+}
+
 conformance! {
     absent_items => absent_items_read_as_none_and_create_once;
     versioned_writes => versioned_writes_lose_to_an_earlier_writer;
@@ -363,4 +595,9 @@ conformance! {
     token_orphaned_answer => an_answer_whose_holder_died_is_published_by_the_next_delivery;
     token_verdict => a_verdict_is_kept_for_later_deliveries;
     token_race => racing_deliveries_of_one_token_get_one_claim;
+    registry_newer_than => an_event_applies_only_if_newer_than_the_subscription;
+    registry_ties => ties_in_time_go_to_the_greater_event_id_whatever_the_order;
+    registry_resolved_token => a_resolved_token_writes_its_subscription_in_the_answer_group;
+    registry_agreement_merge => an_agreement_seen_before_its_license_is_merged_into_it;
+    registry_race => racing_events_of_one_subscription_are_all_applied;
 }

@@ -7,7 +7,7 @@ use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
 use crate::aws::error::{describe, entry_results, CallError, EntryFailure};
 use crate::aws::is_fifo;
-use crate::contract::lifecycle::LifecycleEvent;
+use crate::contract::lifecycle::{topic_attributes, topic_group, LifecycleEvent};
 use crate::contract::CustomerEvent;
 use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
@@ -176,17 +176,17 @@ impl SnsMessage {
     /// `None` when it is not an event of ours.
     pub fn from_event_json(json: &str) -> Option<Self> {
         let value: serde_json::Value = serde_json::from_str(json).ok()?;
-        let field = |name: &str| value.get(name)?.as_str().map(str::to_owned);
-        let event_id = field("eventId")?;
-        let mut attributes = vec![("eventType", field("eventType")?)];
-        for name in ["productCode", "customerAWSAccountId"] {
-            if let Some(v) = field(name).filter(|v| !v.is_empty()) {
-                attributes.push((name, v));
-            }
-        }
+        let field = |name: &str| value.get(name)?.as_str();
+        let event_id = field("eventId")?.to_owned();
+        field("eventType")?;
+        // The attributes and group a live publish of the event has, from the same functions.
+        let attributes = topic_attributes(field)
+            .into_iter()
+            .map(|(name, v)| (name, v.to_owned()))
+            .collect();
         Some(SnsMessage {
             body: json.to_owned(),
-            group_id: field("customerAWSAccountId").unwrap_or_else(|| event_id.clone()),
+            group_id: topic_group(field).to_owned(),
             deduplication_id: event_id,
             attributes,
         })
@@ -257,12 +257,7 @@ impl Publishable for LifecycleEvent {
     }
 
     fn group_id(&self) -> &str {
-        let f = &self.fields;
-        f.customer_aws_account_id
-            .as_deref()
-            .or(f.customer_identifier.as_deref())
-            .or(f.product_code.as_deref())
-            .unwrap_or("marketplace")
+        LifecycleEvent::group_id(self)
     }
 
     fn dedup_id(&self) -> &str {
@@ -306,3 +301,34 @@ impl Publishable for TopicEvent {
 
 /// SNS caps a whole `PublishBatch` request's payload at 256 KiB.
 pub const MAX_BATCH_BYTES: usize = 262_144;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::lifecycle::{meaning, parse_lifecycle_body, Access, Verdict};
+
+    /// A redriven `unpublished` letter's event must be filterable and grouped exactly as its
+    /// live publish was.
+    #[test]
+    fn a_redriven_lifecycle_event_has_the_live_attributes_and_group() {
+        let body =
+            include_str!("../../tests/fixtures/lifecycle/license-deprovisioned-manufacturer.json");
+        let n = parse_lifecycle_body(body, "m-1").expect("a notification");
+        let now = chrono::Utc::now();
+        let verdict = Verdict {
+            access: Access::Revoke,
+            previous_access: Some(Access::Grant),
+            sequence: 4,
+            stale: false,
+            signup_id: None,
+            context: Default::default(),
+        };
+        let live = LifecycleEvent::new(&n, meaning(&n, None, now), None, now, &verdict);
+        let redriven = SnsMessage::from_event_json(&live.to_json()).expect("our event");
+        assert_eq!(redriven.attributes(), live.attributes());
+        assert!(redriven.attributes().contains(&("access", "revoke")));
+        assert_eq!(redriven.group_id(), Publishable::group_id(&live));
+        assert_eq!(redriven.dedup_id(), live.dedup_id());
+        assert_eq!(redriven.to_json(), live.to_json());
+    }
+}

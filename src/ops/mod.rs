@@ -1,5 +1,6 @@
 //! Operator tools: `check` (preflight), `enqueue` (put tokens on the queue), `dlq` (list and
-//! redrive dead-letters) and `metrics` (the catalogue of emitted metrics), plus the configuration
+//! redrive dead-letters), `customers` (read the customer registry) and `metrics` (the catalogue of
+//! emitted metrics), plus the configuration
 //! loading and first-run explanation they share.
 //!
 //! Each tool is a library function that takes the AWS clients and plain options and returns a
@@ -10,6 +11,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod customers;
 pub mod dlq;
 pub mod enqueue;
 mod letter;

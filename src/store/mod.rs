@@ -19,6 +19,7 @@
 
 mod dynamodb;
 mod embedded;
+pub mod registry;
 pub mod tokens;
 
 use std::path::Path;

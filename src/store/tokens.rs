@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::registry::{Change, Registry};
 use super::{now_millis, now_secs, Expect, Item, Store, StoreError, ANSWER_TTL};
 use crate::contract::{CustomerEvent, DeadLetterReason, Fingerprint};
 
@@ -271,9 +272,16 @@ impl TokenLedger {
         Err(contended(fingerprint))
     }
 
-    /// Writes the answer ahead of the first publish try. When another delivery stored an answer
-    /// first, that one stands and is returned: the caller publishes it instead of its own, so every
-    /// delivery publishes the same event.
+    /// Writes the answer ahead of the first publish try, and with it, in the same atomic group,
+    /// the customer's subscription in the registry (created with `grant`, or completed with the
+    /// sign-up: `registry::apply`). When another delivery stored an answer first, that one stands
+    /// and is returned (it wrote the registry): the caller publishes it instead of its own, so
+    /// every delivery publishes the same event.
+    ///
+    /// The first try assumes a new customer and writes without reading (one store call); only a
+    /// group that lost reads the token and the subscription and plans again. If the process dies
+    /// just before the group, neither is written and the claim lapses; just after, both are, and
+    /// the next delivery publishes the stored answer.
     pub async fn resolved(
         &self,
         fingerprint: &Fingerprint,
@@ -281,13 +289,38 @@ impl TokenLedger {
         event: &CustomerEvent,
     ) -> Result<CustomerEvent, StoreError> {
         let next = TokenState::Resolved(event.clone(), self.claim());
-        self.advance(fingerprint, claim_version, |current| match current {
-            Some(TokenState::Resolved(stored, _) | TokenState::Published(stored)) => {
-                Step::Keep(stored.clone())
+        let subscription = Change::resolved(event);
+        let mut known = claim_version.map(|v| (v, TokenState::Claimed(self.claim())));
+        for _ in 0..MAX_CONFLICTS {
+            let (current, registry) = match known.take() {
+                Some(k) => (Some(k), Registry::writes_if_new(&subscription)),
+                None => (
+                    self.read(fingerprint).await?,
+                    Registry::new(self.store.clone())
+                        .writes_for(&subscription)
+                        .await?,
+                ),
+            };
+            if let Some((_, TokenState::Resolved(stored, _) | TokenState::Published(stored))) =
+                &current
+            {
+                return Ok(stored.clone());
             }
-            _ => Step::Write(Box::new(next.clone()), event.clone()),
-        })
-        .await
+            let expect = current
+                .as_ref()
+                .map_or(Expect::Absent, |(v, _)| Expect::Version(*v));
+            let mut group = vec![super::Write::Put {
+                item: next.to_item(fingerprint, 0),
+                expect,
+            }];
+            group.extend(registry);
+            match self.store.write(group).await {
+                Ok(()) => return Ok(event.clone()),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(contended(fingerprint))
     }
 
     /// Marks the event published, so later deliveries delete without a call or a second event.

@@ -30,16 +30,39 @@ impl EntitlementReader {
         EntitlementReader { client, limiter }
     }
 
-    /// Every page of the customer's entitlements for `product_code`, or why not.
+    /// The rate limiter, for the receive loop (it receives only what the rate can serve) and for
+    /// a delivery's first turn.
+    pub fn limiter(&self) -> &AdaptiveRateLimiter {
+        &self.limiter
+    }
+
+    /// Every page of the customer's entitlements for `product_code`, or why not, as a fresh
+    /// delivery (behind every caller already waiting).
     pub async fn fetch(
         &self,
         product_code: &str,
         filter: &EntitlementFilter,
     ) -> EntitlementsResult {
+        self.fetch_in_line(product_code, filter, tokio::time::Instant::now(), false)
+            .await
+    }
+
+    /// [`EntitlementReader::fetch`] for a delivery first queued at `queued`: each page waits its
+    /// turn at that place in the limiter's line (oldest first), so a retry goes before fresher
+    /// deliveries; `turn_taken` when the caller already waited for the first page's turn.
+    pub async fn fetch_in_line(
+        &self,
+        product_code: &str,
+        filter: &EntitlementFilter,
+        queued: tokio::time::Instant,
+        mut turn_taken: bool,
+    ) -> EntitlementsResult {
         let mut entitlements = Vec::new();
         let mut next_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            self.limiter.acquire().await;
+            if !std::mem::take(&mut turn_taken) {
+                self.limiter.acquire_for(queued).await;
+            }
             match page(&self.client, product_code, filter, next_token.take()).await {
                 Ok(page) => {
                     self.limiter.succeeded();

@@ -1,11 +1,15 @@
 //! The lifecycle lane's per-message step: parse the notification, read the customer's
 //! entitlements when it needs them (GetEntitlements, with the same backoff and budget as
-//! ResolveCustomer under its own rate limit), publish the lifecycle event on the topic, and
-//! dead-letter what is not a known notification. What to do next is decided by
-//! [`decide_lifecycle`], a pure function; the worker only gathers facts and carries it out.
+//! ResolveCustomer under its own rate limit), apply it to the customer registry (only if it is
+//! newer than what the subscription holds: `store::registry`), publish the lifecycle event with
+//! the subscription's state on the topic, and dead-letter what is not a known notification. What
+//! to do next is decided by [`decide_lifecycle`], a pure function; the worker only gathers facts
+//! and carries it out.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use crate::aws::entitlement::EntitlementsResult;
@@ -14,9 +18,10 @@ use crate::aws::sns::TopicEvent;
 use crate::aws::sqs::ReceivedMessage;
 use crate::contract::lifecycle::{
     self, parse_lifecycle_body, Entitlement, EntitlementFilter, LifecycleEvent, Notification,
-    Unrecognized,
+    Unrecognized, Verdict,
 };
 use crate::contract::{DeadLetterReason, Fingerprint};
+use crate::store::registry::{Change, EventMark, Identity};
 use crate::worker::act::Attempt;
 use crate::worker::decide::{HandBackCause, Handled, Letter, Settling};
 use crate::worker::lane::Lane;
@@ -47,8 +52,11 @@ pub struct LifecycleDelivery {
     pub notification: Result<Notification, Unrecognized>,
     /// Once asked (only for license and entitlement updates).
     pub entitlements: Option<EntitlementsOutcome>,
-    /// The event, built once and kept as it is for every publish try.
+    /// The event, built once the registry applied the notification, and kept for every publish
+    /// try (a retry may only mark it overtaken: `LifecycleEvent::overtaken`).
     pub event: Option<LifecycleEvent>,
+    /// The registry could not be read or written: why.
+    pub registry_failed: Option<String>,
 }
 
 impl LifecycleDelivery {
@@ -58,6 +66,7 @@ impl LifecycleDelivery {
             notification,
             entitlements: None,
             event: None,
+            registry_failed: None,
         }
     }
 
@@ -75,6 +84,8 @@ pub enum LifecycleAction {
         product_code: String,
         filter: EntitlementFilter,
     },
+    /// Apply the notification to the customer registry and build the event from its answer.
+    Record,
     /// Publish the lifecycle event after `after`, then delete the message.
     Publish {
         after: Duration,
@@ -126,6 +137,17 @@ pub fn decide_lifecycle(
     if d.settling.already_published {
         return LifecycleAction::Delete(Handled::Published(event_id));
     }
+    if !notification.names_a_subscription() {
+        return dead_letter(
+            DeadLetterReason::UnrecognizedNotification,
+            format!(
+                "{} names no license, customer or agreement",
+                notification.kind.event_type()
+            ),
+            Some(event_id),
+            None,
+        );
+    }
     if let Some(filter) = notification.entitlement_filter() {
         match (&d.entitlements, &notification.fields.product_code) {
             (None, Some(code)) => {
@@ -156,6 +178,13 @@ pub fn decide_lifecycle(
             (Some(EntitlementsOutcome::Fetched(_)), _) => {}
         }
     }
+    // A store outage hands the notification back, never dead-letters it.
+    if d.event.is_none() {
+        return match &d.registry_failed {
+            Some(_) => hand_back(HandBackCause::Store, 1),
+            None => LifecycleAction::Record,
+        };
+    }
     match d.settling.next_publish(hold) {
         Ok(after) => LifecycleAction::Publish { after },
         Err(detail) => dead_letter(
@@ -176,8 +205,10 @@ impl Worker {
         message: &ReceivedMessage,
         lease: &Lease,
     ) -> Outcome {
-        let mut d =
-            LifecycleDelivery::new(message.receive_count, parse_lifecycle_body(&message.body));
+        let mut d = LifecycleDelivery::new(
+            message.receive_count,
+            parse_lifecycle_body(&message.body, &message.message_id),
+        );
         d.settling.draw = rand::rng().random_range(0.0..=1.0);
         let event_id = d.event_id().cloned();
         if let Some(event_id) = &event_id {
@@ -199,23 +230,37 @@ impl Worker {
                     }
                     d.entitlements = Some(outcome);
                 }
-                LifecycleAction::Publish { after } => {
-                    if !after.is_zero() && self.wait_unless_stopping(after).await {
-                        continue; // stopping: decide again (the held event is dead-lettered)
-                    }
+                LifecycleAction::Record => {
                     let Ok(notification) = &d.notification else {
-                        unreachable!("decide_lifecycle publishes only parsed notifications")
+                        unreachable!("decide_lifecycle records only parsed notifications")
                     };
                     let entitlements = match &d.entitlements {
                         Some(EntitlementsOutcome::Fetched(list)) => Some(list.clone()),
                         _ => None,
                     };
-                    let event = d
-                        .event
-                        .get_or_insert_with(|| {
-                            lifecycle::decide(notification, entitlements, chrono::Utc::now())
-                        })
-                        .clone();
+                    match self
+                        .record(notification, entitlements, message.sent_at)
+                        .await
+                    {
+                        Ok(event) => d.event = Some(event),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "store: the notification could not be applied to the registry; handed back");
+                            d.registry_failed = Some(e.to_string());
+                        }
+                    }
+                }
+                LifecycleAction::Publish { after } => {
+                    if !after.is_zero() && self.wait_unless_stopping(after).await {
+                        continue; // stopping: decide again (the held event is dead-lettered)
+                    }
+                    let Some(mut event) = d.event.clone() else {
+                        unreachable!("decide_lifecycle publishes only recorded events")
+                    };
+                    if d.settling.publish_failures > 0 {
+                        // Held: a newer event may have been applied (and published) meanwhile.
+                        event = self.unless_overtaken(event).await;
+                        d.event = Some(event.clone());
+                    }
                     let event_id = event.fields.event_id.clone();
                     let (event_type, access) = (event.event_type, event.access.as_str());
                     let publish = (event_id, TopicEvent::Lifecycle(event));
@@ -236,6 +281,9 @@ impl Worker {
                     }
                 }
                 LifecycleAction::HandBack { cause, delay } => {
+                    if cause == HandBackCause::Store {
+                        self.pause_for_store();
+                    }
                     self.hand_back(lane, lease, delay).await;
                     return Outcome::HandedBack { cause, delay };
                 }
@@ -246,8 +294,87 @@ impl Worker {
         }
     }
 
+    /// Applies the notification to the registry and builds the event from its answer: the
+    /// subscription's access after it (or, for an older event, as it stands, `stale`), its
+    /// sequence, and the sign-up a resolved token left there.
+    ///
+    /// The notification's time orders it: the EventBridge `time`, the SNS envelope's `Timestamp`,
+    /// and for a raw SNS notification (which carries none) the SQS `SentTimestamp`. If the
+    /// process dies just before the write, the message comes back and is applied then; just
+    /// after, its redelivery finds it applied and publishes the same state.
+    async fn record(
+        &self,
+        notification: &Notification,
+        entitlements: Option<Vec<Entitlement>>,
+        sent_at: Option<DateTime<Utc>>,
+    ) -> Result<LifecycleEvent, crate::store::StoreError> {
+        let now = Utc::now();
+        let meaning = lifecycle::meaning(notification, entitlements.as_deref(), now);
+        let occurred_at = notification
+            .fields
+            .occurred_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .or(sent_at)
+            .unwrap_or(now);
+        let change = Change::Event {
+            identity: Identity::from(&notification.fields),
+            mark: EventMark {
+                at: occurred_at,
+                event_id: notification.fields.event_id.to_string(),
+                event_type: notification.kind.event_type().to_owned(),
+            },
+            effect: meaning.effect,
+            reason: meaning.reason,
+            agreement_status: notification.fields.status.clone(),
+            entitlements: entitlements
+                .as_ref()
+                .filter(|list| !list.is_empty())
+                .and_then(|list| serde_json::to_value(list).ok()),
+        };
+        let verdict = match self.registry.apply(&change).await? {
+            Some(applied) => applied.verdict,
+            // `decide_lifecycle` dead-letters what names no subscription; were one to get here,
+            // its event says what the notification means on its own.
+            None => Verdict {
+                access: meaning.effect.on(None),
+                previous_access: None,
+                sequence: 0,
+                stale: false,
+                signup_id: None,
+                context: Default::default(),
+            },
+        };
+        Ok(LifecycleEvent::new(
+            notification,
+            meaning,
+            entitlements,
+            occurred_at,
+            &verdict,
+        ))
+    }
+
+    /// A held event, as it must go out now: if the subscription applied a newer event since, it is
+    /// stale with the current access, so a late retry never undoes a newer verdict. When the
+    /// registry cannot be read, the event goes as it is (its `sequence` still orders it).
+    async fn unless_overtaken(&self, event: LifecycleEvent) -> LifecycleEvent {
+        match self.registry.current(&Identity::from(&event.fields)).await {
+            Ok(Some(now)) if now.sequence > event.sequence => {
+                event.overtaken(now.access, now.sequence)
+            }
+            Ok(_) => event,
+            Err(e) => {
+                tracing::debug!(error = %e, "store: the subscription could not be read before a publish retry");
+                event
+            }
+        }
+    }
+
     /// GetEntitlements with the in-process retries ResolveCustomer has: throttling and transient
-    /// failures are retried within the budget, then the message is handed back.
+    /// failures are retried within the budget, then the message is handed back. As for
+    /// ResolveCustomer, the budget starts at the first call, not while waiting for the rate
+    /// limiter, and retries keep their place in its line (oldest delivery first).
     async fn read_entitlements(
         &self,
         d: &LifecycleDelivery,
@@ -258,13 +385,21 @@ impl Worker {
             .event_id()
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
+        let queued = tokio::time::Instant::now();
+        self.entitlements.limiter().acquire_for(queued).await;
+        let first_turn = AtomicBool::new(true);
         let (result, attempts) = retry_within_budget(
             &self.policy,
             self.settings.resolve.attempt_timeout(),
             "GetEntitlements",
             &subject,
             || async {
-                match self.entitlements.fetch(product_code, filter).await {
+                let turn_taken = first_turn.swap(false, Ordering::Relaxed);
+                match self
+                    .entitlements
+                    .fetch_in_line(product_code, filter, queued, turn_taken)
+                    .await
+                {
                     EntitlementsResult::Fetched(list) => Ok(Ok(list)),
                     EntitlementsResult::Rejected { detail } => Ok(Err(detail)),
                     EntitlementsResult::Failed(failure) => Err(failure),

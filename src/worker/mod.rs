@@ -37,6 +37,7 @@ use crate::aws::Clients;
 use crate::config::Settings;
 use crate::contract::{parse_body, CustomerEvent, DeadLetterReason, Fingerprint, ResolvedCustomer};
 use crate::observe::metrics::Telemetry;
+use crate::store::registry::Registry;
 use crate::store::tokens::{Begin, TokenLedger};
 use crate::store::Store;
 use crate::worker::act::Attempt;
@@ -123,6 +124,9 @@ pub struct Worker {
     dead_lettered: Mutex<LruCache<String, DeadLetterReason>>,
     /// The store's record of every token: claims, answers written ahead, publishes, verdicts.
     tokens: TokenLedger,
+    /// The customer registry: one item per subscription, which the lifecycle lane orders its
+    /// events by (the token lane writes it through `tokens`).
+    registry: Registry,
     /// Numbers this process's deliveries, so each claim names its own holder.
     deliveries: std::sync::atomic::AtomicU64,
     /// Names this process in claims (host, pid, a random part).
@@ -142,11 +146,9 @@ impl Worker {
         let claim_lease = settings.resolve.budget()
             + settings.resolve.attempt_timeout()
             + Duration::from_millis(settings.store.claim_margin_ms);
-        let tokens = TokenLedger::new(
-            store.with_telemetry(telemetry.clone()),
-            holder.clone(),
-            claim_lease,
-        );
+        let store = store.with_telemetry(telemetry.clone());
+        let registry = Registry::new(store.clone());
+        let tokens = TokenLedger::new(store, holder.clone(), claim_lease);
         let linger = Duration::from_millis(settings.worker.delete_linger_ms);
         let mut lanes = Vec::new();
         let mut delete_tasks = Vec::new();
@@ -212,6 +214,7 @@ impl Worker {
             resolved: Mutex::new(crate::cache::growing_lru(capacity)),
             dead_lettered: Mutex::new(crate::cache::growing_lru(capacity)),
             tokens,
+            registry,
             deliveries: std::sync::atomic::AtomicU64::new(0),
             holder,
             settings,

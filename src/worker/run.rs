@@ -134,9 +134,11 @@ impl Worker {
         let tick = Duration::from_secs(self.settings.worker.stall_timeout_secs)
             .max(Duration::from_secs(2))
             / 2;
+        // Both lanes need the store: neither receives while it does not answer (a lifecycle
+        // notification handed back again and again would reach its queue's maxReceiveCount).
         let paused = || {
-            lane.pipeline.follows_resolve_pause()
-                && (self.pause.is_paused() || self.store_pause.is_paused())
+            (lane.pipeline.follows_resolve_pause() && self.pause.is_paused())
+                || self.store_pause.is_paused()
         };
         let resumed = || async {
             self.pause.resumed().await;
@@ -170,19 +172,18 @@ impl Worker {
                 drop(first);
                 continue;
             }
-            // Receive only what the current rate can resolve within one delivery's budget: the
+            // Receive only what the current rate can serve within one delivery's budget: the
             // rest would wait for the limiter until their budget ran out, be handed back with
             // their receive count raised, and could reach the redrive policy's maxReceiveCount.
-            // (The lifecycle lane has no such limit: most of its messages make no call at all.)
+            // The token lane's calls are ResolveCustomer's, the lifecycle lane's GetEntitlements'.
             let batch = self.settings.worker.receive_batch as usize;
-            let room = match lane.pipeline {
-                Pipeline::Tokens => self
-                    .resolver
-                    .limiter()
-                    .capacity(self.policy.budget, batch)
-                    .saturating_sub(lane.in_flight.len()),
-                Pipeline::Lifecycle => batch,
+            let limiter = match lane.pipeline {
+                Pipeline::Tokens => self.resolver.limiter(),
+                Pipeline::Lifecycle => self.entitlements.limiter(),
             };
+            let room = limiter
+                .capacity(self.policy.budget, batch)
+                .saturating_sub(lane.in_flight.len());
             if room == 0 {
                 drop(first);
                 tokio::select! {

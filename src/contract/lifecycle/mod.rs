@@ -1,9 +1,11 @@
 //! The customer lifecycle: the notifications the lifecycle queue receives (EventBridge agreement
 //! and license events, legacy Marketplace SNS notifications), what each means for the seller
-//! (`access`), and the event published for each. Pure: no I/O here; the entitlements of license
+//! (`meaning`: the verdict table), and the event published for each. Pure: no I/O here; the entitlements of license
 //! and entitlement updates are read by `aws::entitlement` and passed in.
 
 mod parse;
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
@@ -13,7 +15,7 @@ use crate::contract::Fingerprint;
 pub use parse::{normalize_license_arn, parse_lifecycle_body, Unrecognized, EVENTBRIDGE_SOURCE};
 
 /// The `schemaVersion` of [`LifecycleEvent`].
-pub const LIFECYCLE_SCHEMA_VERSION: u32 = 1;
+pub const LIFECYCLE_SCHEMA_VERSION: u32 = 2;
 
 /// Which notification arrived, whatever its role suffix or wrapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,13 +76,12 @@ pub enum Source {
     Sns,
 }
 
-/// What the seller should do for this customer, so subscribers need no Marketplace knowledge.
+/// Whether the seller's customer may use the product: the registry's state of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     Grant,
     Revoke,
-    Unchanged,
 }
 
 impl Access {
@@ -88,9 +89,45 @@ impl Access {
         match self {
             Access::Grant => "grant",
             Access::Revoke => "revoke",
-            Access::Unchanged => "unchanged",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "grant" => Some(Access::Grant),
+            "revoke" => Some(Access::Revoke),
+            _ => None,
+        }
+    }
+}
+
+/// What one notification does to a subscription's access, once it is known to be the newest
+/// event the subscription has seen (older ones change nothing: `registry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Access becomes this.
+    Set(Access),
+    /// Access stays as it is; a subscription seen for the first time starts with `if_new` (what
+    /// the notification implies about an agreement nobody told us about yet).
+    Keep { if_new: Access },
+}
+
+impl Effect {
+    /// The access after applying this to a subscription whose access is `current` (`None`: new).
+    pub fn on(self, current: Option<Access>) -> Access {
+        match (self, current) {
+            (Effect::Set(access), _) => access,
+            (Effect::Keep { .. }, Some(access)) => access,
+            (Effect::Keep { if_new }, None) => if_new,
+        }
+    }
+}
+
+/// A notification's effect, and why (published as the event's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meaning {
+    pub effect: Effect,
+    pub reason: &'static str,
 }
 
 /// A notification that parsed.
@@ -123,14 +160,6 @@ pub struct NotificationFields {
     pub source: Source,
 }
 
-/// How a notification's `access` is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessRule {
-    Fixed(Access),
-    /// License and entitlement updates: grant while an entitlement is unexpired, else revoke.
-    FromEntitlements,
-}
-
 /// The one filter GetEntitlements is called with, most specific first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntitlementFilter {
@@ -140,28 +169,13 @@ pub enum EntitlementFilter {
 }
 
 impl Notification {
-    /// The table: created/subscribe-success grant; ended as cancelled, expired or
-    /// terminated, deprovisioned and unsubscribe-success revoke; updates depend on the
-    /// entitlements; everything else (amended, unsubscribe-pending, subscribe-fail, ended because
-    /// renewed or replaced, or with no status) leaves access unchanged.
-    pub fn access_rule(&self) -> AccessRule {
-        use NotificationKind as K;
-        match self.kind {
-            K::AgreementCreated | K::SubscribeSuccess => AccessRule::Fixed(Access::Grant),
-            K::LicenseDeprovisioned | K::UnsubscribeSuccess => AccessRule::Fixed(Access::Revoke),
-            K::AgreementEnded => {
-                let status = self.fields.status.as_deref().unwrap_or("");
-                let status = status.to_ascii_uppercase();
-                match status.as_str() {
-                    "CANCELLED" | "EXPIRED" | "TERMINATED" => AccessRule::Fixed(Access::Revoke),
-                    _ => AccessRule::Fixed(Access::Unchanged),
-                }
-            }
-            K::LicenseUpdated | K::EntitlementUpdated => AccessRule::FromEntitlements,
-            K::AgreementAmended | K::SubscribeFail | K::UnsubscribePending => {
-                AccessRule::Fixed(Access::Unchanged)
-            }
-        }
+    /// Whether the notification names a subscription the registry can keep: a license, a legacy
+    /// customer of a product, or an agreement.
+    pub fn names_a_subscription(&self) -> bool {
+        let f = &self.fields;
+        f.license_arn.is_some()
+            || (f.customer_identifier.is_some() && f.product_code.is_some())
+            || f.agreement_id.is_some()
     }
 
     /// What to ask GetEntitlements for; `None` when the event carries no entitlements.
@@ -211,77 +225,185 @@ fn rfc3339<S: Serializer>(time: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S
     }
 }
 
-/// Grant while at least one entitlement has not expired at `now` (no expiry = unexpired).
-pub fn access_from_entitlements(entitlements: &[Entitlement], now: DateTime<Utc>) -> Access {
-    if entitlements
-        .iter()
-        .any(|e| e.expires_at.is_none_or(|at| at > now))
-    {
-        Access::Grant
-    } else {
-        Access::Revoke
+/// The verdict table: what each notification does to access, and why. `entitlements` are what
+/// GetEntitlements answered for [`Notification::entitlement_filter`] (license and entitlement
+/// updates; ignored otherwise), judged at `now`.
+///
+/// Ended agreements revoke only when access really ends (CANCELLED, EXPIRED, TERMINATED); the
+/// other statuses name an agreement that another one continues (RENEWED, REPLACED, SUPERSEDED,
+/// ROLLED_BACK: an earlier revision is in force again) or give no reason (ARCHIVED, unknown, none),
+/// and leave access as it is: a license that really ends says so with License Deprovisioned. An
+/// update whose GetEntitlements answered nothing never revokes on its own: right after a grant
+/// the entitlements may not be provisioned yet (`entitlements_pending`).
+pub fn meaning(
+    notification: &Notification,
+    entitlements: Option<&[Entitlement]>,
+    now: DateTime<Utc>,
+) -> Meaning {
+    use Access::{Grant, Revoke};
+    use NotificationKind as K;
+    let row = |effect, reason| Meaning { effect, reason };
+    match notification.kind {
+        K::AgreementCreated => row(Effect::Set(Grant), "agreement_created"),
+        K::SubscribeSuccess => row(Effect::Set(Grant), "subscribed"),
+        K::LicenseDeprovisioned => row(Effect::Set(Revoke), "license_deprovisioned"),
+        K::UnsubscribeSuccess => row(Effect::Set(Revoke), "unsubscribed"),
+        K::AgreementAmended => row(Effect::Keep { if_new: Grant }, "agreement_amended"),
+        K::UnsubscribePending => row(Effect::Keep { if_new: Grant }, "unsubscribe_pending"),
+        K::SubscribeFail => row(Effect::Keep { if_new: Revoke }, "subscribe_failed"),
+        K::AgreementEnded => {
+            let status = notification.fields.status.as_deref().unwrap_or("");
+            match status.to_ascii_uppercase().as_str() {
+                "CANCELLED" => row(Effect::Set(Revoke), "agreement_cancelled"),
+                "EXPIRED" => row(Effect::Set(Revoke), "agreement_expired"),
+                "TERMINATED" => row(Effect::Set(Revoke), "agreement_terminated"),
+                "RENEWED" => row(Effect::Keep { if_new: Grant }, "agreement_renewed"),
+                "REPLACED" => row(Effect::Keep { if_new: Grant }, "agreement_replaced"),
+                "SUPERSEDED" => row(Effect::Keep { if_new: Grant }, "agreement_superseded"),
+                "ROLLED_BACK" => row(Effect::Keep { if_new: Grant }, "agreement_rolled_back"),
+                "ARCHIVED" => row(Effect::Keep { if_new: Revoke }, "agreement_archived"),
+                _ => row(
+                    Effect::Keep { if_new: Revoke },
+                    "agreement_ended_unknown_status",
+                ),
+            }
+        }
+        K::LicenseUpdated | K::EntitlementUpdated => match entitlements {
+            None | Some([]) => row(Effect::Keep { if_new: Grant }, "entitlements_pending"),
+            Some(list) if list.iter().any(|e| e.expires_at.is_none_or(|at| at > now)) => {
+                row(Effect::Set(Grant), "entitlements_current")
+            }
+            Some(_) => row(Effect::Set(Revoke), "entitlements_expired"),
+        },
     }
 }
 
-/// The event published for every lifecycle notification (schema version 1).
+/// Where a published lifecycle event stands in its subscription's history (the registry's
+/// answer when the event was applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Access after this event (for a stale one: the current access, unchanged).
+    pub access: Access,
+    /// Access before it; `None` for a subscription this event created.
+    pub previous_access: Option<Access>,
+    /// The subscription's `sequence` after this event; a subscriber keeps the highest.
+    pub sequence: u64,
+    /// The subscription had already applied a newer event: this one changed nothing.
+    pub stale: bool,
+    /// The sign-up of the subscription, when a resolved token told the registry.
+    pub signup_id: Option<String>,
+    pub context: BTreeMap<String, String>,
+}
+
+/// The event published for every lifecycle notification (schema version 2: `access` is the
+/// subscription's state after the event, with its `sequence`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LifecycleEvent {
     pub event_type: &'static str,
     pub schema_version: u32,
     pub access: Access,
+    pub previous_access: Option<Access>,
+    pub sequence: u64,
+    pub stale: bool,
+    pub reason: &'static str,
     #[serde(flatten)]
     pub fields: NotificationFields,
+    pub signup_id: Option<String>,
+    pub context: BTreeMap<String, String>,
     /// The customer's current entitlements for license and entitlement updates, else `null`.
     pub entitlements: Option<Vec<Entitlement>>,
 }
 
-/// The event for `notification`. `entitlements` are what GetEntitlements answered for
-/// [`Notification::entitlement_filter`]; they are required for license and entitlement updates
-/// and ignored otherwise. Called without them for an update, the event says `unchanged` rather
-/// than revoke on missing data.
-pub fn decide(
-    notification: &Notification,
-    entitlements: Option<Vec<Entitlement>>,
-    now: DateTime<Utc>,
-) -> LifecycleEvent {
-    let (access, entitlements) = match notification.access_rule() {
-        AccessRule::Fixed(access) => (access, None),
-        AccessRule::FromEntitlements => match entitlements {
-            Some(list) => (access_from_entitlements(&list, now), Some(list)),
-            None => (Access::Unchanged, None),
-        },
-    };
-    LifecycleEvent {
-        event_type: notification.kind.event_type(),
-        schema_version: LIFECYCLE_SCHEMA_VERSION,
-        access,
-        fields: notification.fields.clone(),
-        entitlements,
-    }
-}
-
 impl LifecycleEvent {
+    /// The event for `notification`, applied at `occurred_at` with `verdict`. `entitlements` are
+    /// published for license and entitlement updates only.
+    pub fn new(
+        notification: &Notification,
+        meaning: Meaning,
+        entitlements: Option<Vec<Entitlement>>,
+        occurred_at: DateTime<Utc>,
+        verdict: &Verdict,
+    ) -> Self {
+        let mut fields = notification.fields.clone();
+        fields.occurred_at = Some(occurred_at.to_rfc3339_opts(SecondsFormat::Millis, true));
+        LifecycleEvent {
+            event_type: notification.kind.event_type(),
+            schema_version: LIFECYCLE_SCHEMA_VERSION,
+            access: verdict.access,
+            previous_access: verdict.previous_access,
+            sequence: verdict.sequence,
+            stale: verdict.stale,
+            reason: meaning.reason,
+            fields,
+            signup_id: verdict.signup_id.clone(),
+            context: verdict.context.clone(),
+            entitlements: entitlements.filter(|_| notification.kind.needs_entitlements()),
+        }
+    }
+
+    /// This event, overtaken by a newer one before it was published: it goes out as stale with
+    /// the subscription's current access and sequence, so it never undoes the newer one.
+    pub fn overtaken(&self, access: Access, sequence: u64) -> Self {
+        LifecycleEvent {
+            access,
+            previous_access: Some(access),
+            sequence,
+            stale: true,
+            ..self.clone()
+        }
+    }
+
     pub fn to_json(&self) -> String {
         // Serializing strings, numbers, booleans and options cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The SNS message attributes subscribers filter on. SNS refuses empty values, so a field
-    /// that is not known is left out rather than sent empty.
+    /// The SNS message attributes subscribers filter on ([`topic_attributes`]).
     pub fn message_attributes(&self) -> Vec<(&'static str, &str)> {
-        let mut attributes = vec![
-            ("eventType", self.event_type),
-            ("access", self.access.as_str()),
-        ];
-        if let Some(code) = &self.fields.product_code {
-            attributes.push(("productCode", code));
-        }
-        if let Some(account) = &self.fields.customer_aws_account_id {
-            attributes.push(("customerAWSAccountId", account));
-        }
-        attributes
+        let f = &self.fields;
+        topic_attributes(|name| match name {
+            "eventType" => Some(self.event_type),
+            "access" => Some(self.access.as_str()),
+            "productCode" => f.product_code.as_deref(),
+            "customerAWSAccountId" => f.customer_aws_account_id.as_deref(),
+            _ => None,
+        })
     }
+
+    /// The FIFO message group ([`topic_group`]).
+    pub fn group_id(&self) -> &str {
+        let f = &self.fields;
+        topic_group(|name| match name {
+            "customerAWSAccountId" => f.customer_aws_account_id.as_deref(),
+            "customerIdentifier" => f.customer_identifier.as_deref(),
+            "productCode" => f.product_code.as_deref(),
+            _ => None,
+        })
+    }
+}
+
+/// The SNS message attributes of an event, from its JSON fields: `eventType`, `access` (lifecycle
+/// events), `productCode` and `customerAWSAccountId`, each only when known (SNS refuses empty
+/// values). The one list for a live publish and a redriven `unpublished` letter, so a subscriber
+/// filtering on any of them gets both.
+pub fn topic_attributes<'a>(
+    field: impl Fn(&str) -> Option<&'a str>,
+) -> Vec<(&'static str, &'a str)> {
+    ["eventType", "access", "productCode", "customerAWSAccountId"]
+        .into_iter()
+        .filter_map(|name| Some((name, field(name).filter(|v| !v.is_empty())?)))
+        .collect()
+}
+
+/// The FIFO message group of an event, from its JSON fields: the customer's account, else the
+/// legacy customer identifier, else the product, so one customer's events keep their order, live
+/// or redriven.
+pub fn topic_group<'a>(field: impl Fn(&str) -> Option<&'a str>) -> &'a str {
+    ["customerAWSAccountId", "customerIdentifier", "productCode"]
+        .into_iter()
+        .find_map(|name| field(name).filter(|v| !v.is_empty()))
+        .unwrap_or("marketplace")
 }
 
 #[cfg(test)]

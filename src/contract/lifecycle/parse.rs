@@ -32,8 +32,14 @@ impl Unrecognized {
     }
 }
 
-/// Parses one SQS body from the lifecycle queue.
-pub fn parse_lifecycle_body(body: &str) -> Result<Notification, Unrecognized> {
+/// Parses one SQS body from the lifecycle queue. `sqs_message_id` is the SQS message's id: a raw
+/// SNS notification carries no id of its own, and one customer's subscribe, unsubscribe and
+/// subscribe again are byte-identical, so its event id is made of the body and this id (the same
+/// for every redelivery of the message).
+pub fn parse_lifecycle_body(
+    body: &str,
+    sqs_message_id: &str,
+) -> Result<Notification, Unrecognized> {
     let trimmed = body.trim();
     if trimmed.is_empty() {
         return Err(Unrecognized::new("empty body"));
@@ -56,7 +62,7 @@ pub fn parse_lifecycle_body(body: &str) -> Result<Notification, Unrecognized> {
     if object.contains_key("action") {
         return parse_legacy(
             &object,
-            Fingerprint::of(&format!("sns-body:{trimmed}")),
+            Fingerprint::of(&format!("sns-body:{sqs_message_id}:{trimmed}")),
             None,
         );
     }

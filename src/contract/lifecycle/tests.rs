@@ -48,11 +48,11 @@ fn fixture(name: &str) -> &'static str {
 }
 
 fn ok(body: &str) -> Notification {
-    crate::contract::testing::parsed(body, parse_lifecycle_body)
+    crate::contract::testing::parsed(body, |b| parse_lifecycle_body(b, "m-sqs"))
 }
 
 fn unrecognized(body: &str) -> Unrecognized {
-    crate::contract::testing::refused(body, parse_lifecycle_body)
+    crate::contract::testing::refused(body, |b| parse_lifecycle_body(b, "m-sqs"))
 }
 
 fn now() -> DateTime<Utc> {
@@ -67,42 +67,46 @@ fn with_detail_type(detail_type: &str) -> String {
 }
 
 #[test]
-fn every_aws_sample_maps_to_its_event_type_and_access() {
+fn every_aws_sample_maps_to_its_event_type_and_effect() {
     let cases = [
         (
             "agreement-created-proposer",
             "marketplace.agreement.created",
-            Some(Access::Grant),
+            Some(Effect::Set(Access::Grant)),
         ),
         (
             "agreement-created-proposer-renew",
             "marketplace.agreement.created",
-            Some(Access::Grant),
+            Some(Effect::Set(Access::Grant)),
         ),
         (
             "agreement-created-manufacturer",
             "marketplace.agreement.created",
-            Some(Access::Grant),
+            Some(Effect::Set(Access::Grant)),
         ),
         (
             "agreement-amended-proposer",
             "marketplace.agreement.amended",
-            Some(Access::Unchanged),
+            Some(Effect::Keep {
+                if_new: Access::Grant,
+            }),
         ),
         (
             "agreement-amended-manufacturer",
             "marketplace.agreement.amended",
-            Some(Access::Unchanged),
+            Some(Effect::Keep {
+                if_new: Access::Grant,
+            }),
         ),
         (
             "agreement-ended-proposer",
             "marketplace.agreement.ended",
-            Some(Access::Revoke),
+            Some(Effect::Set(Access::Revoke)),
         ),
         (
             "agreement-ended-manufacturer",
             "marketplace.agreement.ended",
-            Some(Access::Revoke),
+            Some(Effect::Set(Access::Revoke)),
         ),
         (
             "license-updated-manufacturer",
@@ -112,12 +116,12 @@ fn every_aws_sample_maps_to_its_event_type_and_access() {
         (
             "license-deprovisioned-manufacturer",
             "marketplace.license.deprovisioned",
-            Some(Access::Revoke),
+            Some(Effect::Set(Access::Revoke)),
         ),
         (
             "sns-subscribe-success",
             "marketplace.subscription.succeeded",
-            Some(Access::Grant),
+            Some(Effect::Set(Access::Grant)),
         ),
         (
             "sns-entitlement-updated-envelope",
@@ -128,8 +132,11 @@ fn every_aws_sample_maps_to_its_event_type_and_access() {
     for (name, event_type, access) in cases {
         let n = ok(fixture(name));
         assert_eq!(n.kind.event_type(), event_type, "{name}");
-        let expected = access.map_or(AccessRule::FromEntitlements, AccessRule::Fixed);
-        assert_eq!(n.access_rule(), expected, "{name}");
+        // Updates depend on their entitlements: none read yet keeps access.
+        let expected = access.unwrap_or(Effect::Keep {
+            if_new: Access::Grant,
+        });
+        assert_eq!(meaning(&n, None, now()).effect, expected, "{name}");
     }
 }
 
@@ -251,22 +258,26 @@ fn legacy_actions_raw_and_in_the_sns_envelope() {
         (
             "subscribe-success",
             NotificationKind::SubscribeSuccess,
-            Access::Grant,
+            Effect::Set(Access::Grant),
         ),
         (
             "subscribe-fail",
             NotificationKind::SubscribeFail,
-            Access::Unchanged,
+            Effect::Keep {
+                if_new: Access::Revoke,
+            },
         ),
         (
             "unsubscribe-pending",
             NotificationKind::UnsubscribePending,
-            Access::Unchanged,
+            Effect::Keep {
+                if_new: Access::Grant,
+            },
         ),
         (
             "unsubscribe-success",
             NotificationKind::UnsubscribeSuccess,
-            Access::Revoke,
+            Effect::Set(Access::Revoke),
         ),
     ];
     for (action, kind, access) in cases {
@@ -280,11 +291,7 @@ fn legacy_actions_raw_and_in_the_sns_envelope() {
         ] {
             let n = ok(&body);
             assert_eq!(n.kind, kind, "{action} {form}");
-            assert_eq!(
-                n.access_rule(),
-                AccessRule::Fixed(access),
-                "{action} {form}"
-            );
+            assert_eq!(meaning(&n, None, now()).effect, access, "{action} {form}");
             assert_eq!(n.fields.source, Source::Sns);
             assert_eq!(n.fields.customer_identifier.as_deref(), Some("X01EXAMPLEX"));
             assert_eq!(
@@ -302,7 +309,7 @@ fn legacy_actions_raw_and_in_the_sns_envelope() {
             } else {
                 assert_eq!(
                     n.fields.event_id,
-                    Fingerprint::of(&format!("sns-body:{body}"))
+                    Fingerprint::of(&format!("sns-body:m-sqs:{body}"))
                 );
                 assert_eq!(n.fields.occurred_at, None);
             }
@@ -416,42 +423,137 @@ fn entitlement(expires_at: Option<DateTime<Utc>>) -> Entitlement {
     }
 }
 
+/// The verdict table for updates: one unexpired entitlement grants, only expired ones revoke, and
+/// an empty answer (GetEntitlements right after a grant, before provisioning) keeps access.
 #[test]
-fn access_from_entitlements_needs_one_unexpired() {
+fn updates_grant_on_one_unexpired_entitlement_and_never_revoke_on_an_empty_answer() {
     let past = now() - chrono::Duration::days(1);
     let future = now() + chrono::Duration::days(1);
+    let pending = Meaning {
+        effect: Effect::Keep {
+            if_new: Access::Grant,
+        },
+        reason: "entitlements_pending",
+    };
+    let grant = Meaning {
+        effect: Effect::Set(Access::Grant),
+        reason: "entitlements_current",
+    };
+    let revoke = Meaning {
+        effect: Effect::Set(Access::Revoke),
+        reason: "entitlements_expired",
+    };
     let cases = [
-        (vec![], Access::Revoke),
-        (vec![entitlement(Some(past))], Access::Revoke),
-        (vec![entitlement(Some(now()))], Access::Revoke),
+        (Some(vec![]), pending),
+        (None, pending),
+        (Some(vec![entitlement(Some(past))]), revoke),
+        (Some(vec![entitlement(Some(now()))]), revoke),
         (
-            vec![entitlement(Some(past)), entitlement(Some(future))],
-            Access::Grant,
+            Some(vec![entitlement(Some(past)), entitlement(Some(future))]),
+            grant,
         ),
-        (vec![entitlement(None)], Access::Grant),
+        (Some(vec![entitlement(None)]), grant),
     ];
-    for (list, expected) in cases {
-        assert_eq!(access_from_entitlements(&list, now()), expected, "{list:?}");
+    for fixture_name in [
+        "license-updated-manufacturer",
+        "sns-entitlement-updated-envelope",
+    ] {
+        let n = ok(fixture(fixture_name));
+        for (list, expected) in &cases {
+            assert_eq!(
+                meaning(&n, list.as_deref(), now()),
+                *expected,
+                "{fixture_name} {list:?}"
+            );
+        }
     }
+    // After a grant, the empty answer keeps it; on a subscription seen for the first time it
+    // grants too (the license exists, its entitlements are on their way).
+    assert_eq!(pending.effect.on(Some(Access::Grant)), Access::Grant);
+    assert_eq!(pending.effect.on(Some(Access::Revoke)), Access::Revoke);
+    assert_eq!(pending.effect.on(None), Access::Grant);
 }
 
 #[test]
 fn ended_agreements_revoke_only_when_access_really_ends() {
+    use Access::{Grant, Revoke};
     let cases = [
-        (Some("CANCELLED"), Access::Revoke),
-        (Some("EXPIRED"), Access::Revoke),
-        (Some("TERMINATED"), Access::Revoke),
-        (Some("cancelled"), Access::Revoke),
-        (Some("RENEWED"), Access::Unchanged),
-        (Some("REPLACED"), Access::Unchanged),
-        (Some("ARCHIVED"), Access::Unchanged),
-        (None, Access::Unchanged),
+        (
+            Some("CANCELLED"),
+            Effect::Set(Revoke),
+            "agreement_cancelled",
+        ),
+        (Some("EXPIRED"), Effect::Set(Revoke), "agreement_expired"),
+        (
+            Some("TERMINATED"),
+            Effect::Set(Revoke),
+            "agreement_terminated",
+        ),
+        (
+            Some("cancelled"),
+            Effect::Set(Revoke),
+            "agreement_cancelled",
+        ),
+        (
+            Some("RENEWED"),
+            Effect::Keep { if_new: Grant },
+            "agreement_renewed",
+        ),
+        (
+            Some("REPLACED"),
+            Effect::Keep { if_new: Grant },
+            "agreement_replaced",
+        ),
+        (
+            Some("SUPERSEDED"),
+            Effect::Keep { if_new: Grant },
+            "agreement_superseded",
+        ),
+        (
+            Some("ROLLED_BACK"),
+            Effect::Keep { if_new: Grant },
+            "agreement_rolled_back",
+        ),
+        (
+            Some("ARCHIVED"),
+            Effect::Keep { if_new: Revoke },
+            "agreement_archived",
+        ),
+        (
+            Some("SOMETHING_NEW"),
+            Effect::Keep { if_new: Revoke },
+            "agreement_ended_unknown_status",
+        ),
+        (
+            None,
+            Effect::Keep { if_new: Revoke },
+            "agreement_ended_unknown_status",
+        ),
     ];
     let base = ok(fixture("agreement-ended-proposer"));
-    for (status, expected) in cases {
+    for (status, effect, reason) in cases {
         let mut n = base.clone();
         n.fields.status = status.map(str::to_owned);
-        assert_eq!(decide(&n, None, now()).access, expected, "{status:?}");
+        assert_eq!(
+            meaning(&n, None, now()),
+            Meaning { effect, reason },
+            "{status:?}"
+        );
+        // None of the statuses that keep access ever flips a granted subscription.
+        if matches!(effect, Effect::Keep { .. }) {
+            assert_eq!(effect.on(Some(Grant)), Grant, "{status:?}");
+        }
+    }
+}
+
+fn verdict(access: Access, sequence: u64) -> Verdict {
+    Verdict {
+        access,
+        previous_access: None,
+        sequence,
+        stale: false,
+        signup_id: None,
+        context: Default::default(),
     }
 }
 
@@ -459,20 +561,33 @@ fn ended_agreements_revoke_only_when_access_really_ends() {
 fn updates_carry_their_entitlements_and_others_carry_none() {
     let license = ok(fixture("license-updated-manufacturer"));
     let list = vec![entitlement(Some(now() + chrono::Duration::days(30)))];
-    let event = decide(&license, Some(list.clone()), now());
-    assert_eq!(event.access, Access::Grant);
-    assert_eq!(event.entitlements.as_deref(), Some(&list[..]));
-    assert_eq!(decide(&license, Some(vec![]), now()).access, Access::Revoke);
-    // No entitlements read: never revoke on missing data.
-    let event = decide(&license, None, now());
-    assert_eq!(
-        (event.access, event.entitlements),
-        (Access::Unchanged, None)
+    let m = meaning(&license, Some(&list), now());
+    let event = LifecycleEvent::new(
+        &license,
+        m,
+        Some(list.clone()),
+        now(),
+        &verdict(Access::Grant, 1),
     );
+    assert_eq!(event.entitlements.as_deref(), Some(&list[..]));
 
     let created = ok(fixture("agreement-created-proposer"));
-    let event = decide(&created, Some(list), now());
-    assert_eq!((event.access, event.entitlements), (Access::Grant, None));
+    let m = meaning(&created, None, now());
+    let event = LifecycleEvent::new(&created, m, Some(list), now(), &verdict(Access::Grant, 1));
+    assert_eq!(event.entitlements, None);
+}
+
+#[test]
+fn an_overtaken_event_goes_out_stale_with_the_current_state() {
+    let created = ok(fixture("agreement-created-proposer"));
+    let m = meaning(&created, None, now());
+    let event = LifecycleEvent::new(&created, m, None, now(), &verdict(Access::Grant, 1));
+    let late = event.overtaken(Access::Revoke, 2);
+    assert_eq!(
+        (late.access, late.previous_access, late.sequence, late.stale),
+        (Access::Revoke, Some(Access::Revoke), 2, true)
+    );
+    assert_eq!(late.fields, event.fields, "the same event, by id");
 }
 
 #[test]
@@ -509,7 +624,11 @@ fn event_serializes_with_the_contract_names_and_attributes() {
             expires_at: None,
         },
     ];
-    let event = decide(&license, Some(list), now());
+    let m = meaning(&license, Some(&list), now());
+    let mut v = verdict(Access::Grant, 3);
+    v.previous_access = Some(Access::Revoke);
+    v.signup_id = Some("signup-7".into());
+    let event = LifecycleEvent::new(&license, m, Some(list), now(), &v);
     let json: Value = serde_json::from_str(&event.to_json()).unwrap();
     let keys = crate::contract::testing::keys(&json);
     let expected = [
@@ -517,6 +636,12 @@ fn event_serializes_with_the_contract_names_and_attributes() {
         "schemaVersion",
         "eventId",
         "access",
+        "previousAccess",
+        "sequence",
+        "stale",
+        "reason",
+        "signupId",
+        "context",
         "productCode",
         "customerAWSAccountId",
         "customerIdentifier",
@@ -534,8 +659,14 @@ fn event_serializes_with_the_contract_names_and_attributes() {
         assert!(keys.contains(&key), "missing {key} in {keys:?}");
     }
     assert_eq!(json["eventType"], "marketplace.license.updated");
-    assert_eq!(json["schemaVersion"], 1);
+    assert_eq!(json["schemaVersion"], 2);
     assert_eq!(json["access"], "grant");
+    assert_eq!(json["previousAccess"], "revoke");
+    assert_eq!(json["sequence"], 3);
+    assert_eq!(json["stale"], false);
+    assert_eq!(json["reason"], "entitlements_current");
+    assert_eq!(json["signupId"], "signup-7");
+    assert_eq!(json["occurredAt"], "2026-11-30T12:00:00.000Z");
     assert_eq!(json["source"], "eventbridge");
     assert_eq!(json["customerIdentifier"], Value::Null);
     assert_eq!(
@@ -553,7 +684,9 @@ fn event_serializes_with_the_contract_names_and_attributes() {
         ]
     );
 
-    let legacy = decide(&ok(fixture("sns-subscribe-success")), None, now());
+    let subscribed = ok(fixture("sns-subscribe-success"));
+    let m = meaning(&subscribed, None, now());
+    let legacy = LifecycleEvent::new(&subscribed, m, None, now(), &verdict(Access::Grant, 1));
     let names: Vec<&str> = legacy
         .message_attributes()
         .iter()
@@ -563,4 +696,16 @@ fn event_serializes_with_the_contract_names_and_attributes() {
     let json: Value = serde_json::from_str(&legacy.to_json()).unwrap();
     assert_eq!(json["source"], "sns");
     assert_eq!(json["entitlements"], Value::Null);
+}
+
+#[test]
+fn identical_raw_sns_notifications_in_different_messages_get_different_event_ids() {
+    // subscribe, unsubscribe, subscribe again: the first and third bodies are byte-identical.
+    let body = fixture("sns-subscribe-success");
+    let first = parse_lifecycle_body(body, "sqs-1").unwrap();
+    let third = parse_lifecycle_body(body, "sqs-3").unwrap();
+    assert_ne!(first.fields.event_id, third.fields.event_id);
+    // A redelivery of one message keeps its id.
+    let again = parse_lifecycle_body(body, "sqs-1").unwrap();
+    assert_eq!(first.fields.event_id, again.fields.event_id);
 }

@@ -10,9 +10,25 @@ const LICENSE_UPDATED: &str =
     include_str!("../../../tests/fixtures/lifecycle/license-updated-manufacturer.json");
 
 fn delivery(body: &str, f: impl FnOnce(&mut LifecycleDelivery)) -> LifecycleDelivery {
-    let mut d = LifecycleDelivery::new(2, parse_lifecycle_body(body));
+    let mut d = LifecycleDelivery::new(2, parse_lifecycle_body(body, "m-1"));
     f(&mut d);
     d
+}
+
+/// The event the registry's answer builds (granted, first of its subscription).
+fn recorded(d: &mut LifecycleDelivery) {
+    let n = d.notification.as_ref().expect("a parsed notification");
+    let now = chrono::Utc::now();
+    let meaning = lifecycle::meaning(n, None, now);
+    let verdict = Verdict {
+        access: meaning.effect.on(None),
+        previous_access: None,
+        sequence: 1,
+        stale: false,
+        signup_id: None,
+        context: Default::default(),
+    };
+    d.event = Some(LifecycleEvent::new(n, meaning, None, now, &verdict));
 }
 
 fn next(d: &LifecycleDelivery) -> LifecycleAction {
@@ -49,14 +65,49 @@ fn an_unknown_body_whose_letter_failed_is_handed_back() {
 }
 
 #[test]
-fn an_agreement_event_is_published_without_entitlements() {
+fn an_agreement_event_is_recorded_without_entitlements_then_published() {
     let d = delivery(CREATED, |_| {});
+    assert_eq!(next(&d), LifecycleAction::Record);
+    let d = delivery(CREATED, recorded);
     assert_eq!(
         next(&d),
         LifecycleAction::Publish {
             after: Duration::ZERO
         }
     );
+}
+
+#[test]
+fn a_store_outage_hands_the_notification_back_never_dead_letters_it() {
+    let d = delivery(CREATED, |d| {
+        d.registry_failed = Some("store unavailable: connection refused".into())
+    });
+    match next(&d) {
+        LifecycleAction::HandBack { cause, delay } => {
+            assert_eq!(cause, HandBackCause::Store);
+            assert!(delay >= Duration::from_secs(1), "{delay:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_notification_that_names_no_subscription_is_dead_lettered() {
+    let mut created: serde_json::Value = serde_json::from_str(CREATED).unwrap();
+    created["detail"]["agreement"]
+        .as_object_mut()
+        .unwrap()
+        .remove("id");
+    let d = delivery(&created.to_string(), |_| {});
+    match next(&d) {
+        LifecycleAction::DeadLetter(Letter {
+            reason: DeadLetterReason::UnrecognizedNotification,
+            detail,
+            event_id: Some(_),
+            ..
+        }) => assert!(detail.contains("names no license"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -72,9 +123,14 @@ fn a_license_update_reads_entitlements_first() {
 }
 
 #[test]
-fn a_license_update_with_entitlements_is_published() {
+fn a_license_update_with_entitlements_is_recorded_then_published() {
     let d = delivery(LICENSE_UPDATED, |d| {
         d.entitlements = Some(EntitlementsOutcome::Fetched(vec![]))
+    });
+    assert_eq!(next(&d), LifecycleAction::Record);
+    let d = delivery(LICENSE_UPDATED, |d| {
+        d.entitlements = Some(EntitlementsOutcome::Fetched(vec![]));
+        recorded(d);
     });
     assert_eq!(
         next(&d),
@@ -152,6 +208,7 @@ fn a_redelivery_of_a_dead_letter_is_deleted() {
 #[test]
 fn a_failed_publish_is_retried_after_a_backoff_while_held() {
     let d = delivery(CREATED, |d| {
+        recorded(d);
         d.settling.publish_failures = 2;
         d.settling.held_for = Duration::from_secs(10);
     });
@@ -169,11 +226,7 @@ fn a_held_event_past_its_hold_or_at_shutdown_is_dead_lettered_with_the_event() {
             d.settling.held_for = held_for;
             d.settling.stopping = stopping;
             d.settling.last_publish_error = Some("NotFound".into());
-            d.event = d
-                .notification
-                .as_ref()
-                .ok()
-                .map(|n| lifecycle::decide(n, None, chrono::Utc::now()));
+            recorded(d);
         });
         match next(&d) {
             LifecycleAction::DeadLetter(Letter {
