@@ -136,7 +136,7 @@ pub struct Notification {
     pub kind: NotificationKind,
     /// Every field the event publishes as it is, normalised and trimmed.
     pub fields: NotificationFields,
-    /// `isFreeTrialTermPresent` of subscribe notifications (not published in schema version 1).
+    /// `isFreeTrialTermPresent` of subscribe notifications (not published).
     pub free_trial: Option<bool>,
 }
 
