@@ -893,8 +893,13 @@ async function main() {
   if (want("throughput")) {
     // Interleaved, so that a noisy minute on the machine hits every contender alike.
     for (let run = 1; run <= OPT.runs; run++) {
-      const kinds = ["ceiling", "baseline", "oursWarm", "ours"];
+      let kinds = ["ceiling", "baseline", "oursWarm", "ours"];
       if (DYNAMO) kinds.push("oursDynamo");
+      // BENCH_THROUGHPUT_KINDS=ours,oursDynamo measures only those (a partial re-measure).
+      if (process.env.BENCH_THROUGHPUT_KINDS) {
+        const only = process.env.BENCH_THROUGHPUT_KINDS.split(",");
+        kinds = kinds.filter((k) => only.includes(k));
+      }
       for (const kind of kinds) {
         record(`throughput.${kind}`, await throughputRun(kind, run));
       }

@@ -12,6 +12,7 @@
 #   --tokens N   tokens per throughput run (default 10000)
 #   --only LIST  subset of startup,throughput,rss,latency,goodput (implies --no-write)
 #   --no-write   leave BENCHMARKS.md alone; the report is in target/bench/report.md
+# BENCH_THROUGHPUT_KINDS=ceiling,ours,oursDynamo (comma-separated) limits the throughput runs to those.
 #
 # Needs: Rust (builds target/release/mp-resolver), Node >= 20 and npm (installs bench/'s locked
 # dependencies), Python 3.11 (LocalStack, as for scripts/test.sh), curl.

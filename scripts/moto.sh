@@ -190,8 +190,9 @@ launch() {
         # No credentials or region from the caller's environment leak into moto's own calls.
         export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
         unset AWS_PROFILE AWS_SESSION_TOKEN
-        exec ${detach[@]+"${detach[@]}"} "$MPR_MOTO_VENV/bin/python" "$MPR_MOTO_VENV/bin/moto_server" \
-            -H 127.0.0.1 -p "$MPR_MOTO_PORT" </dev/null >>"$MPR_MOTO_LOG" 2>&1
+        # One request at a time: moto's DynamoDB is not thread-safe (moto_server_serial.py).
+        exec ${detach[@]+"${detach[@]}"} "$MPR_MOTO_VENV/bin/python" "$MPR_ROOT/scripts/moto_server_serial.py" \
+            127.0.0.1 "$MPR_MOTO_PORT" </dev/null >>"$MPR_MOTO_LOG" 2>&1
     ) &
     LAUNCHED_PID=$!
     printf '%s\n' "$LAUNCHED_PID" >"$MPR_MOTO_PID_FILE"
