@@ -386,6 +386,10 @@ class Ours {
   }
   async start(name) {
     this.port = await freePort();
+    // A fresh embedded store per run: an earlier run's file would know these tokens as published.
+    const storePath = path.join(WORKDIR, "store", `${name}.db`);
+    fs.mkdirSync(path.dirname(storePath), { recursive: true });
+    fs.rmSync(storePath, { force: true });
     const env = {
       ...baseEnv(),
       MPR_QUEUE_URL: this.pipeline.queueUrl,
@@ -396,7 +400,7 @@ class Ours {
       // Only how long a stop waits for in-flight work (the bench stops the worker mid-backlog).
       MPR_WORKER__SHUTDOWN_GRACE_SECS: "2",
       // A fresh embedded store per run (the default kind), so no run reads another's answers.
-      MPR_STORE__PATH: path.join(WORKDIR, "store", `${name}.db`),
+      MPR_STORE__PATH: storePath,
       ...this.extraEnv,
     };
     this.child = startProcess(name, BIN, ["run"], env);
