@@ -124,6 +124,30 @@ async fn answers_outlive_two_workers_killed_together_dynamodb() {
     answers_survive_sigkill(Backend::Dynamodb, 2).await;
 }
 
+/// The fixture's next token message, worked by `worker`, must be dead-lettered as
+/// `product_mismatch`.
+async fn assert_dead_lettered_as_mismatch(fx: &Fixture, worker: &mp_resolver::worker::Worker) {
+    let message = fx.receive_token_message(worker).await;
+    let outcome = worker.handle(message).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::DeadLettered {
+                reason: DeadLetterReason::ProductMismatch,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}
+
+/// `dlq redrive` from the fixture's dead-letter queue back to its token queue.
+async fn redrive_on(fx: &Fixture, options: RedriveOptions) -> redrive::RedriveReport {
+    redrive::redrive(&fx.sqs, &fx.dlq_url, &fx.queue_url, &options)
+        .await
+        .expect("redrive")
+}
+
 async fn one_call_for_a_double_submit(backend: Backend) {
     let fx = Fixture::with_store(Topic::Standard, backend, &[]).await;
     fx.emulator.configure(|e| {
@@ -186,34 +210,20 @@ async fn a_product_mismatch_is_published_by_redrive_once_the_allow_list_is_fixed
         .expect("valid test token");
     fx.send(&json!({"registrationToken": token, "signupId": "s-1"}).to_string())
         .await;
-    let message = fx.receive_token_message(&worker).await;
-    let outcome = worker.handle(message).await;
-    assert!(
-        matches!(
-            outcome,
-            Outcome::DeadLettered {
-                reason: DeadLetterReason::ProductMismatch,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
+    assert_dead_lettered_as_mismatch(&fx, &worker).await;
 
     // A move task would send the letter back to be resolved again: refused, nothing moved.
     let publisher = Publisher::new(fx.sns.clone(), fx.topic_arn.clone());
-    let refused = redrive::redrive(
-        &fx.sqs,
-        &fx.dlq_url,
-        &fx.queue_url,
-        &RedriveOptions {
+    let refused = redrive_on(
+        &fx,
+        RedriveOptions {
             move_task: true,
             publisher: Some(publisher.clone()),
             product_codes: vec!["prod-typo".into()],
             ..RedriveOptions::default()
         },
     )
-    .await
-    .expect("redrive");
+    .await;
     assert!(!refused.ok, "{refused:?}");
     assert!(
         refused
@@ -225,34 +235,28 @@ async fn a_product_mismatch_is_published_by_redrive_once_the_allow_list_is_fixed
     assert_eq!(refused.moved_count, 0);
 
     // With the allow-list still wrong, the letter stays.
-    let still = redrive::redrive(
-        &fx.sqs,
-        &fx.dlq_url,
-        &fx.queue_url,
-        &RedriveOptions {
+    let still = redrive_on(
+        &fx,
+        RedriveOptions {
             publisher: Some(publisher.clone()),
             product_codes: vec!["prod-typo".into()],
             ..RedriveOptions::default()
         },
     )
-    .await
-    .expect("redrive");
+    .await;
     assert_eq!((still.moved_count, still.left), (0, 1), "{still:?}");
 
     // Fixed: the letter's event is published as it is, with no call; nothing goes back to the
     // token queue.
-    let fixed = redrive::redrive(
-        &fx.sqs,
-        &fx.dlq_url,
-        &fx.queue_url,
-        &RedriveOptions {
+    let fixed = redrive_on(
+        &fx,
+        RedriveOptions {
             publisher: Some(publisher),
             product_codes: vec!["prod-typo".into(), "prod-abc".into()],
             ..RedriveOptions::default()
         },
     )
-    .await
-    .expect("redrive");
+    .await;
     assert!(fixed.ok, "{fixed:?}");
     assert_eq!(fixed.moved_count, 1);
     let events = fx.events(1).await;
@@ -283,18 +287,7 @@ async fn a_letter_too_large_for_its_event_refers_to_the_store_and_redrive_publis
     let body = json!({"registrationToken": token, "signupId": "s-large", "padding": "p".repeat(255 * 1024)})
         .to_string();
     fx.send(&body).await;
-    let message = fx.receive_token_message(&worker).await;
-    let outcome = worker.handle(message).await;
-    assert!(
-        matches!(
-            outcome,
-            Outcome::DeadLettered {
-                reason: DeadLetterReason::ProductMismatch,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
+    assert_dead_lettered_as_mismatch(&fx, &worker).await;
     // Peek at the letter (received, then visible again at once).
     let received = fx
         .sqs
@@ -333,19 +326,16 @@ async fn a_letter_too_large_for_its_event_refers_to_the_store_and_redrive_publis
         "the body is byte-identical"
     );
 
-    let report = redrive::redrive(
-        &fx.sqs,
-        &fx.dlq_url,
-        &fx.queue_url,
-        &RedriveOptions {
+    let report = redrive_on(
+        &fx,
+        RedriveOptions {
             publisher: Some(Publisher::new(fx.sns.clone(), fx.topic_arn.clone())),
             product_codes: vec!["prod-abc".into()],
             store: Some(fx.store_handle().clone()),
             ..RedriveOptions::default()
         },
     )
-    .await
-    .expect("redrive");
+    .await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.moved_count, 1);
     let events = fx.events(1).await;
