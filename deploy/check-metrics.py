@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = sorted((ROOT / "deploy" / "cloudformation").glob("*.yaml"))
 CONFIGURED = ["Service", "QueueName"]
 # Condition -> the prefix of the metrics the lane adds (see the docstring).
-LANES = {"HasUsageQueue": "mpr_usage_", "HasUsageDlq": "mpr_usage_"}
+LANES: dict[str, str] = {}
 failures: list[str] = []
 checked: list[str] = []
 pending: list[str] = []

@@ -2,7 +2,9 @@
 //! that config/local.toml names; `run` enqueues tokens of every kind and prints the events and
 //! dead-letters as they arrive; `signup-token` prints a buyer's token for the `intake` step,
 //! `await-signup ID` waits for the event that carries that signupId, and `await-lifecycle N` waits
-//! for N subscription lifecycle events and prints them. Endpoints and credentials come from the
+//! for N subscription lifecycle events and prints them; `usage` sends a customer's usage events for
+//! the last hour (each twice, as an application's retries would) and waits for the hour's
+//! `marketplace.usage.metered` events. Endpoints and credentials come from the
 //! SDK's standard chain.
 
 use std::collections::HashMap;
@@ -47,7 +49,10 @@ async fn main() -> Result<()> {
                 .unwrap_or(1);
             await_lifecycle(&sqs, &settings, n).await
         }
-        _ => bail!("usage: demo setup|run|signup-token|await-signup SIGNUP_ID|await-lifecycle N"),
+        "usage" => usage(&sqs, &settings).await,
+        _ => bail!(
+            "usage: demo setup|run|signup-token|await-signup SIGNUP_ID|await-lifecycle N|usage"
+        ),
     }
 }
 
@@ -99,6 +104,23 @@ async fn setup(
         .send()
         .await
         .context("create the lifecycle queue")?;
+    let usage_dlq = sqs
+        .create_queue()
+        .queue_name(queue_name(&settings.usage_dlq_url))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .context("create the usage dead-letter queue")?;
+    let usage_dlq_arn = arn_of(sqs, usage_dlq.queue_url().unwrap_or_default()).await?;
+    sqs.create_queue()
+        .queue_name(queue_name(&settings.usage_queue_url))
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": usage_dlq_arn, "maxReceiveCount": "5"}).to_string(),
+        )
+        .send()
+        .await
+        .context("create the usage queue")?;
     let topic_name = settings.topic_arn.rsplit(':').next().unwrap_or_default();
     let topic = sns
         .create_topic()
@@ -126,16 +148,20 @@ async fn setup(
         &settings.dlq_url,
         &settings.lifecycle_queue_url,
         &settings.lifecycle_dlq_url,
+        &settings.usage_queue_url,
+        &settings.usage_dlq_url,
         &subscriber_url.to_owned(),
     ] {
         sqs.purge_queue().queue_url(url).send().await.ok();
     }
     println!(
-        "created: token queue {} (redrive to {} after 5 receives), lifecycle queue {} (redrive to {}), topic {}, subscriber queue {}",
+        "created: token queue {} (redrive to {} after 5 receives), lifecycle queue {} (redrive to {}), usage queue {} (redrive to {}), topic {}, subscriber queue {}",
         queue_name(&settings.queue_url),
         queue_name(&settings.dlq_url),
         queue_name(&settings.lifecycle_queue_url),
         queue_name(&settings.lifecycle_dlq_url),
+        queue_name(&settings.usage_queue_url),
+        queue_name(&settings.usage_dlq_url),
         topic_name,
         subscriber_name(settings)
     );
@@ -296,6 +322,80 @@ async fn await_lifecycle(sqs: &aws_sdk_sqs::Client, settings: &Settings, n: usiz
     }
     if seen < n {
         bail!("{seen} of {n} lifecycle events within 60 s");
+    }
+    Ok(())
+}
+
+/// The new-integration customer of `run` (its resolved token made it known to the emulator) used
+/// the product in the last hour: 6 events on two dimensions, each sent twice.
+async fn usage(sqs: &aws_sdk_sqs::Client, settings: &Settings) -> Result<()> {
+    let now = chrono::Utc::now().timestamp();
+    let hour = now / 3600 * 3600 - 3600;
+    let events = [
+        ("api_calls", 120, 60),
+        ("api_calls", 80, 900),
+        ("api_calls", 45, 2400),
+        ("api_calls", 5, 3500),
+        ("storage_gb", 3, 300),
+        ("storage_gb", 4, 3000),
+    ];
+    let at = |offset: i64| {
+        chrono::DateTime::from_timestamp(hour + offset, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    println!(
+        "\nSending {} usage events for {} (each twice) to {}:",
+        events.len(),
+        at(0),
+        queue_name(&settings.usage_queue_url)
+    );
+    for (n, (dimension, quantity, offset)) in events.iter().enumerate() {
+        let body = json!({
+            "usageId": format!("demo-usage-{hour}-{n}"),
+            "productCode": PRODUCT,
+            "customerAWSAccountId": "444455556666",
+            "licenseArn": "arn:aws:license-manager::444455556666:license:l-demo",
+            "dimension": dimension,
+            "quantity": quantity,
+            "timestamp": at(*offset),
+        })
+        .to_string();
+        for _ in 0..2 {
+            sqs.send_message()
+                .queue_url(&settings.usage_queue_url)
+                .message_body(&body)
+                .send()
+                .await
+                .context("send a usage event")?;
+        }
+        println!("  {body}");
+    }
+    let subscriber_url = subscriber_url(sqs, settings).await?;
+    let want = 2;
+    println!("\nWaiting for the hour to settle and {want} marketplace.usage.metered events...\n");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = 0;
+    while seen < want && Instant::now() < deadline {
+        for m in drain(sqs, &subscriber_url).await? {
+            let e: Value = serde_json::from_str(&m.0).unwrap_or(Value::Null);
+            if e["eventType"] != "marketplace.usage.metered" {
+                continue;
+            }
+            println!(
+                "METERED     hour={} dimension={:<10} quantity={:<4} status={} events={} meteringRecordId={}",
+                e["hour"].as_str().unwrap_or("?"),
+                e["dimension"].as_str().unwrap_or("?"),
+                e["quantity"],
+                e["status"].as_str().unwrap_or("?"),
+                e["events"],
+                e["meteringRecordId"].as_str().unwrap_or("null"),
+            );
+            seen += 1;
+        }
+    }
+    if seen < want {
+        bail!("{seen} of {want} metered events within 90 s");
     }
     Ok(())
 }

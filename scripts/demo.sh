@@ -7,7 +7,9 @@
 # license events put on EventBridge reach the lifecycle queue through a rule and come out on the
 # same topic with the access to give and the customer's entitlements (from the emulator's
 # GetEntitlements), and `mp-resolver customers show` prints the subscription the registry keeps;
-# then stops everything it started.
+# then a customer's usage for the last hour, sent to the usage queue (each event twice), metered
+# once per dimension with BatchMeterUsage, and the records the emulator accepted; then stops
+# everything it started.
 #
 # Usage: scripts/demo.sh        (from any directory; needs Rust, Python 3.11 and curl)
 set -euo pipefail
@@ -183,6 +185,17 @@ printf '
 $ mp-resolver customers list
 '
 "$BIN" customers list --config config/local.toml
+
+mpr_info "==> Metering usage: the last hour, once per dimension, with BatchMeterUsage"
+"$DEMO" usage
+printf '\n$ curl http://%s/emulator/metering   # the records the emulator accepted\n' "$EMULATOR_ADDR"
+curl -sf "http://$EMULATOR_ADDR/emulator/metering" | "$MPR_VENV/bin/python" -c 'import json, sys
+import datetime
+utc = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+for r in json.load(sys.stdin):
+    print("RECORD      hour=%s timestamp=%s dimension=%-10s quantity=%-4s license=%s meteringRecordId=%s" % (
+        utc(r["hour"]), utc(r["timestamp"]), r["dimension"], r["quantity"], r.get("licenseArn"),
+        r["meteringRecordId"]))'
 
 printf '\nEmulator stats: %s\n' "$(curl -sf "http://$EMULATOR_ADDR/emulator/stats")"
 

@@ -58,7 +58,7 @@ enum Command {
     Check(ops::cli::CheckArgs),
     /// Put registration tokens on the token queue (for trials and smoke tests).
     Enqueue(ops::cli::EnqueueArgs),
-    /// List dead-letters grouped by reason (`dlq list`), or move them back to the token queue (`dlq redrive`).
+    /// List dead-letters grouped by reason (`dlq list`), or move them back to their queue (`dlq redrive`); `--lifecycle` / `--usage` for those lanes'.
     Dlq(ops::cli::DlqArgs),
     /// List the metrics the worker emits, as CloudWatch (EMF) names: name, kind, unit, label dimensions.
     #[command(
@@ -67,6 +67,8 @@ enum Command {
     Metrics,
     /// Read the customer registry: `customers show <license-arn|agreement-id|account-id>`, `customers list [--access grant|revoke]`.
     Customers(ops::customers::CustomersArgs),
+    /// Usage: `usage send` puts usage events on the usage queue, `usage show <license-arn|account-id> [--hour H]` the hours the store holds and where each stands.
+    Usage(ops::usage::UsageArgs),
     /// The store's own chores: `store create-table` makes the DynamoDB table (idempotent, for local use and tests).
     Store(ops::cli::StoreArgs),
     /// Serve a local stand-in for the Marketplace Metering ResolveCustomer and Entitlement Service GetEntitlements APIs.
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Dlq(args) => runtime.block_on(ops::cli::dlq(args)),
         Command::Store(args) => runtime.block_on(ops::cli::store(args)),
         Command::Customers(args) => runtime.block_on(ops::customers::customers(args)),
+        Command::Usage(args) => runtime.block_on(ops::usage::usage(args)),
         Command::Metrics => {
             // A closed pipe (`| head`) is not an error worth a panic.
             let _ = std::io::Write::write_all(

@@ -8,6 +8,7 @@ use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use crate::aws::error::{describe, entry_results, CallError, EntryFailure};
 use crate::aws::is_fifo;
 use crate::contract::lifecycle::{topic_attributes, topic_group, LifecycleEvent};
+use crate::contract::usage::UsageMeteredEvent;
 use crate::contract::CustomerEvent;
 use crate::observe::events::{AwsCall, BatchEntryFailed};
 use crate::observe::metrics::Telemetry;
@@ -265,11 +266,30 @@ impl Publishable for LifecycleEvent {
     }
 }
 
+impl Publishable for UsageMeteredEvent {
+    fn to_json(&self) -> String {
+        UsageMeteredEvent::to_json(self)
+    }
+
+    fn attributes(&self) -> Vec<(&'static str, &str)> {
+        self.message_attributes()
+    }
+
+    fn group_id(&self) -> &str {
+        UsageMeteredEvent::group_id(self)
+    }
+
+    fn dedup_id(&self) -> &str {
+        &self.event_id
+    }
+}
+
 /// Any event the worker publishes; one publisher and one batcher carry both kinds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopicEvent {
     Customer(CustomerEvent),
     Lifecycle(LifecycleEvent),
+    Usage(UsageMeteredEvent),
 }
 
 impl TopicEvent {
@@ -277,6 +297,7 @@ impl TopicEvent {
         match self {
             TopicEvent::Customer(e) => e,
             TopicEvent::Lifecycle(e) => e,
+            TopicEvent::Usage(e) => e,
         }
     }
 }

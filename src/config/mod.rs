@@ -19,11 +19,13 @@ pub use validate::validate;
 
 mod intake;
 mod marketplace;
+mod metering;
 mod metrics;
 mod store;
 
 pub use intake::{ClientAddressSource, IntakeSettings};
 pub use marketplace::MarketplaceSettings;
+pub use metering::MeteringSettings;
 pub use metrics::MetricsSettings;
 pub use store::{StoreKind, StoreSettings};
 

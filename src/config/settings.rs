@@ -17,6 +17,11 @@ pub struct Settings {
     pub lifecycle_queue_url: String,
     /// Its dead-letter queue; required when `lifecycle_queue_url` is set.
     pub lifecycle_dlq_url: String,
+    /// The optional usage queue (usage events from the seller's application); empty = off.
+    pub usage_queue_url: String,
+    /// Its dead-letter queue; required when `usage_queue_url` is set.
+    pub usage_dlq_url: String,
+    pub metering: super::MeteringSettings,
     pub marketplace: super::MarketplaceSettings,
     pub worker: WorkerSettings,
     pub resolve: ResolveSettings,

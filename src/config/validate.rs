@@ -11,6 +11,7 @@ use super::{invalid, ConfigError, Settings};
 pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     resources(s)?;
     super::marketplace::validate(s)?;
+    super::metering::validate(s)?;
     super::store::validate(s)?;
     s.metrics.validate()?;
     super::intake::validate(&s.intake)?;

@@ -19,16 +19,38 @@ pub enum DeadLetterReason {
     Unpublished,
     /// A message on the lifecycle queue that is not a known notification.
     UnrecognizedNotification,
+    /// Usage that can no longer be sent inside BatchMeterUsage's window (too old, or last month's
+    /// after 06:00 UTC on the 1st); the letter's detail carries the quantity.
+    OutsideMeteringWindow,
+    /// BatchMeterUsage answered CustomerNotSubscribed for the usage's hour.
+    CustomerNotSubscribed,
+    /// InvalidUsageDimensionException: the product has no such dimension.
+    InvalidDimension,
+    /// InvalidProductCodeException.
+    InvalidProduct,
+    /// InvalidLicenseException or InvalidCustomerIdentifierException.
+    InvalidCustomer,
+    /// InvalidTagException or InvalidUsageAllocationsException.
+    InvalidAllocations,
+    /// DuplicateRecord: AWS holds another quantity for the hour (an anomaly, never resent).
+    DuplicateRecord,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 6] = [
+    pub const ALL: [DeadLetterReason; 13] = [
         DeadLetterReason::InvalidToken,
         DeadLetterReason::ExpiredToken,
         DeadLetterReason::MalformedMessage,
         DeadLetterReason::ProductMismatch,
         DeadLetterReason::Unpublished,
         DeadLetterReason::UnrecognizedNotification,
+        DeadLetterReason::OutsideMeteringWindow,
+        DeadLetterReason::CustomerNotSubscribed,
+        DeadLetterReason::InvalidDimension,
+        DeadLetterReason::InvalidProduct,
+        DeadLetterReason::InvalidCustomer,
+        DeadLetterReason::InvalidAllocations,
+        DeadLetterReason::DuplicateRecord,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +61,13 @@ impl DeadLetterReason {
             DeadLetterReason::ProductMismatch => "product_mismatch",
             DeadLetterReason::Unpublished => "unpublished",
             DeadLetterReason::UnrecognizedNotification => "unrecognized_notification",
+            DeadLetterReason::OutsideMeteringWindow => "outside_metering_window",
+            DeadLetterReason::CustomerNotSubscribed => "customer_not_subscribed",
+            DeadLetterReason::InvalidDimension => "invalid_dimension",
+            DeadLetterReason::InvalidProduct => "invalid_product",
+            DeadLetterReason::InvalidCustomer => "invalid_customer",
+            DeadLetterReason::InvalidAllocations => "invalid_allocations",
+            DeadLetterReason::DuplicateRecord => "duplicate_record",
         }
     }
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 mod dead_letter;
 pub mod lifecycle;
+pub mod usage;
 
 pub use dead_letter::{
     dlq_attr, DeadLetter, DeadLetterReason, UnknownReason, LETTER_OVERHEAD_BYTES, MAX_LETTER_BYTES,

@@ -53,6 +53,11 @@ struct StoreOperationLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LifecycleLabel {
     event_type: &'static str,
     access: &'static str,
@@ -78,6 +83,10 @@ pub struct Metrics {
     lifecycle_events: Family<LifecycleLabel, Counter>,
     store_calls: Family<StoreCallLabel, Counter>,
     store_seconds: Family<StoreOperationLabel, Histogram, fn() -> Histogram>,
+    usage_events: Family<ResultLabel, Counter>,
+    usage_records_metered: Family<StatusLabel, Counter>,
+    usage_hours_pending: Gauge,
+    usage_oldest_unmetered: Gauge,
 }
 
 impl Metrics {
@@ -104,6 +113,10 @@ impl Metrics {
             lifecycle_events: Family::default(),
             store_calls: Family::default(),
             store_seconds: Family::new_with_constructor(store_histogram),
+            usage_events: Family::default(),
+            usage_records_metered: Family::default(),
+            usage_hours_pending: Gauge::default(),
+            usage_oldest_unmetered: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -191,7 +204,47 @@ impl Metrics {
             "Store call latency, by operation",
             m.store_seconds.clone(),
         );
+        r.register(
+            "mpr_usage_events",
+            "Usage events from the usage queue, by result (counted, carried, duplicate, dead_lettered, handed_back)",
+            m.usage_events.clone(),
+        );
+        r.register(
+            "mpr_usage_records_metered",
+            "Hour records BatchMeterUsage answered, by status",
+            m.usage_records_metered.clone(),
+        );
+        r.register(
+            "mpr_usage_hours_pending",
+            "Hours of usage in the store not yet metered and reported",
+            m.usage_hours_pending.clone(),
+        );
+        r.register(
+            "mpr_usage_oldest_unmetered_hour_age_seconds",
+            "Seconds since the end of the oldest hour not yet metered (0 when none has ended)",
+            m.usage_oldest_unmetered.clone(),
+        );
         m
+    }
+
+    /// One usage event worked to its result.
+    pub fn usage_event(&self, result: &'static str) {
+        self.usage_events
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// One hour record's outcome from BatchMeterUsage (or the verdict that it cannot be sent).
+    pub fn usage_record_metered(&self, status: &'static str) {
+        self.usage_records_metered
+            .get_or_create(&StatusLabel { status })
+            .inc();
+    }
+
+    /// The metering pass's view of the hours not yet metered.
+    pub fn usage_hours(&self, pending: usize, oldest_age_secs: i64) {
+        self.usage_hours_pending.set(pending as i64);
+        self.usage_oldest_unmetered.set(oldest_age_secs.max(0));
     }
 
     /// One store call: `result` is `ok`, `conflict` or `error`.

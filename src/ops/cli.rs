@@ -58,6 +58,7 @@ Examples:
   mp-resolver dlq list
   mp-resolver dlq list --dlq-url https://sqs.us-east-1.amazonaws.com/123456789012/mpr-tokens-dlq --json
   mp-resolver dlq list --lifecycle         (the lifecycle queue's dead-letters, lifecycle_dlq_url)
+  mp-resolver dlq list --usage             (the usage queue's dead-letters, usage_dlq_url)
 
 Nothing is consumed: messages are received with a 60 s visibility timeout and handed back with
 visibility 0 once listed. Groups are the mpr.reason attribute; dead-letters without one were moved
@@ -72,10 +73,15 @@ Examples:
   mp-resolver dlq redrive --move-task      (everything, by SQS's own message move task)
   mp-resolver dlq redrive --lifecycle --reason unrecognized_notification
                                            (lifecycle_dlq_url back to lifecycle_queue_url)
+  mp-resolver dlq redrive --usage --reason customer_not_subscribed
+                                           (usage_dlq_url back to usage_queue_url)
 
 Reasons: invalid_token, expired_token, malformed_message, product_mismatch, unpublished,
-unrecognized_notification, redrive_policy. Copies of one letter (same mpr.sourceMessageId) are
-sent once; the other copies are deleted.
+unrecognized_notification, redrive_policy; for usage outside_metering_window,
+customer_not_subscribed, invalid_dimension, invalid_product, invalid_customer,
+invalid_allocations, duplicate_record. A redriven usage event whose hour failed is counted again,
+in the earliest hour still open (carried); one counted in an hour that stands is not.
+Copies of one letter (same mpr.sourceMessageId) are sent once; the other copies are deleted.
 Each copy is sent to the token queue, body unchanged and without the mpr.* attributes, before its
 original is deleted from the dead-letter queue; messages not taken are handed back at once.
 Letters that carry their resolved event (unpublished, product_mismatch) are published to the topic
@@ -152,6 +158,22 @@ pub struct DlqTarget {
     /// redrive then moves them back to the lifecycle queue (lifecycle_queue_url).
     #[arg(long, conflicts_with = "dlq_url")]
     pub lifecycle: bool,
+    /// The usage queue's dead-letters (MPR_USAGE_DLQ_URL / usage_dlq_url) instead; a redrive then
+    /// moves them back to the usage queue (usage_queue_url), where they are counted again.
+    #[arg(long, conflicts_with_all = ["dlq_url", "lifecycle"])]
+    pub usage: bool,
+}
+
+impl DlqTarget {
+    fn lane(&self) -> load::DlqLane {
+        if self.lifecycle {
+            load::DlqLane::Lifecycle
+        } else if self.usage {
+            load::DlqLane::Usage
+        } else {
+            load::DlqLane::Tokens
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -170,7 +192,7 @@ pub struct DlqRedriveArgs {
     #[command(flatten)]
     pub target: DlqTarget,
     /// Where to move them, instead of MPR_QUEUE_URL / queue_url.
-    #[arg(long, value_name = "URL", conflicts_with = "lifecycle")]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["lifecycle", "usage"])]
     pub queue_url: Option<String>,
     /// Only dead-letters with this reason.
     #[arg(long, value_name = "REASON")]
@@ -301,9 +323,14 @@ async fn dlq_setup(
     command: &'static str,
     example: &'static str,
 ) -> Result<DlqSetup, ExitCode> {
+    let lane = target.lane();
     let needs = Needs {
         command,
-        keys: if target.lifecycle { &[] } else { keys },
+        keys: if lane == load::DlqLane::Tokens {
+            keys
+        } else {
+            &[]
+        },
         flags: true,
         example,
     };
@@ -315,8 +342,7 @@ async fn dlq_setup(
     let Some(loaded) = load_with_flags(target.common.config, &flags, &needs, format) else {
         return Err(ExitCode::from(EXIT_CONFIG as u8));
     };
-    let Some((dlq_url, queue_url)) = load::dlq_queues(&loaded.settings, target.lifecycle, command)
-    else {
+    let Some((dlq_url, queue_url)) = load::dlq_queues(&loaded.settings, lane, command) else {
         return Err(ExitCode::from(EXIT_CONFIG as u8));
     };
     Ok(DlqSetup {

@@ -188,32 +188,24 @@ pub async fn enqueue(
     queue_url: &str,
     prepared: &[Prepared],
 ) -> EnqueueReport {
-    let fifo = crate::aws::is_fifo(queue_url);
+    let messages: Vec<(String, &str)> = prepared
+        .iter()
+        .map(|p| (p.event_id.to_string(), p.body.as_str()))
+        .collect();
+    let results = send_bodies(sqs_client, queue_url, &messages).await;
     let mut sent = Vec::new();
     let mut failed = Vec::new();
-    for chunk in chunks(prepared) {
-        let outgoing: Vec<Outgoing> = chunk
-            .iter()
-            .map(|p| Outgoing {
-                body: p.body.clone(),
-                group_id: fifo.then(|| p.event_id.to_string()),
-                deduplication_id: fifo.then(|| p.event_id.to_string()),
-            })
-            .collect();
-        let results = sqs::send(sqs_client, queue_url, &outgoing).await;
-        progress::advance(chunk.len());
-        for (p, result) in chunk.iter().zip(results) {
-            match result {
-                Ok(message_id) => sent.push(Sent {
-                    event_id: p.event_id.clone(),
-                    message_id,
-                }),
-                Err(e) => failed.push(NotSent {
-                    event_id: p.event_id.clone(),
-                    code: e.code,
-                    message: e.message,
-                }),
-            }
+    for (p, result) in prepared.iter().zip(results) {
+        match result {
+            Ok(message_id) => sent.push(Sent {
+                event_id: p.event_id.clone(),
+                message_id,
+            }),
+            Err(e) => failed.push(NotSent {
+                event_id: p.event_id.clone(),
+                code: e.code,
+                message: e.message,
+            }),
         }
     }
     EnqueueReport {
@@ -224,21 +216,47 @@ pub async fn enqueue(
     }
 }
 
+/// Sends `(id, body)` messages, ten per `SendMessageBatch` and inside its size limit, advancing
+/// the progress line; per message, its SQS message id or why not. On a FIFO queue the id is each
+/// message's group and deduplication id (the messages need no order between them, and SQS drops
+/// a resend of the same one within its five-minute window).
+pub(super) async fn send_bodies(
+    sqs_client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[(String, &str)],
+) -> Vec<Result<String, crate::aws::error::EntryFailure>> {
+    let fifo = crate::aws::is_fifo(queue_url);
+    let mut results = Vec::with_capacity(messages.len());
+    for chunk in chunks(messages, |(_, body)| body.len()) {
+        let outgoing: Vec<Outgoing> = chunk
+            .iter()
+            .map(|(id, body)| Outgoing {
+                body: (*body).to_owned(),
+                group_id: fifo.then(|| id.clone()),
+                deduplication_id: fifo.then(|| id.clone()),
+            })
+            .collect();
+        results.extend(sqs::send(sqs_client, queue_url, &outgoing).await);
+        progress::advance(chunk.len());
+    }
+    results
+}
+
 /// Up to ten messages and at most [`MAX_BATCH_BYTES`] per batch.
-fn chunks(prepared: &[Prepared]) -> Vec<&[Prepared]> {
+fn chunks<T>(items: &[T], len: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (i, p) in prepared.iter().enumerate() {
-        let len = p.body.len();
+    for (i, item) in items.iter().enumerate() {
+        let len = len(item);
         if i > start && (i - start == sqs::BATCH || bytes + len > MAX_BATCH_BYTES) {
-            out.push(&prepared[start..i]);
+            out.push(&items[start..i]);
             start = i;
             bytes = 0;
         }
         bytes += len;
     }
-    if start < prepared.len() {
-        out.push(&prepared[start..]);
+    if start < items.len() {
+        out.push(&items[start..]);
     }
     out
 }
@@ -317,7 +335,10 @@ mod tests {
     fn batches_hold_ten_and_respect_the_size_limit() {
         let many: Vec<String> = (0..23).map(|i| format!("tok-{i}")).collect();
         let prepared = prepare(&many, &Extras::default()).unwrap();
-        let sizes: Vec<usize> = chunks(&prepared).iter().map(|c| c.len()).collect();
+        let sizes: Vec<usize> = chunks(&prepared, |p| p.body.len())
+            .iter()
+            .map(|c| c.len())
+            .collect();
         assert_eq!(sizes, vec![10, 10, 3]);
 
         let big: Vec<String> = (0..10)
@@ -330,7 +351,7 @@ mod tests {
                 .collect(),
         };
         let prepared = prepare(&big, &extras).unwrap();
-        for chunk in chunks(&prepared) {
+        for chunk in chunks(&prepared, |p| p.body.len()) {
             let bytes: usize = chunk.iter().map(|p| p.body().len()).sum();
             assert!(bytes <= MAX_BATCH_BYTES, "{bytes}");
         }

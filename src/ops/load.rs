@@ -22,6 +22,8 @@ pub enum Required {
     /// `intake.registration_url`: required by `intake` only, so it is not in [`Required::ALL`]
     /// (its empty default is valid for every other command).
     RegistrationUrl,
+    /// `usage_queue_url`: required by `usage send` only (empty turns the usage lane off).
+    UsageQueueUrl,
 }
 
 impl Required {
@@ -34,6 +36,7 @@ impl Required {
             Required::DlqUrl => "dlq_url",
             Required::TopicArn => "topic_arn",
             Required::RegistrationUrl => "intake.registration_url",
+            Required::UsageQueueUrl => "usage_queue_url",
         }
     }
 
@@ -43,6 +46,7 @@ impl Required {
             Required::DlqUrl => "MPR_DLQ_URL",
             Required::TopicArn => "MPR_TOPIC_ARN",
             Required::RegistrationUrl => "MPR_INTAKE__REGISTRATION_URL",
+            Required::UsageQueueUrl => "MPR_USAGE_QUEUE_URL",
         }
     }
 
@@ -51,6 +55,7 @@ impl Required {
         match self {
             Required::QueueUrl => Some("--queue-url"),
             Required::DlqUrl => Some("--dlq-url"),
+            Required::UsageQueueUrl => Some("--usage-queue-url"),
             Required::TopicArn | Required::RegistrationUrl => None,
         }
     }
@@ -63,6 +68,7 @@ impl Required {
             }
             Required::TopicArn => "the SNS topic resolved customers are published to",
             Required::RegistrationUrl => "your sign-up page, where intake sends the buyer",
+            Required::UsageQueueUrl => "the SQS queue your application sends usage events to",
         }
     }
 
@@ -72,6 +78,7 @@ impl Required {
             Required::DlqUrl => "https://sqs.us-east-1.amazonaws.com/123456789012/mpr-tokens-dlq",
             Required::TopicArn => "arn:aws:sns:us-east-1:123456789012:mpr-customers",
             Required::RegistrationUrl => "https://example.com/signup",
+            Required::UsageQueueUrl => "https://sqs.us-east-1.amazonaws.com/123456789012/mpr-usage",
         }
     }
 
@@ -82,41 +89,66 @@ impl Required {
             Required::DlqUrl => "https://sqs.invalid/000000000000/mp-resolver-unused-dlq",
             Required::TopicArn => "arn:aws:sns:invalid:000000000000:mp-resolver-unused-topic",
             Required::RegistrationUrl => "https://invalid.example/mp-resolver-unused-signup",
+            Required::UsageQueueUrl => "https://sqs.invalid/000000000000/mp-resolver-unused-usage",
         }
     }
 }
 
 /// The dead-letter queue and its source queue a `dlq` command works on: the token queue's, or with
-/// `--lifecycle` the lifecycle queue's. `None` (after saying which key is missing) when
-/// `--lifecycle` is given without them configured.
-pub fn dlq_queues(settings: &Settings, lifecycle: bool, command: &str) -> Option<(String, String)> {
-    if !lifecycle {
-        return Some((settings.dlq_url.clone(), settings.queue_url.clone()));
-    }
-    for (key, env, value) in [
-        (
-            "lifecycle_dlq_url",
-            "MPR_LIFECYCLE_DLQ_URL",
-            &settings.lifecycle_dlq_url,
+/// `--lifecycle` / `--usage` that lane's. `None` (after saying which key is missing) when the
+/// lane's queues are not configured.
+pub fn dlq_queues(settings: &Settings, lane: DlqLane, command: &str) -> Option<(String, String)> {
+    let (flag, pair) = match lane {
+        DlqLane::Tokens => return Some((settings.dlq_url.clone(), settings.queue_url.clone())),
+        DlqLane::Lifecycle => (
+            "--lifecycle",
+            [
+                (
+                    "lifecycle_dlq_url",
+                    "MPR_LIFECYCLE_DLQ_URL",
+                    &settings.lifecycle_dlq_url,
+                ),
+                (
+                    "lifecycle_queue_url",
+                    "MPR_LIFECYCLE_QUEUE_URL",
+                    &settings.lifecycle_queue_url,
+                ),
+            ],
         ),
-        (
-            "lifecycle_queue_url",
-            "MPR_LIFECYCLE_QUEUE_URL",
-            &settings.lifecycle_queue_url,
+        DlqLane::Usage => (
+            "--usage",
+            [
+                (
+                    "usage_dlq_url",
+                    "MPR_USAGE_DLQ_URL",
+                    &settings.usage_dlq_url,
+                ),
+                (
+                    "usage_queue_url",
+                    "MPR_USAGE_QUEUE_URL",
+                    &settings.usage_queue_url,
+                ),
+            ],
         ),
-    ] {
+    };
+    for (key, env, value) in pair {
         if value.is_empty() {
             eprintln!(
-                "{command} --lifecycle: {key} is not set. Set {env} (or {key} in --config) to \
-                 the lifecycle queue's URL."
+                "{command} {flag}: {key} is not set. Set {env} (or {key} in --config) to the \
+                 queue's URL."
             );
             return None;
         }
     }
-    Some((
-        settings.lifecycle_dlq_url.clone(),
-        settings.lifecycle_queue_url.clone(),
-    ))
+    Some((pair[0].2.clone(), pair[1].2.clone()))
+}
+
+/// Which lane's dead-letter queue a `dlq` command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlqLane {
+    Tokens,
+    Lifecycle,
+    Usage,
 }
 
 /// What an operator command needs from the configuration.

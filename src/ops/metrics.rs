@@ -22,6 +22,9 @@ pub fn catalogue() -> Vec<Family> {
     m.batch_entry_failed("sqs", "DeleteMessageBatch");
     m.lifecycle_event("subscribe-success", "granted");
     m.store_call("write", "ok", Duration::ZERO);
+    m.usage_event("counted");
+    m.usage_record_metered("success");
+    m.usage_hours(0, 0);
     let intake = IntakeTelemetry::new();
     intake.request("accepted");
     let mut families = parse(&t.render());
@@ -66,6 +69,10 @@ mod tests {
             ("mpr_lifecycle_events", "Count"),
             ("mpr_store_calls", "Count"),
             ("mpr_store_duration_seconds", "Seconds"),
+            ("mpr_usage_events", "Count"),
+            ("mpr_usage_records_metered", "Count"),
+            ("mpr_usage_hours_pending", "Count"),
+            ("mpr_usage_oldest_unmetered_hour_age_seconds", "Seconds"),
             ("mpr_intake_requests", "Count"),
             ("mpr_intake_send_duration_seconds", "Seconds"),
             ("mpr_intake_in_flight", "Count"),

@@ -21,6 +21,7 @@ mod move_task;
 pub mod output;
 pub mod progress;
 pub mod redrive;
+pub mod usage;
 
 /// Exit code when a check fails or part of a batch operation failed.
 pub const EXIT_FAILURE: u8 = 1;

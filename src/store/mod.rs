@@ -21,6 +21,7 @@ mod dynamodb;
 mod embedded;
 pub mod registry;
 pub mod tokens;
+pub mod usage;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -94,6 +94,9 @@ impl Finished<'_> {
                 m.dead_lettered(reason.as_str());
                 tracing::info!(reason = reason.as_str(), outcome = kind, "dead-lettered")
             }
+            Outcome::Counted { carried, .. } => {
+                tracing::debug!(carried, outcome = kind, "usage counted; deleted")
+            }
             Outcome::HandedBack { cause, delay } => {
                 tracing::info!(
                     cause = cause_label(*cause),

@@ -21,6 +21,9 @@ pub enum Pipeline {
     /// Agreement, license and legacy SNS notifications: GetEntitlements when the notification
     /// needs them, then the lifecycle event (`lifecycle.rs`).
     Lifecycle,
+    /// Usage events from the seller's application: each added to its hour in the store
+    /// (`usage.rs`); the hours are metered apart from the messages.
+    Usage,
 }
 
 impl Pipeline {
@@ -28,6 +31,7 @@ impl Pipeline {
         match self {
             Pipeline::Tokens => "tokens",
             Pipeline::Lifecycle => "lifecycle",
+            Pipeline::Usage => "usage",
         }
     }
 
@@ -74,6 +78,7 @@ impl Lane {
         match self.pipeline {
             Pipeline::Tokens => "delete_batcher",
             Pipeline::Lifecycle => "lifecycle_delete_batcher",
+            Pipeline::Usage => "usage_delete_batcher",
         }
     }
 }

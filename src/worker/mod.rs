@@ -20,6 +20,7 @@ pub mod run;
 mod shutdown;
 pub mod sinks;
 mod supervise;
+pub mod usage;
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,9 @@ pub enum Outcome {
         cause: HandBackCause,
         delay: Duration,
     },
+    /// A usage event added to its hour in the store (`carried`: to a later hour, its own was
+    /// metered), or found counted before (`duplicate`); the message is deleted.
+    Counted { carried: bool, duplicate: bool },
 }
 
 impl Outcome {
@@ -89,6 +93,12 @@ impl Outcome {
             Outcome::AlreadyDeadLettered { .. } => "already_dead_lettered",
             Outcome::DeadLettered { .. } => "dead_lettered",
             Outcome::HandedBack { .. } => "handed_back",
+            Outcome::Counted {
+                duplicate: false, ..
+            } => "counted",
+            Outcome::Counted {
+                duplicate: true, ..
+            } => "already_counted",
         }
     }
 }
@@ -131,6 +141,9 @@ pub struct Worker {
     deliveries: std::sync::atomic::AtomicU64,
     /// Names this process in claims (host, pid, a random part).
     holder: String,
+    /// The usage lane's store ledger, BatchMeterUsage limiter and hour rules, when
+    /// `usage_queue_url` is set.
+    usage: Option<usage::UsageParts>,
 }
 
 impl Worker {
@@ -147,6 +160,8 @@ impl Worker {
             + settings.resolve.attempt_timeout()
             + Duration::from_millis(settings.store.claim_margin_ms);
         let store = store.with_telemetry(telemetry.clone());
+        let usage = (!settings.usage_queue_url.is_empty())
+            .then(|| usage::UsageParts::new(&settings, store.clone(), clients.metering.clone()));
         let registry = Registry::new(store.clone());
         let tokens = TokenLedger::new(store, holder.clone(), claim_lease);
         let linger = Duration::from_millis(settings.worker.delete_linger_ms);
@@ -158,6 +173,11 @@ impl Worker {
                 Pipeline::Lifecycle,
                 &settings.lifecycle_queue_url,
                 &settings.lifecycle_dlq_url,
+            ),
+            (
+                Pipeline::Usage,
+                &settings.usage_queue_url,
+                &settings.usage_dlq_url,
             ),
         ];
         for (pipeline, url, dlq) in queues {
@@ -217,6 +237,7 @@ impl Worker {
             registry,
             deliveries: std::sync::atomic::AtomicU64::new(0),
             holder,
+            usage,
             settings,
         });
         for (name, task) in delete_tasks {
@@ -277,6 +298,7 @@ impl Worker {
                 match lane.pipeline {
                     Pipeline::Tokens => self.process(lane, &message, &lease).await,
                     Pipeline::Lifecycle => self.process_lifecycle(lane, &message, &lease).await,
+                    Pipeline::Usage => self.process_usage(lane, &message, &lease).await,
                 }
             });
             let mut heartbeat = Box::pin(lease.heartbeat(&lane.queue, visibility, &self.telemetry));

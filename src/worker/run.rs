@@ -35,6 +35,12 @@ impl Worker {
                 drop(stopped.wait_for(|s| *s).await);
             }));
         }
+        if self.usage.is_some() {
+            let mut stopped = stop.subscribe();
+            loops.spawn(self.clone().run_metering(async move {
+                drop(stopped.wait_for(|s| *s).await);
+            }));
+        }
         tokio::pin!(shutdown);
         tokio::select! {
             _ = &mut shutdown => {}
@@ -177,13 +183,17 @@ impl Worker {
             // their receive count raised, and could reach the redrive policy's maxReceiveCount.
             // The token lane's calls are ResolveCustomer's, the lifecycle lane's GetEntitlements'.
             let batch = self.settings.worker.receive_batch as usize;
+            // The usage lane's calls are per closed hour, not per message: it takes full batches.
             let limiter = match lane.pipeline {
-                Pipeline::Tokens => self.resolver.limiter(),
-                Pipeline::Lifecycle => self.entitlements.limiter(),
+                Pipeline::Tokens => Some(self.resolver.limiter()),
+                Pipeline::Lifecycle => Some(self.entitlements.limiter()),
+                Pipeline::Usage => None,
             };
-            let room = limiter
-                .capacity(self.policy.budget, batch)
-                .saturating_sub(lane.in_flight.len());
+            let room = limiter.map_or(batch, |limiter| {
+                limiter
+                    .capacity(self.policy.budget, batch)
+                    .saturating_sub(lane.in_flight.len())
+            });
             if room == 0 {
                 drop(first);
                 tokio::select! {

@@ -9,8 +9,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{fix_for, Check, CheckResult, Outcome};
 use crate::aws::entitlement::{self, EntitlementsResult};
-use crate::aws::error::Problem;
-use crate::aws::metering::{Answer, CallResult, FailureKind, EXPIRED_CREDENTIALS};
+use crate::aws::error::{problem_of_code, Problem};
+use crate::aws::metering::{
+    Answer, CallResult, FailureKind, MeterResult, MeteredCustomer, RecordOutcome, UsageRecord,
+    EXPIRED_CREDENTIALS,
+};
 
 /// The product `check` asks GetEntitlements about when `product_codes` names none: any answer
 /// but a refusal of the caller shows the call is permitted.
@@ -122,6 +125,92 @@ pub fn get_entitlements(answer: &entitlement::Answer, product_code: &str) -> Che
     }
 }
 
+/// The record `check` meters: quantity 0 of a dimension no product has, for a customer that
+/// cannot exist, under [`PROBE_PRODUCT_CODE`]. A permitted caller gets the API's verdict on it
+/// (InvalidProductCodeException from AWS, which knows the seller has no such product); nothing
+/// can be billed.
+pub fn probe_usage_record() -> UsageRecord {
+    UsageRecord {
+        customer: MeteredCustomer::Legacy {
+            customer_identifier: "mp-resolver-check-probe".to_owned(),
+        },
+        dimension: "mp-resolver-check-probe".to_owned(),
+        quantity: 0,
+        timestamp: SystemTime::now(),
+        allocations: Vec::new(),
+    }
+}
+
+/// Judges the answer to BatchMeterUsage with [`probe_usage_record`]: any verdict on the request
+/// or the record means the caller is permitted.
+pub fn batch_meter_usage(answer: &MeterResult) -> CheckResult {
+    let iam_fix = "allow aws-marketplace:BatchMeterUsage (Resource \"*\") for the identity that \
+                   calls Marketplace: the worker's task role, or the role of `marketplace.role_arn` \
+                   (deploy/iam/ has both policies); `check` needs it too";
+    match answer {
+        MeterResult::Refused { exception, .. } => CheckResult::pass(
+            Check::BatchMeterUsage,
+            format!("permitted: the probe record was answered {exception}"),
+        ),
+        MeterResult::Metered(outcomes) => match outcomes.first() {
+            Some(RecordOutcome::Success { .. }) => CheckResult::warn(
+                Check::BatchMeterUsage,
+                "permitted, but the probe record (quantity 0 of product mp-resolver-check-probe) was accepted",
+                "check AWS_ENDPOINT_URL_MARKETPLACE_METERING: it should be unset in production, \
+                 and point at Marketplace Metering (or `mp-resolver emulator`) otherwise",
+            ),
+            Some(outcome) => CheckResult::pass(
+                Check::BatchMeterUsage,
+                format!("permitted: the probe record came back {outcome:?}"),
+            ),
+            None => CheckResult::warn(
+                Check::BatchMeterUsage,
+                "permitted, but the answer named no record",
+                "run `mp-resolver check` again",
+            ),
+        },
+        MeterResult::Failed(failure) => {
+            // `BatchMeterUsage: Code (HTTP 400)`: the code decides what the failure means.
+            let code = failure
+                .detail
+                .trim_start_matches("BatchMeterUsage: ")
+                .split([' ', ':'])
+                .next()
+                .unwrap_or_default();
+            match (failure.kind, problem_of_code(code)) {
+                (FailureKind::Throttled, _) => CheckResult::warn(
+                    Check::BatchMeterUsage,
+                    "permitted (the call was authorized), but throttled right now",
+                    "nothing to change if it passes on a second run",
+                ),
+                (FailureKind::Disabled, _) => CheckResult::fail(
+                    Check::BatchMeterUsage,
+                    format!("the API is disabled for this account ({})", failure.detail),
+                    "BatchMeterUsage answers DisabledApiException until AWS Marketplace enables \
+                     metering for the product: ask the Marketplace seller operations team",
+                ),
+                (_, Problem::Denied) => CheckResult::fail(
+                    Check::BatchMeterUsage,
+                    format!("not permitted ({})", failure.detail),
+                    iam_fix,
+                ),
+                (_, Problem::Credentials) => CheckResult::fail(
+                    Check::BatchMeterUsage,
+                    format!("no usable credentials ({})", failure.detail),
+                    "AWS credentials are missing, unknown or expired: set AWS_PROFILE, or \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where the task role applies",
+                ),
+                _ => CheckResult::warn(
+                    Check::BatchMeterUsage,
+                    format!("not confirmed: {}", failure.detail),
+                    "run `mp-resolver check` again in a minute; if it persists, check \
+                     AWS_ENDPOINT_URL_MARKETPLACE_METERING and the network path",
+                ),
+            }
+        }
+    }
+}
+
 /// The token `check` sends: the worker's probe token (`aws::metering::PROBE_TOKEN`).
 pub use crate::aws::metering::PROBE_TOKEN;
 
@@ -205,6 +294,54 @@ mod tests {
     use crate::aws::metering::Failure;
     use crate::contract::{DeadLetterReason, ResolvedCustomer};
     use crate::ops::check::Outcome;
+
+    #[test]
+    fn batch_meter_usage_is_judged_by_what_the_probe_came_to() {
+        let refused = MeterResult::Refused {
+            exception: "InvalidProductCodeException".into(),
+            detail: String::new(),
+        };
+        assert_eq!(batch_meter_usage(&refused).outcome, Outcome::Pass);
+        let unknown = MeterResult::Metered(vec![RecordOutcome::CustomerNotSubscribed]);
+        assert_eq!(batch_meter_usage(&unknown).outcome, Outcome::Pass);
+        let accepted = MeterResult::Metered(vec![RecordOutcome::Success {
+            record_id: "r".into(),
+        }]);
+        assert_eq!(batch_meter_usage(&accepted).outcome, Outcome::Warn);
+        let failure = |kind, detail: &str| {
+            batch_meter_usage(&MeterResult::Failed(Failure {
+                kind,
+                detail: detail.to_owned(),
+            }))
+            .outcome
+        };
+        assert_eq!(
+            failure(
+                FailureKind::Transient,
+                "BatchMeterUsage: AccessDeniedException (HTTP 400)"
+            ),
+            Outcome::Fail
+        );
+        assert_eq!(
+            failure(
+                FailureKind::Throttled,
+                "BatchMeterUsage: ThrottlingException"
+            ),
+            Outcome::Warn
+        );
+        assert_eq!(
+            failure(
+                FailureKind::Disabled,
+                "BatchMeterUsage: DisabledApiException"
+            ),
+            Outcome::Fail
+        );
+        assert_eq!(
+            failure(FailureKind::Transient, "BatchMeterUsage timed out"),
+            Outcome::Warn
+        );
+        assert_eq!(probe_usage_record().quantity, 0, "a probe bills nothing");
+    }
 
     /// A failed call as the worker's classifier and `describe` see it.
     fn failed(kind: FailureKind, detail: &str, problem: Problem, code: &str) -> Answer {

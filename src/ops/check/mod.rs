@@ -51,9 +51,13 @@ pub enum Check {
     LifecycleQueue,
     LifecycleDlq,
     LifecycleRedrivePolicy,
+    UsageQueue,
+    UsageDlq,
+    UsageRedrivePolicy,
     MarketplaceRole,
     ResolveCustomer,
     GetEntitlements,
+    BatchMeterUsage,
     Store,
     IntakeClientAddress,
 }
@@ -75,9 +79,13 @@ impl Check {
             Check::LifecycleQueue => "lifecycle_queue",
             Check::LifecycleDlq => "lifecycle_dlq",
             Check::LifecycleRedrivePolicy => "lifecycle_redrive_policy",
+            Check::UsageQueue => "usage_queue",
+            Check::UsageDlq => "usage_dlq",
+            Check::UsageRedrivePolicy => "usage_redrive_policy",
             Check::MarketplaceRole => "marketplace_role",
             Check::ResolveCustomer => "resolve_customer",
             Check::GetEntitlements => "get_entitlements",
+            Check::BatchMeterUsage => "batch_meter_usage",
             Check::Store => "store",
             Check::IntakeClientAddress => "intake_client_address",
         }
@@ -287,7 +295,11 @@ pub async fn run_checks(clients: &Clients, settings: &Settings) -> CheckReport {
     if lifecycle {
         results.extend(lifecycle_queues(clients, settings, region.as_deref()).await);
     }
-    results.extend(marketplace_apis(clients, settings, lifecycle).await);
+    let usage = !settings.usage_queue_url.trim().is_empty();
+    if usage {
+        results.extend(usage_queues(clients, settings, region.as_deref()).await);
+    }
+    results.extend(marketplace_apis(clients, settings, lifecycle, usage).await);
     results.extend(config::intake_client_address(&settings.intake));
     CheckReport::new(results)
 }
@@ -323,13 +335,45 @@ async fn lifecycle_queues(
     ]
 }
 
+/// The usage queue and its dead-letter queue: reachable, and the one redriving to the other.
+async fn usage_queues(
+    clients: &Clients,
+    settings: &Settings,
+    region: Option<&str>,
+) -> Vec<CheckResult> {
+    let queue = sqs::queue_attributes(&clients.sqs, &settings.usage_queue_url).await;
+    let dlq = sqs::queue_attributes(&clients.sqs, &settings.usage_dlq_url).await;
+    vec![
+        queues::queue_reachable(
+            Check::UsageQueue,
+            "MPR_USAGE_QUEUE_URL",
+            &settings.usage_queue_url,
+            &queue,
+            region,
+        ),
+        queues::queue_reachable(
+            Check::UsageDlq,
+            "MPR_USAGE_DLQ_URL",
+            &settings.usage_dlq_url,
+            &dlq,
+            region,
+        ),
+        queues::redrive_policy(
+            &queues::Pair::usage(settings),
+            queue.ok().as_ref(),
+            dlq.ok().as_ref(),
+        ),
+    ]
+}
+
 /// The Marketplace APIs, called with the worker's own Marketplace clients: first the assumed
-/// role when one is set (without its credentials neither call can be judged), then
-/// ResolveCustomer, then GetEntitlements when lifecycle events are consumed.
+/// role when one is set (without its credentials no call can be judged), then ResolveCustomer,
+/// then GetEntitlements when lifecycle events are consumed, then BatchMeterUsage when usage is.
 async fn marketplace_apis(
     clients: &Clients,
     settings: &Settings,
     lifecycle: bool,
+    usage: bool,
 ) -> Vec<CheckResult> {
     let mut results = Vec::new();
     let role = settings.marketplace.role();
@@ -347,6 +391,12 @@ async fn marketplace_apis(
                     "the Marketplace role",
                 ));
             }
+            if usage {
+                results.push(CheckResult::skip(
+                    Check::BatchMeterUsage,
+                    "the Marketplace role",
+                ));
+            }
             return results;
         }
     }
@@ -361,6 +411,18 @@ async fn marketplace_apis(
         let answer = crate::aws::entitlement::ask(&clients.entitlement, product).await;
         results.push(marketplace::as_role(
             get_entitlements(&answer, product),
+            role_arn,
+        ));
+    }
+    if usage {
+        let answer = crate::aws::metering::batch_meter_usage(
+            &clients.metering,
+            Some(PROBE_PRODUCT_CODE),
+            &[marketplace::probe_usage_record()],
+        )
+        .await;
+        results.push(marketplace::as_role(
+            marketplace::batch_meter_usage(&answer),
             role_arn,
         ));
     }

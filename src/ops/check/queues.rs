@@ -150,6 +150,14 @@ impl<'a> Pair<'a> {
             dlq_variable: "MPR_LIFECYCLE_DLQ_URL",
         }
     }
+
+    pub fn usage(settings: &'a Settings) -> Self {
+        Pair {
+            check: Check::UsageRedrivePolicy,
+            queue_url: &settings.usage_queue_url,
+            dlq_variable: "MPR_USAGE_DLQ_URL",
+        }
+    }
 }
 
 pub(super) fn redrive_policy(
