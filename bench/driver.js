@@ -8,7 +8,7 @@
 //   --quick     1 run of each, 2,000 tokens, shorter windows (a smoke test of the harness)
 //   --runs N    runs per figure (default 3; the median is reported)
 //   --tokens N  tokens per throughput run (default 10,000)
-//   --only LIST comma-separated subset of: startup,throughput,rss,latency,goodput
+//   --only LIST comma-separated subset of: startup,throughput,rss,latency,goodput,usage
 //   --out DIR   where results.json, report.md and the processes' logs go (default target/bench)
 // Environment (set by scripts/bench.sh): BENCH_LOCALSTACK (endpoint), BENCH_LOCALSTACK_PID,
 // BENCH_BIN (the mp-resolver binary).
@@ -68,7 +68,7 @@ function parseArgs(argv) {
     if (!argv.includes("--runs")) o.runs = 1;
     if (!argv.includes("--tokens")) o.tokens = 2_000;
   }
-  const known = ["startup", "throughput", "rss", "latency", "goodput"];
+  const known = ["startup", "throughput", "rss", "latency", "goodput", "usage"];
   for (const s of o.only || []) if (!known.includes(s)) throw new Error(`unknown scenario ${s}`);
   return o;
 }
@@ -108,6 +108,13 @@ const S = {
   // Our worker with the rate limit started high (rate_limit.initial_per_sec), in the throughput
   // runs only: it shows what the rate limit's slow start from 10 calls/s costs.
   warmRate: 1000,
+  // The usage lane: events on the usage queue before the worker starts, all in the last hour,
+  // spread over usageSubscriptions × 2 dimensions (1,000 records: BatchMeterUsage calls per 1,000).
+  usageEvents: OPT.quick ? 5_000 : 20_000,
+  usageDynamoEvents: OPT.quick ? 2_000 : 5_000,
+  usageSubscriptions: 500,
+  usageSettleS: 5,
+  usageTimeoutS: 600,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -414,7 +421,7 @@ class Ours {
     } catch {
       return null; // not listening yet
     }
-    const s = { received: 0, published: 0, deadLettered: 0, requests: {}, inFlight: 0, storeCalls: 0 };
+    const s = { received: 0, published: 0, deadLettered: 0, requests: {}, inFlight: 0, storeCalls: 0, storeWrites: 0, usage: {}, records: {} };
     for (const line of text.split("\n")) {
       let m;
       if ((m = line.match(/^mpr_messages_received_total (\S+)/))) s.received = Number(m[1]);
@@ -426,7 +433,11 @@ class Ours {
         const key = `${labels.service}:${labels.operation}`;
         s.requests[key] = (s.requests[key] || 0) + Number(m[2]);
       } else if ((m = line.match(/^mpr_in_flight (\S+)/))) s.inFlight = Number(m[1]);
-      else if ((m = line.match(/^mpr_store_calls_total\{[^}]*\} (\S+)/))) s.storeCalls += Number(m[1]);
+      else if ((m = line.match(/^mpr_store_calls_total\{([^}]*)\} (\S+)/))) {
+        s.storeCalls += Number(m[2]);
+        if (/operation="write"/.test(m[1])) s.storeWrites += Number(m[2]);
+      } else if ((m = line.match(/^mpr_usage_events_total\{result="([^"]+)"\} (\S+)/))) s.usage[m[1]] = Number(m[2]);
+      else if ((m = line.match(/^mpr_usage_records_metered_total\{status="([^"]+)"\} (\S+)/))) s.records[m[1]] = Number(m[2]);
     }
     return s;
   }
@@ -831,6 +842,131 @@ async function goodputRun(kind, run) {
 // ---------------------------------------------------------------------------------------------
 // main
 
+// ---------------------------------------------------------------------------------------------
+// the usage lane (no baseline has one: ours alone, beside the store's own bound)
+
+const USAGE_PRODUCT = "prod-bench";
+const USAGE_DIMENSIONS = ["api_calls", "storage_gb"];
+const usageAccount = (seed, i) => String(500_000_000_000 + seed * 10_000 + i).padStart(12, "0");
+const usageLicense = (seed, i) => `arn:aws:license-manager::${usageAccount(seed, i)}:license:l-bench${i}`;
+
+/** Puts the bodies on the queue with SendMessageBatch, 8 batches at a time. */
+async function enqueueBodies(queueUrl, bodies) {
+  let next = 0;
+  async function lane() {
+    while (next < bodies.length) {
+      const start = next;
+      next = Math.min(bodies.length, next + 10);
+      const entries = bodies.slice(start, next).map((b, j) => ({ Id: String(j), MessageBody: b }));
+      const r = await sqs.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries }));
+      if (r.Failed && r.Failed.length) throw new Error(`SendMessageBatch: ${r.Failed.length} failed`);
+    }
+  }
+  await Promise.all(Array.from({ length: 8 }, lane));
+}
+
+/** N usage events (S.usageEvents; fewer on DynamoDB, whose figure is moto's) on the usage queue
+ * before the worker starts, all in the last hour: ingest rate from the first event counted to the
+ * last, store writes per event, peak RSS; then the 1,000 records metered and the BatchMeterUsage
+ * calls they took. */
+async function usageRun(kind, run) {
+  const N = kind === "oursDynamo" ? S.usageDynamoEvents : S.usageEvents;
+  const subs = S.usageSubscriptions;
+  const seed = run * 10 + (kind === "oursDynamo" ? 1 : 0);
+  const p = await createPipeline(`usage-${kind}`);
+  const udlq = await sqs.send(new CreateQueueCommand({ QueueName: `${p.name}-usage-dlq` }));
+  const uq = await sqs.send(
+    new CreateQueueCommand({
+      QueueName: `${p.name}-usage`,
+      Attributes: {
+        VisibilityTimeout: "60",
+        RedrivePolicy: JSON.stringify({ deadLetterTargetArn: await queueArn(udlq.QueueUrl), maxReceiveCount: "10" }),
+      },
+    }),
+  );
+  try {
+    await emulator.reset();
+    for (let i = 0; i < subs; i += 25) {
+      await Promise.all(
+        Array.from({ length: Math.min(25, subs - i) }, (_, k) =>
+          httpJson(`${EMU.url}/emulator/subscribers`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ productCode: USAGE_PRODUCT, customerAWSAccountId: usageAccount(seed, i + k), licenseArn: usageLicense(seed, i + k) }),
+          }),
+        ),
+      );
+    }
+    const hour = Math.floor(Date.now() / 3_600_000) * 3600 - 3600;
+    const want = new Map();
+    const bodies = [];
+    for (let i = 0; i < N; i++) {
+      const sub = i % subs;
+      const dimension = USAGE_DIMENSIONS[Math.floor(i / subs) % 2];
+      const quantity = 1 + (i % 5);
+      const at = new Date((hour + ((i * 7) % 3600)) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+      bodies.push(JSON.stringify({ usageId: `bench-${seed}-${i}`, customerAWSAccountId: usageAccount(seed, sub), licenseArn: usageLicense(seed, sub), dimension, quantity, timestamp: at }));
+      const key = `${usageLicense(seed, sub)} ${dimension}`;
+      want.set(key, (want.get(key) || 0) + quantity);
+    }
+    await enqueueBodies(uq.QueueUrl, bodies);
+    const storeEnv = kind === "oursDynamo" ? { MPR_STORE__KIND: "dynamodb", MPR_STORE__TABLE: DYNAMO_TABLE, AWS_ENDPOINT_URL_DYNAMODB: DYNAMO || "" } : {};
+    const w = new Ours(p, {
+      ...storeEnv,
+      MPR_USAGE_QUEUE_URL: uq.QueueUrl,
+      MPR_USAGE_DLQ_URL: udlq.QueueUrl,
+      MPR_PRODUCT_CODES: USAGE_PRODUCT,
+      MPR_METERING__SETTLE_SECS: String(S.usageSettleS),
+      // The last hour may have ended up to an hour ago: its longest delay must not pass mid-run.
+      MPR_METERING__MAX_DELAY_SECS: "10800",
+    });
+    const lsCpu0 = LS_PID ? cpuSeconds(LS_PID) : null;
+    const dynamoCpu0 = DYNAMO_PID ? cpuSeconds(DYNAMO_PID) : null;
+    const counted = (s) => Object.entries(s.usage).filter(([k]) => k !== "handed_back").reduce((a, [, v]) => a + v, 0);
+    await w.start(`usage-${kind}-${run}`);
+    const [, tFirst] = await waitFor(w, (s) => counted(s) >= 1, 5, 60_000);
+    const [s, tDone] = await waitFor(w, (s) => counted(s) >= N, 50, S.usageTimeoutS * 1000);
+    const cpu = cpuSeconds(w.pid);
+    const mem = memory(w.pid);
+    const lsCpuS = LS_PID ? cpuSeconds(LS_PID) - lsCpu0 : null;
+    const dynamoCpuS = DYNAMO_PID ? cpuSeconds(DYNAMO_PID) - dynamoCpu0 : null;
+    // Then every hour's record: settle_secs after the last event, in batches of 25.
+    const deadline = now() + S.usageTimeoutS * 1000;
+    let records = [];
+    while (now() < deadline) {
+      records = (await httpJson(`${EMU.url}/emulator/metering`)).filter((r) => r.productCode === USAGE_PRODUCT);
+      if (records.length >= want.size) break;
+      await sleep(250);
+    }
+    const stats = await emulator.stats();
+    const after = await w.sample();
+    await w.stop();
+    const wrong = records.filter((r) => want.get(`${r.licenseArn} ${r.dimension}`) !== r.quantity).length;
+    if (records.length !== want.size || wrong) log(`warning: usage ${kind} run ${run}: ${records.length} of ${want.size} records, ${wrong} with another quantity`);
+    return {
+      events: N,
+      seconds: (tDone - tFirst) / 1000,
+      eventsPerS: N / ((tDone - tFirst) / 1000),
+      cpuS: cpu,
+      peakRssMiB: mem.hwmMiB,
+      storeWrites: s.storeWrites,
+      storeCalls: s.storeCalls,
+      usage: s.usage,
+      lsCpuS,
+      dynamoCpuS,
+      recordsExpected: want.size,
+      records: records.length,
+      recordsWrong: wrong,
+      meteringCalls: stats.meteringCalls,
+      meteringThrottled: stats.meteringThrottled,
+      recordsByStatus: after ? after.records : null,
+    };
+  } finally {
+    await destroyPipeline(p);
+    for (const url of [uq.QueueUrl, udlq.QueueUrl]) await sqs.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
+  }
+}
+
 function machine() {
   const cpuinfo = fs.readFileSync("/proc/cpuinfo", "utf8");
   const model = (cpuinfo.match(/^model name\s*:\s*(.*)$/m) || [])[1] || "unknown";
@@ -930,6 +1066,12 @@ async function main() {
   if (want("goodput")) {
     for (let run = 1; run <= OPT.runs; run++) {
       for (const kind of ["baseline", "ours"]) record(`goodput.${kind}`, await goodputRun(kind, run));
+    }
+  }
+  if (want("usage")) {
+    for (let run = 1; run <= OPT.runs; run++) {
+      record("usage.ours", await usageRun("ours", run));
+      if (DYNAMO) record("usage.oursDynamo", await usageRun("oursDynamo", run));
     }
   }
   results.machine.loadavgAtEnd = os.loadavg();

@@ -214,6 +214,22 @@ function render(results) {
     L.push("");
   }
 
+  if (count("usage.ours") || count("usage.oursDynamo")) {
+    L.push(`Usage lane (no baseline has one): usage events on the usage queue before the worker starts, all in the last hour, over ${fmtInt(m.settings.usageSubscriptions)} subscriptions × 2 dimensions (${fmtInt(m.settings.usageSubscriptions * 2)} records); ingest = from the first event counted to the last (\`mpr_usage_events_total\`); then every record metered \`metering.settle_secs = ${m.settings.usageSettleS}\` after its last event, and the emulator's BatchMeterUsage calls counted (at most 25 records a call: 40 per 1,000 is the bound).`, "");
+    L.push("| store | runs | events | events/s ingested | store writes / event | CPU s / 1,000 events | peak RSS MiB | records (right quantity) | BatchMeterUsage calls / 1,000 records | DynamoDB emulator CPU share |");
+    L.push("|---|---|---|---|---|---|---|---|---|---|");
+    for (const [key, label] of [
+      ["usage.ours", "embedded (redb file)"],
+      ["usage.oursDynamo", "dynamodb (moto's server)"],
+    ]) {
+      if (!count(key)) continue;
+      const first = runs[key][0];
+      const share = (r) => (r.dynamoCpuS == null ? null : r.dynamoCpuS / (r.dynamoCpuS + r.cpuS + (r.lsCpuS || 0)));
+      L.push(`| ${label} | ${count(key)} | ${fmtInt(first.events)} | ${cell(key, (r) => r.eventsPerS, 0)} | ${cell(key, (r) => r.storeWrites / r.events, 3)} | ${cell(key, (r) => (r.cpuS / r.events) * 1000, 3)} | ${cell(key, (r) => r.peakRssMiB, 1)} | ${first.records - first.recordsWrong} of ${first.recordsExpected} | ${cell(key, (r) => (r.meteringCalls / r.records) * 1000, 1)} | ${key === "usage.oursDynamo" ? cell(key, share, 2) : "–"} |`);
+    }
+    L.push("");
+  }
+
   if (count("startup.baseline") || count("startup.ours")) {
     L.push("Start-up: one token on the queue; time from spawning the process to its first receive that returns it (our `/metrics` polled every 2 ms, the baseline's stats line printed at once); idle RSS = VmRSS 5 s after that token was published.", "");
     L.push("| contender | runs | start-up ms | idle RSS MiB |");

@@ -825,6 +825,8 @@ async fn every_subcommand_has_help_with_an_example() {
         &["dlq", "--help"],
         &["dlq", "list", "--help"],
         &["dlq", "redrive", "--help"],
+        &["usage", "send", "--help"],
+        &["usage", "show", "--help"],
     ] {
         let run = run_binary(args, &[], None).await;
         assert_eq!(run.code, Some(0), "{args:?}");

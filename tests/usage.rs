@@ -291,15 +291,25 @@ async fn two_workers_sharing_dynamodb_meter_each_hour_once() {
 async fn sigkill_scenario(backend: Backend) {
     let fx = Fixture::with_store(Topic::Standard, backend, &[]).await;
     subscribe_all(&fx);
-    // The settle outlasts the restart, so no hour is metered before all of its usage is in.
-    let settle = settle_for(backend, 20);
+    // The messages the killed worker held come back when their visibility lapses (20 s here: the
+    // shortest the resolve settings below allow). The settle outlasts that, so no hour is metered
+    // before all of its usage is in; with a shorter one, an event whose copies were both in flight
+    // would rightly be carried to the next hour, which is not what this scenario counts.
+    let visibility = [
+        ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "20"),
+        ("MPR_RESOLVE__BUDGET_SECS", "5"),
+        ("MPR_RESOLVE__ATTEMPT_TIMEOUT_MS", "3000"),
+    ];
+    let settle = settle_for(backend, 30);
     let (_, queue, dlq) = usage_settings(&fx, settle).await;
     let (bodies, want) = scenario_events();
     fx.send_all_to(&queue, &twice(&bodies)).await;
+    let usage = usage_env(&queue, &dlq, settle);
     let env = fx.binary_env(
-        &usage_env(&queue, &dlq, settle)
+        &usage
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(visibility)
             .collect::<Vec<_>>(),
     );
     let mut first = WorkerProcess::spawn(env.clone());
@@ -506,4 +516,227 @@ async fn zero_dimensions_meter_quantity_zero_for_every_granted_subscription() {
         "{events:?}"
     );
     running.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator commands: the real binary beside a running worker (on the same embedded store)
+
+/// Runs the binary with only `env` (and PATH), `stdin` written to it when given.
+async fn run_binary(
+    args: &[&str],
+    env: &[(String, String)],
+    stdin: Option<&str>,
+) -> (Option<i32>, String, String) {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mp-resolver"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(std::env::temp_dir())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mp-resolver starts");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .await
+            .expect("stdin written");
+    }
+    let output = child.wait_with_output().await.expect("mp-resolver ends");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn json_of(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("one JSON document ({e}): {stdout}"))
+}
+
+/// `usage send` puts a script's events on the queue (all or nothing), `usage show` says where each
+/// hour stands, `dlq list|redrive --usage` handle the usage dead-letters, and a redriven event whose
+/// hour failed is counted again (carried to the next open hour) and metered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_send_show_and_dlq_usage_from_the_command_line() {
+    let fx = Fixture::new(Topic::Standard).await;
+    subscribe_all(&fx);
+    let (settings, queue, dlq) = usage_settings(&fx, 1).await;
+    let mut env = fx.binary_env(&[]);
+    env.extend(usage_env(&queue, &dlq, 1));
+    let id = support::unique("cli");
+    // A legacy customer (CustomerIdentifier) the emulator does not know yet.
+    let late_customer = format!("{id}-late-customer");
+    let good = event(
+        &format!("{id}-good"),
+        serde_json::json!({"customerAWSAccountId": account(0), "licenseArn": license(0)}),
+        "api_calls",
+        0,
+    );
+    // Two hours ago, for that customer.
+    let unknown = event(
+        &format!("{id}-late"),
+        serde_json::json!({"customerIdentifier": late_customer, "productCode": PRODUCT}),
+        "api_calls",
+        3600,
+    );
+
+    // Without the usage queue: exit 78 naming it. A malformed line: nothing sent, exit 65.
+    let without: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "MPR_USAGE_QUEUE_URL")
+        .cloned()
+        .collect();
+    let (code, _, stderr) = run_binary(&["usage", "send", &good], &without, None).await;
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("MPR_USAGE_QUEUE_URL"), "{stderr}");
+    let malformed = format!("{good}\n{{\"usageId\": \"x\", \"quantity\": \"lots\"}}\n");
+    let (code, _, stderr) = run_binary(&["usage", "send"], &env, Some(&malformed)).await;
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(
+        stderr.contains("event #2:") && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
+    assert_eq!(fx.depth(&queue).await, 0, "nothing was sent");
+
+    let input = format!("{good}\n\n{unknown}\n");
+    let (code, stdout, stderr) = run_binary(&["usage", "send", "--json"], &env, Some(&input)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc = json_of(&stdout);
+    assert_eq!(doc["sent"].as_array().map(Vec::len), Some(2), "{doc}");
+    assert_eq!(fx.depth(&queue).await, 2);
+
+    let running = run(fx.worker_with(settings));
+    let answered = metered_events(&fx, 2).await;
+    let statuses: std::collections::BTreeSet<&str> =
+        answered.iter().map(|e| e.attr("status")).collect();
+    assert_eq!(
+        statuses,
+        ["CustomerNotSubscribed", "Success"].into_iter().collect()
+    );
+    let record = fx
+        .emulator
+        .metered_records()
+        .into_iter()
+        .find(|r| r.license_arn.as_deref() == Some(license(0).as_str()))
+        .expect("the good usage metered");
+
+    let (code, stdout, stderr) =
+        run_binary(&["usage", "show", &license(0), "--json"], &env, None).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc = json_of(&stdout);
+    let hours = doc["hours"].as_array().expect("hours");
+    assert_eq!(hours.len(), 1, "{doc}");
+    assert_eq!(hours[0]["state"], "metered");
+    assert_eq!(hours[0]["quantity"], 7);
+    assert_eq!(
+        hours[0]["meteringRecordId"],
+        record.metering_record_id.as_str()
+    );
+    let (code, stdout, _) = run_binary(&["usage", "show", &late_customer], &env, None).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("failed") && stdout.contains("customer_not_subscribed"),
+        "{stdout}"
+    );
+
+    eventually_within(
+        "the unknown customer's usage dead-lettered",
+        LIMIT,
+        || async { fx.depth(&dlq).await == 1 },
+    )
+    .await;
+    let (code, stdout, stderr) = run_binary(&["dlq", "list", "--usage"], &env, None).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&dlq) && stdout.contains("customer_not_subscribed"),
+        "{stdout}"
+    );
+
+    // The customer subscribes after all: the redriven event is counted again, into the next hour.
+    fx.emulator
+        .subscribe(Subscriber {
+            product_code: PRODUCT.into(),
+            customer_aws_account_id: None,
+            customer_identifier: Some(late_customer.clone()),
+            license_arn: None,
+        })
+        .expect("a valid subscriber");
+    let (code, stdout, stderr) =
+        run_binary(&["dlq", "redrive", "--usage", "--json"], &env, None).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(json_of(&stdout)["movedCount"], 1, "{stdout}");
+    let carried = metered_events(&fx, 1).await;
+    let carried = carried[0].json();
+    assert_eq!(carried["status"], "Success", "{carried}");
+    assert_eq!(carried["quantity"], 7, "{carried}");
+    let (code, stdout, stderr) =
+        run_binary(&["usage", "show", &late_customer, "--json"], &env, None).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc = json_of(&stdout);
+    let hours = doc["hours"].as_array().expect("hours");
+    assert_eq!(hours.len(), 2, "{doc}");
+    assert_eq!(
+        (hours[0]["state"].as_str(), hours[1]["state"].as_str()),
+        (Some("failed"), Some("metered")),
+        "{doc}"
+    );
+    assert_eq!(hours[1]["carriedFrom"][0], hours[0]["hour"], "{doc}");
+    let records = fx.emulator.metered_records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(fx.depth(&dlq).await, 0);
+
+    let (code, stdout, _) = run_binary(&["usage", "show", "999999999999"], &env, None).await;
+    assert_eq!(code, Some(1), "nothing matches: {stdout}");
+    running.stop().await;
+}
+
+/// `check` with the usage lane on: its queue, its DLQ and the redrive between them, and
+/// BatchMeterUsage through the worker's client (a probe that bills nothing).
+#[tokio::test]
+async fn check_verifies_the_usage_queues_and_batch_meter_usage() {
+    use mp_resolver::ops::check::{run_checks, Check, Outcome};
+    let fx = Fixture::new(Topic::Standard).await;
+    let (queue, dlq) = fx.queue_with_dlq(10).await;
+    let mut settings = fx.settings.clone();
+    settings.usage_queue_url = queue;
+    settings.usage_dlq_url = dlq;
+    settings.product_codes = vec![PRODUCT.to_owned()];
+    let usage_checks = [
+        Check::UsageQueue,
+        Check::UsageDlq,
+        Check::UsageRedrivePolicy,
+        Check::BatchMeterUsage,
+    ];
+    let report = run_checks(&fx.clients(&settings), &settings).await;
+    assert!(report.ok, "{report:#?}");
+    for c in usage_checks {
+        assert_eq!(report.outcome(c), Some(Outcome::Pass), "{c:?}: {report:#?}");
+    }
+    assert!(
+        fx.emulator.metered_records().is_empty(),
+        "the probe meters nothing"
+    );
+
+    // A usage queue that does not redrive to its DLQ, and BatchMeterUsage disabled.
+    let (unredriven, _, _) = usage_settings(&fx, 1).await;
+    fx.emulator.configure(|s| s.disabled = true);
+    let report = run_checks(&fx.clients(&unredriven), &unredriven).await;
+    assert!(!report.ok);
+    for c in [Check::UsageRedrivePolicy, Check::BatchMeterUsage] {
+        let result = report.get(c).expect("check present");
+        assert_eq!(result.outcome, Outcome::Fail, "{c:?}: {result:?}");
+        assert!(
+            result.fix.as_deref().is_some_and(|f| !f.is_empty()),
+            "{result:?}"
+        );
+    }
+    assert_eq!(report.outcome(Check::UsageQueue), Some(Outcome::Pass));
 }

@@ -29,7 +29,9 @@ Checks: configuration, aws_region, queue, dlq, queue_types, redrive_policy, visi
 queue_visibility_timeout, dlq_retention, topic, topic_fifo, resolve_customer (a call with a
 deliberately invalid token must answer InvalidTokenException); with lifecycle_queue_url also
 lifecycle_queue, lifecycle_dlq, lifecycle_redrive_policy and get_entitlements; with
-marketplace.role_arn also marketplace_role (both API calls then run as that role); last, store
+usage_queue_url also usage_queue, usage_dlq, usage_redrive_policy and batch_meter_usage (a record
+of quantity 0 for a made-up product, which AWS refuses and nothing bills); with
+marketplace.role_arn also marketplace_role (the API calls then run as that role); last, store
 (the embedded file or the DynamoDB table opens, has the key schema, and takes a write).
 docs/operations.md explains each.
 

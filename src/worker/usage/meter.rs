@@ -430,10 +430,7 @@ impl Worker {
     async fn report(&self, usage: &UsageParts, hour: &Hour) {
         let event = metered_event(hour);
         if let HourState::Failed { reason, detail, .. } = &hour.state {
-            if let Err(e) = self
-                .dead_letter_hour(usage, hour, reason, detail, &event)
-                .await
-            {
+            if let Err(e) = self.dead_letter_hour(usage, hour, reason, detail).await {
                 tracing::warn!(error = %e, pk = %hour.pk, "the hour's usage could not be \
                     dead-lettered yet; next pass");
                 return;
@@ -458,14 +455,12 @@ impl Worker {
         hour: &Hour,
         reason: &str,
         detail: &str,
-        event: &UsageMeteredEvent,
     ) -> Result<(), String> {
         let Some(lane) = self.lanes.iter().find(|l| l.pipeline == Pipeline::Usage) else {
             return Err("no usage lane".into());
         };
         let reason: DeadLetterReason = reason.parse().map_err(|e| format!("{e}"))?;
         let events = usage.ledger.events(hour).await.map_err(|e| e.to_string())?;
-        let json = event.to_json();
         for stored in events {
             let letter = DeadLetter {
                 body: stored.body,
@@ -482,7 +477,10 @@ impl Worker {
                 source_message_id: stored.message_id,
                 receive_count: stored.receive_count,
                 failed_at: now_rfc3339(),
-                event: Some(json.clone()),
+                // No `mpr.event`: on a letter it tells `dlq redrive` to publish that event instead
+                // of sending the body back, and a usage letter is redriven to be counted again.
+                // The hour's event is on the topic already.
+                event: None,
                 event_ref: None,
             };
             lane.queue
