@@ -114,6 +114,9 @@ const S = {
   usageDynamoEvents: OPT.quick ? 2_000 : 5_000,
   usageSubscriptions: 500,
   usageSettleS: 5,
+  // moto answers one request at a time, so one partition's events are further apart there: a
+  // settle shorter than the ingest would meter hours early and (rightly) carry the rest.
+  usageDynamoSettleS: 60,
   usageTimeoutS: 600,
 };
 
@@ -916,7 +919,7 @@ async function usageRun(kind, run) {
       MPR_USAGE_QUEUE_URL: uq.QueueUrl,
       MPR_USAGE_DLQ_URL: udlq.QueueUrl,
       MPR_PRODUCT_CODES: USAGE_PRODUCT,
-      MPR_METERING__SETTLE_SECS: String(S.usageSettleS),
+      MPR_METERING__SETTLE_SECS: String(kind === "oursDynamo" ? S.usageDynamoSettleS : S.usageSettleS),
       // The last hour may have ended up to an hour ago: its longest delay must not pass mid-run.
       MPR_METERING__MAX_DELAY_SECS: "10800",
     });

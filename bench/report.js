@@ -215,7 +215,7 @@ function render(results) {
   }
 
   if (count("usage.ours") || count("usage.oursDynamo")) {
-    L.push(`Usage lane (no baseline has one): usage events on the usage queue before the worker starts, all in the last hour, over ${fmtInt(m.settings.usageSubscriptions)} subscriptions × 2 dimensions (${fmtInt(m.settings.usageSubscriptions * 2)} records); ingest = from the first event counted to the last (\`mpr_usage_events_total\`); then every record metered \`metering.settle_secs = ${m.settings.usageSettleS}\` after its last event, and the emulator's BatchMeterUsage calls counted (at most 25 records a call: 40 per 1,000 is the bound).`, "");
+    L.push(`Usage lane (no baseline has one): usage events on the usage queue before the worker starts, all in the last hour, over ${fmtInt(m.settings.usageSubscriptions)} subscriptions × 2 dimensions (${fmtInt(m.settings.usageSubscriptions * 2)} records); ingest = from the first event counted to the last (\`mpr_usage_events_total\`); then every record metered \`metering.settle_secs\` after its last event (${m.settings.usageSettleS} s; ${m.settings.usageDynamoSettleS} s on moto, which ingests slower), and the emulator's BatchMeterUsage calls counted (at most 25 records a call: 40 per 1,000 is the bound).`, "");
     L.push("| store | runs | events | events/s ingested | store writes / event | CPU s / 1,000 events | peak RSS MiB | records (right quantity) | BatchMeterUsage calls / 1,000 records | DynamoDB emulator CPU share |");
     L.push("|---|---|---|---|---|---|---|---|---|---|");
     for (const [key, label] of [
