@@ -248,7 +248,7 @@ pub async fn enqueue(args: EnqueueArgs) -> ExitCode {
     ) else {
         return ExitCode::from(EXIT_CONFIG as u8);
     };
-    let tokens = match read_tokens(args.tokens) {
+    let tokens = match read_args_or_stdin(args.tokens, "tokens") {
         Ok(tokens) => tokens,
         Err(message) => return input_failure(message, format),
     };
@@ -455,28 +455,24 @@ fn load_with_flags(
     }
 }
 
-/// Tokens from the arguments; none, or `-`, means standard input, one per line.
-fn read_tokens(args: Vec<String>) -> Result<Vec<String>, String> {
+/// The entries given as arguments; none, or `-`, means standard input too, one per line (blank
+/// lines skipped). `what` names them in the prompt shown when standard input is a terminal.
+pub(crate) fn read_args_or_stdin(args: Vec<String>, what: &str) -> Result<Vec<String>, String> {
     if !args.is_empty() && !args.iter().any(|a| a == "-") {
         return Ok(args);
     }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprintln!("Reading tokens from standard input, one per line; end with Ctrl-D.");
+        eprintln!("Reading {what} from standard input, one per line; end with Ctrl-D.");
     }
-    let mut from_stdin = Vec::new();
+    let mut entries: Vec<String> = args.into_iter().filter(|a| a != "-").collect();
     for line in stdin.lock().lines() {
         let line = line.map_err(|e| format!("cannot read standard input: {e}"))?;
         if !line.trim().is_empty() {
-            from_stdin.push(line);
+            entries.push(line);
         }
     }
-    let mut tokens = Vec::new();
-    for arg in args.into_iter().filter(|a| a != "-") {
-        tokens.push(arg);
-    }
-    tokens.extend(from_stdin);
-    Ok(tokens)
+    Ok(entries)
 }
 
 fn exit(ok: bool) -> ExitCode {

@@ -2,7 +2,6 @@
 //! own parser first), and the hours the store holds for a customer (`store::usage`), read.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -285,14 +284,15 @@ async fn send(args: SendArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let events = match read_lines(args.events) {
-        Ok(events) => events,
-        Err(message) => {
-            eprintln!("mp-resolver usage send: {message}");
-            ErrorBody::new("input", message).print(format);
-            return ExitCode::from(EXIT_DATA);
-        }
-    };
+    let events =
+        match super::cli::read_args_or_stdin(args.events, "usage events (one JSON object each)") {
+            Ok(events) => events,
+            Err(message) => {
+                eprintln!("mp-resolver usage send: {message}");
+                ErrorBody::new("input", message).print(format);
+                return ExitCode::from(EXIT_DATA);
+            }
+        };
     let prepared = match prepare(&events) {
         Ok(prepared) => prepared,
         Err(rejected) => {
@@ -323,27 +323,6 @@ async fn send(args: SendArgs) -> ExitCode {
     } else {
         ExitCode::from(EXIT_FAILURE)
     }
-}
-
-/// Events from the arguments; none, or `-`, means standard input, one per line.
-fn read_lines(args: Vec<String>) -> Result<Vec<String>, String> {
-    if !args.is_empty() && !args.iter().any(|a| a == "-") {
-        return Ok(args);
-    }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprintln!(
-            "Reading usage events from standard input, one JSON object per line; end with Ctrl-D."
-        );
-    }
-    let mut events: Vec<String> = args.into_iter().filter(|a| a != "-").collect();
-    for line in stdin.lock().lines() {
-        let line = line.map_err(|e| format!("cannot read standard input: {e}"))?;
-        if !line.trim().is_empty() {
-            events.push(line);
-        }
-    }
-    Ok(events)
 }
 
 // ---- show ---------------------------------------------------------------------------------

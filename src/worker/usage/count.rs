@@ -372,8 +372,9 @@ mod tests {
         assert!(additions.is_empty(), "nothing to write");
     }
 
-    #[test]
-    fn usage_of_a_claimed_hour_is_carried_to_the_next_open_one() {
+    /// A partition where event "a" was counted in the hour two hours before NOW, which has since
+    /// come to `state`; and that hour.
+    fn one_event_counted_then(state: HourState) -> (Partition, i64) {
         let (_, additions) = plan(
             &Partition::default(),
             &[incoming("a", HOUR + 60, 2)],
@@ -383,10 +384,16 @@ mod tests {
         let mut partition = Partition::default();
         partition.written(additions);
         let own = NOW - 2 * HOUR;
-        partition.hours.get_mut(&own).unwrap().state = HourState::Claimed {
+        partition.hours.get_mut(&own).unwrap().state = state;
+        (partition, own)
+    }
+
+    #[test]
+    fn usage_of_a_claimed_hour_is_carried_to_the_next_open_one() {
+        let (partition, own) = one_event_counted_then(HourState::Claimed {
             holder: "t".into(),
             until_ms: 0,
-        };
+        });
         let (steps, additions) = plan(&partition, &[incoming("z", HOUR + 30, 4)], NOW, rules());
         assert_eq!(
             steps,
@@ -404,20 +411,11 @@ mod tests {
 
     #[test]
     fn usage_of_a_failed_hour_counts_again_when_redriven_and_then_only_once() {
-        let (_, additions) = plan(
-            &Partition::default(),
-            &[incoming("a", HOUR + 60, 2)],
-            NOW,
-            rules(),
-        );
-        let mut partition = Partition::default();
-        partition.written(additions);
-        let own = NOW - 2 * HOUR;
-        partition.hours.get_mut(&own).unwrap().state = HourState::Failed {
+        let (mut partition, own) = one_event_counted_then(HourState::Failed {
             status: "CustomerNotSubscribed".into(),
             reason: "customer_not_subscribed".into(),
             detail: String::new(),
-        };
+        });
         // The dead-lettered event, redriven: its hour failed, so it counts, in the next open hour.
         let (steps, additions) = plan(&partition, &[incoming("a", HOUR + 60, 2)], NOW, rules());
         assert_eq!(
