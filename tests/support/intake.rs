@@ -99,13 +99,17 @@ pub struct SlowClients {
     pub heads_sent: Arc<AtomicUsize>,
     /// Connections the server answered or closed, over the whole attack.
     pub cut_off: Arc<AtomicUsize>,
+    /// Attackers the server has cut off at least once: a header trickler is cut more often than a
+    /// body trickler, so `cut_off` alone does not say that every attacker was.
+    pub attackers_cut_off: Arc<AtomicUsize>,
     tasks: tokio::task::JoinSet<()>,
 }
 
 impl SlowClients {
     pub fn start(target: SocketAddr, clients: &[(Drip, usize)], every: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let (open, heads_sent, cut_off) = (
+        let (open, heads_sent, cut_off, attackers_cut_off) = (
+            Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicUsize::new(0)),
             Arc::new(AtomicUsize::new(0)),
@@ -122,8 +126,10 @@ impl SlowClients {
                     n % 9 + 1
                 );
                 let counters = (open.clone(), heads_sent.clone(), cut_off.clone());
+                let attackers_cut_off = attackers_cut_off.clone();
                 let stop = stop.clone();
                 tasks.spawn(async move {
+                    let mut cut_before = false;
                     while !stop.load(Ordering::Relaxed) {
                         let Ok(stream) = TcpStream::connect(target).await else {
                             tokio::time::sleep(every).await;
@@ -133,6 +139,9 @@ impl SlowClients {
                         let _open = Decrement(counters.0.clone());
                         trickle(stream, drip, head.as_bytes(), every, &counters.1).await;
                         counters.2.fetch_add(1, Ordering::Relaxed);
+                        if !std::mem::replace(&mut cut_before, true) {
+                            attackers_cut_off.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 });
             }
@@ -142,6 +151,7 @@ impl SlowClients {
             open,
             heads_sent,
             cut_off,
+            attackers_cut_off,
             tasks,
         }
     }
