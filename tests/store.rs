@@ -283,8 +283,58 @@ async fn one_claim_at_a_time_and_the_answer_is_kept(store: Store) {
             .unwrap(),
         Some(first.clone())
     );
-    a.published(&fp, &first).await.unwrap();
+    a.published(&fp, None, &first).await.unwrap();
     assert_eq!(b.begin(&fp).await.unwrap(), Begin::Published(first));
+}
+
+/// Issue #23: a new token costs three store calls (the claim, the answer written ahead with its
+/// subscription, the publish recorded on the version the answer made), not four; a publish recorded
+/// on a version that moved meanwhile reads and still lands.
+async fn a_new_token_takes_three_store_calls(store: Store) {
+    let telemetry = std::sync::Arc::new(mp_resolver::observe::metrics::Telemetry::new(
+        Duration::from_secs(60),
+    ));
+    let counted = store.with_telemetry(telemetry.clone());
+    let calls = || -> u64 {
+        telemetry
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("mpr_store_calls_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let a = TokenLedger::new(counted.clone(), "task-a", LEASE);
+    let fp = Fingerprint::of("tok-three-calls");
+    let Begin::Claimed { version } = a.begin(&fp).await.unwrap() else {
+        panic!("a new token is claimed")
+    };
+    let answer = event("tok-three-calls", "signup-3");
+    let (stored, written) = a.write_ahead(&fp, Some(version), &answer).await.unwrap();
+    assert_eq!(stored, answer);
+    assert_eq!(
+        written,
+        Some(version + 1),
+        "the answer's write made the next version"
+    );
+    a.published(&fp, written, &answer).await.unwrap();
+    assert_eq!(calls(), 3, "claim, answer, publish: {}", telemetry.render());
+    assert_eq!(
+        a.state(&fp).await.unwrap(),
+        Some(TokenState::Published(answer.clone()))
+    );
+
+    // A stale version (the item moved since): the write loses, reads, and records the publish.
+    let fp = Fingerprint::of("tok-stale-version");
+    let Begin::Claimed { version } = a.begin(&fp).await.unwrap() else {
+        panic!("claimed")
+    };
+    let answer = event("tok-stale-version", "signup-4");
+    a.write_ahead(&fp, Some(version), &answer).await.unwrap();
+    a.published(&fp, Some(version), &answer).await.unwrap();
+    assert_eq!(
+        a.state(&fp).await.unwrap(),
+        Some(TokenState::Published(answer))
+    );
 }
 
 async fn an_answer_whose_holder_died_is_published_by_the_next_delivery(store: Store) {
@@ -593,6 +643,7 @@ conformance! {
     token_claim_and_answer => one_claim_at_a_time_and_the_answer_is_kept;
     token_lapsed_claim => a_lapsed_claim_is_taken_over_and_a_released_one_is_free;
     token_orphaned_answer => an_answer_whose_holder_died_is_published_by_the_next_delivery;
+    token_three_calls => a_new_token_takes_three_store_calls;
     token_verdict => a_verdict_is_kept_for_later_deliveries;
     token_race => racing_deliveries_of_one_token_get_one_claim;
     registry_newer_than => an_event_applies_only_if_newer_than_the_subscription;

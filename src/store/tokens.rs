@@ -288,6 +288,20 @@ impl TokenLedger {
         claim_version: Option<u64>,
         event: &CustomerEvent,
     ) -> Result<CustomerEvent, StoreError> {
+        self.write_ahead(fingerprint, claim_version, event)
+            .await
+            .map(|(stored, _)| stored)
+    }
+
+    /// [`TokenLedger::resolved`], also saying the item's version when this call wrote it (`None`
+    /// when another delivery's answer stands), so that [`TokenLedger::published`] can write
+    /// without reading first: three store calls per token (claim, answer, publish), not four.
+    pub async fn write_ahead(
+        &self,
+        fingerprint: &Fingerprint,
+        claim_version: Option<u64>,
+        event: &CustomerEvent,
+    ) -> Result<(CustomerEvent, Option<u64>), StoreError> {
         let next = TokenState::Resolved(event.clone(), self.claim());
         let subscription = Change::resolved(event);
         let mut known = claim_version.map(|v| (v, TokenState::Claimed(self.claim())));
@@ -304,18 +318,19 @@ impl TokenLedger {
             if let Some((_, TokenState::Resolved(stored, _) | TokenState::Published(stored))) =
                 &current
             {
-                return Ok(stored.clone());
+                return Ok((stored.clone(), None));
             }
-            let expect = current
-                .as_ref()
-                .map_or(Expect::Absent, |(v, _)| Expect::Version(*v));
+            let (expect, written) = match &current {
+                None => (Expect::Absent, 1),
+                Some((v, _)) => (Expect::Version(*v), v + 1),
+            };
             let mut group = vec![super::Write::Put {
                 item: next.to_item(fingerprint, 0),
                 expect,
             }];
             group.extend(registry);
             match self.store.write(group).await {
-                Ok(()) => return Ok(event.clone()),
+                Ok(()) => return Ok((event.clone(), Some(written))),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
@@ -324,13 +339,16 @@ impl TokenLedger {
     }
 
     /// Marks the event published, so later deliveries delete without a call or a second event.
+    /// With `known_version` (the answer this delivery wrote ahead) the first try writes without
+    /// reading; a write that lost reads and decides again.
     pub async fn published(
         &self,
         fingerprint: &Fingerprint,
+        known_version: Option<u64>,
         event: &CustomerEvent,
     ) -> Result<(), StoreError> {
         let next = TokenState::Published(event.clone());
-        self.advance(fingerprint, None, |current| match current {
+        self.advance(fingerprint, known_version, |current| match current {
             Some(TokenState::Published(stored)) => Step::Keep(stored.clone()),
             _ => Step::Write(Box::new(next.clone()), event.clone()),
         })

@@ -370,6 +370,9 @@ impl Worker {
         let ledger = self.tokens.for_holder(format!("{}/{n}", self.holder));
         let mut claim: Option<u64> = None;
         let mut saved = false;
+        // The token item's version after this delivery's own write-ahead (`None`: not known), so
+        // that the publish is recorded without reading the item again.
+        let mut written: Option<u64> = None;
         loop {
             delivery.paused = self.pause.is_paused();
             self.refresh(&mut delivery.settling, &attempt.held);
@@ -425,9 +428,11 @@ impl Worker {
                                 attempts,
                             );
                             delivery.event = Some(event);
-                            saved = self
+                            let stored = self
                                 .write_ahead(&ledger, &mut delivery, &fingerprint, claim)
                                 .await;
+                            saved = stored.is_some();
+                            written = stored.flatten();
                             // An answer that came in after the grace ended (the call was let
                             // finish) is stored, then handed back: the next delivery publishes it
                             // from the store, no call.
@@ -499,9 +504,11 @@ impl Worker {
                     // failed is tried again first, as a failed publish try (held, then
                     // dead-lettered with the event if the store stays away).
                     if !saved {
-                        saved = self
+                        let stored = self
                             .write_ahead(&ledger, &mut delivery, &fingerprint, claim)
                             .await;
+                        saved = stored.is_some();
+                        written = stored.flatten();
                         if !saved {
                             if attempt.held.is_none() {
                                 attempt.held = Some(HeldGuard::start(&self.telemetry));
@@ -517,7 +524,8 @@ impl Worker {
                         .publish_then_delete(&mut attempt, &mut delivery.settling, publish)
                         .await
                     {
-                        self.record_published(&ledger, &fingerprint, &event).await;
+                        self.record_published(&ledger, &fingerprint, written, &event)
+                            .await;
                         return Outcome::Published { event_id, attempts };
                     }
                 }
@@ -622,32 +630,31 @@ impl Worker {
     }
 
     /// Writes the delivery's answer to the store ahead of any publish. When another delivery
-    /// stored one first, that event replaces this delivery's. `false` (with the failure counted
-    /// as a failed publish try) when the store did not take it.
+    /// stored one first, that event replaces this delivery's. `None` (with the failure counted
+    /// as a failed publish try) when the store did not take it; otherwise `Some` of the item's
+    /// version when this write made it (`Some(None)`: another delivery's answer stands).
     async fn write_ahead(
         &self,
         ledger: &TokenLedger,
         delivery: &mut Delivery,
         fingerprint: &Fingerprint,
         claim: Option<u64>,
-    ) -> bool {
-        let Some(event) = delivery.event.clone() else {
-            return false;
-        };
-        match ledger.resolved(fingerprint, claim, &event).await {
-            Ok(stored) => {
+    ) -> Option<Option<u64>> {
+        let event = delivery.event.clone()?;
+        match ledger.write_ahead(fingerprint, claim, &event).await {
+            Ok((stored, version)) => {
                 delivery.resolved = Some(ResolveOutcome::Resolved {
                     customer: stored.customer(),
                     attempts: stored.attempts,
                 });
                 delivery.event = Some(stored);
-                true
+                Some(version)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "store: the answer could not be written ahead; held");
                 delivery.settling.publish_failures += 1;
                 delivery.settling.last_publish_error = Some(format!("store: {e}"));
-                false
+                None
             }
         }
     }
@@ -691,9 +698,10 @@ impl Worker {
         &self,
         ledger: &TokenLedger,
         fingerprint: &Fingerprint,
+        known_version: Option<u64>,
         event: &CustomerEvent,
     ) {
-        if let Err(e) = ledger.published(fingerprint, event).await {
+        if let Err(e) = ledger.published(fingerprint, known_version, event).await {
             tracing::warn!(error = %e, "store: the publish could not be recorded");
         }
     }
