@@ -3,11 +3,17 @@
 //!
 //! A batch goes out when it is full (by count or by payload size) or when its first entry has
 //! waited `linger`: batching cuts requests per token by up to ten at the cost of that much latency.
+//! Up to `max_in_flight` batches are sent at once while the next one gathers: with one, a backlog's
+//! pace was one batch of ten per round trip of the service, whatever else the worker could do
+//! (BENCHMARKS.md). A FIFO topic's publishes keep one in flight, so one customer's events are
+//! sent in order.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use crate::aws::error::EntryFailure;
 
@@ -45,6 +51,8 @@ pub struct BatchLimits {
     pub max_items: usize,
     pub max_weight: usize,
     pub linger: Duration,
+    /// Batches sent at once (at least one).
+    pub max_in_flight: usize,
 }
 
 type Request<S> = (
@@ -96,13 +104,15 @@ impl<S: BatchSink> Batcher<S> {
 }
 
 async fn run<S: BatchSink>(sink: S, limits: BatchLimits, mut rx: mpsc::Receiver<Request<S>>) {
+    let sink = Arc::new(sink);
+    let mut sending = JoinSet::new();
     let mut carried: Option<Request<S>> = None;
     loop {
         let first = match carried.take() {
             Some(request) => request,
             None => match rx.recv().await {
                 Some(request) => request,
-                None => return,
+                None => break,
             },
         };
         let mut weight = sink.weight(&first.0);
@@ -122,15 +132,27 @@ async fn run<S: BatchSink>(sink: S, limits: BatchLimits, mut rx: mpsc::Receiver<
                 Ok(None) | Err(_) => break,
             }
         }
-        let (items, replies): (Vec<S::Item>, Vec<_>) = batch.into_iter().unzip();
-        let mut results = sink.send(&items).await.into_iter();
-        for reply in replies {
-            let result = results.next().unwrap_or(Err(EntryFailure {
-                code: "MissingFromResponse".into(),
-                message: "the sink answered fewer entries than it was given".into(),
-            }));
-            let _ = reply.send(result.map_err(BatchError::Entry));
+        // Answered batches leave the set; a full set is waited on before the next goes out.
+        while sending.try_join_next().is_some() {}
+        while sending.len() >= limits.max_in_flight.max(1) {
+            sending.join_next().await;
         }
+        sending.spawn(send_and_answer(sink.clone(), batch));
+    }
+    // Every batcher handle is gone: the batches still out are answered before the task ends.
+    while sending.join_next().await.is_some() {}
+}
+
+/// Sends one batch and answers each caller for its own entry.
+async fn send_and_answer<S: BatchSink>(sink: Arc<S>, batch: Vec<Request<S>>) {
+    let (items, replies): (Vec<S::Item>, Vec<_>) = batch.into_iter().unzip();
+    let mut results = sink.send(&items).await.into_iter();
+    for reply in replies {
+        let result = results.next().unwrap_or(Err(EntryFailure {
+            code: "MissingFromResponse".into(),
+            message: "the sink answered fewer entries than it was given".into(),
+        }));
+        let _ = reply.send(result.map_err(BatchError::Entry));
     }
 }
 
@@ -171,6 +193,7 @@ mod tests {
             max_items: 10,
             max_weight: 1_000,
             linger: Duration::from_millis(20),
+            max_in_flight: 1,
         }
     }
 
@@ -214,6 +237,65 @@ mod tests {
         }
         // 600 + 300 fits in 1000; the next 300 starts a new batch.
         assert_eq!(*sizes.lock().unwrap(), vec![2, 2]);
+    }
+
+    /// Takes 100 ms a batch and records the most batches it was sending at once.
+    struct Slow {
+        now: Arc<Mutex<usize>>,
+        most: Arc<Mutex<usize>>,
+    }
+
+    impl BatchSink for Slow {
+        type Item = usize;
+        type Output = usize;
+        async fn send(&self, items: &[usize]) -> Vec<Result<usize, EntryFailure>> {
+            {
+                let mut now = self.now.lock().unwrap();
+                *now += 1;
+                let mut most = self.most.lock().unwrap();
+                *most = (*most).max(*now);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            *self.now.lock().unwrap() -= 1;
+            items.iter().map(|&i| Ok(i)).collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn up_to_max_in_flight_batches_are_sent_at_once() {
+        for (max_in_flight, expect_most, expect_ms) in [(1, 1, 600), (3, 3, 200)] {
+            let most = Arc::new(Mutex::new(0));
+            let b = Batcher::spawn(
+                Slow {
+                    now: Arc::new(Mutex::new(0)),
+                    most: most.clone(),
+                },
+                BatchLimits {
+                    max_in_flight,
+                    ..limits()
+                },
+            );
+            let started = tokio::time::Instant::now();
+            let calls: Vec<_> = (0..60)
+                .map(|i| {
+                    let b = b.clone();
+                    tokio::spawn(async move { b.submit(i).await })
+                })
+                .collect();
+            for (i, c) in calls.into_iter().enumerate() {
+                assert_eq!(c.await.unwrap(), Ok(i), "each caller gets its own answer");
+            }
+            assert_eq!(
+                *most.lock().unwrap(),
+                expect_most,
+                "{max_in_flight} in flight"
+            );
+            assert_eq!(
+                started.elapsed(),
+                Duration::from_millis(expect_ms),
+                "six batches of 100 ms, {max_in_flight} at a time"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

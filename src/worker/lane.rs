@@ -61,6 +61,7 @@ impl Lane {
                 max_items: 10,
                 max_weight: usize::MAX,
                 linger,
+                max_in_flight: crate::worker::BATCHES_IN_FLIGHT,
             },
         );
         let lane = Lane {

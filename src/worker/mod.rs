@@ -58,6 +58,11 @@ use crate::worker::supervise::Expect;
 
 pub use crate::worker::decide::HandBackCause;
 
+/// `PublishBatch` and `DeleteMessageBatch` calls a batcher sends at once: with one, a backlog moved
+/// one batch of ten per round trip of each service; four let the next batches go while one is
+/// answered (BENCHMARKS.md).
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -212,6 +217,12 @@ impl Worker {
                 max_items: settings.publish.max_batch,
                 max_weight: MAX_BATCH_BYTES,
                 linger: Duration::from_millis(settings.publish.linger_ms),
+                // A FIFO topic keeps one customer's events in order: one batch at a time.
+                max_in_flight: if publisher.is_fifo() {
+                    1
+                } else {
+                    BATCHES_IN_FLIGHT
+                },
             },
         );
         let capacity =
