@@ -85,7 +85,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = match Cli::parse().command {
+        // `run` reads its configuration first: `worker.runtime_threads` chooses its runtime.
+        Command::Run { config } => return start_run(config),
+        other => other,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -93,8 +97,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Command::Run { config } => runtime.block_on(run(config)),
+    match command {
+        Command::Run { .. } => unreachable!("`run` is started above"),
         Command::Intake { config } => runtime.block_on(intake(config)),
         Command::Healthcheck { addr, config } => runtime.block_on(healthcheck(addr, config)),
         Command::Check(args) => runtime.block_on(ops::cli::check(args)),
@@ -122,7 +126,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config_file: Option<PathBuf>) -> ExitCode {
+/// `mp-resolver run`: the configuration, then the runtime it asks for (`worker.runtime_threads`:
+/// 0 is tokio's current-thread runtime, N a multi-thread runtime of N threads), then the worker.
+fn start_run(config_file: Option<PathBuf>) -> ExitCode {
     let sources = Sources::from_process(config_file);
     let loaded = match config::load(&sources) {
         Ok(loaded) => loaded,
@@ -131,6 +137,25 @@ async fn run(config_file: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    let runtime = match loaded.settings.worker.runtime_threads {
+        0 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(loaded)),
+        Err(e) => {
+            eprintln!("mp-resolver: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(loaded: config::Loaded) -> ExitCode {
     let settings = loaded.settings;
     logging::init(settings.log.format, &settings.log.level);
     for name in &loaded.ignored_env {

@@ -47,6 +47,9 @@ pub struct WorkerSettings {
     pub stall_timeout_secs: u64,
     pub dedupe_capacity: usize,
     pub delete_linger_ms: u64,
+    /// Threads of `run`'s async runtime: 0 = one thread (tokio's current-thread runtime), N = a
+    /// multi-thread runtime of N worker threads.
+    pub runtime_threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -108,7 +108,7 @@ fn ranges(s: &Settings) -> Result<(), ConfigError> {
     let (w, r, p, rl, pa) = (&s.worker, &s.resolve, &s.publish, &s.rate_limit, &s.pause);
     // Whole-number keys as (key, value, min, max); every integer type fits an i128 as it is.
     #[rustfmt::skip]
-    let whole: [(&str, i128, i128, i128); 22] = [
+    let whole: [(&str, i128, i128, i128); 23] = [
         ("worker.max_in_flight", w.max_in_flight as i128, 1, 10_000),
         ("worker.receive_batch", w.receive_batch as i128, 1, 10),
         ("worker.receive_wait_secs", w.receive_wait_secs as i128, 0, 20),
@@ -118,6 +118,7 @@ fn ranges(s: &Settings) -> Result<(), ConfigError> {
         ("worker.stall_timeout_secs", w.stall_timeout_secs as i128, 1, 86_400),
         ("worker.dedupe_capacity", w.dedupe_capacity as i128, 1, 1_000_000),
         ("worker.delete_linger_ms", w.delete_linger_ms as i128, 0, 1_000),
+        ("worker.runtime_threads", w.runtime_threads as i128, 0, 64),
         ("resolve.attempt_timeout_ms", r.attempt_timeout_ms as i128, 100, 60_000),
         ("resolve.max_attempts", r.max_attempts as i128, 1, 100),
         ("resolve.initial_backoff_ms", r.initial_backoff_ms as i128, 1, 60_000),
