@@ -83,6 +83,7 @@ pub struct Metrics {
     lifecycle_events: Family<LifecycleLabel, Counter>,
     store_calls: Family<StoreCallLabel, Counter>,
     store_seconds: Family<StoreOperationLabel, Histogram, fn() -> Histogram>,
+    store_write_units: Counter,
     usage_events: Family<ResultLabel, Counter>,
     usage_records_metered: Family<StatusLabel, Counter>,
     usage_hours_pending: Gauge,
@@ -113,6 +114,7 @@ impl Metrics {
             lifecycle_events: Family::default(),
             store_calls: Family::default(),
             store_seconds: Family::new_with_constructor(store_histogram),
+            store_write_units: Counter::default(),
             usage_events: Family::default(),
             usage_records_metered: Family::default(),
             usage_hours_pending: Gauge::default(),
@@ -205,6 +207,11 @@ impl Metrics {
             m.store_seconds.clone(),
         );
         r.register(
+            "mpr_store_write_units",
+            "DynamoDB write capacity units of the store's successful writes, estimated from the items' sizes (1 per KB, twice that in a transaction; none for the embedded store)",
+            m.store_write_units.clone(),
+        );
+        r.register(
             "mpr_usage_events",
             "Usage events from the usage queue, by result (counted, carried, duplicate, dead_lettered, handed_back)",
             m.usage_events.clone(),
@@ -248,6 +255,10 @@ impl Metrics {
     }
 
     /// One store call: `result` is `ok`, `conflict` or `error`.
+    pub fn store_write_units(&self, units: u64) {
+        self.store_write_units.inc_by(units);
+    }
+
     pub fn store_call(&self, operation: &'static str, result: &'static str, took: Duration) {
         self.store_calls
             .get_or_create(&StoreCallLabel { operation, result })

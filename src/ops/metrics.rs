@@ -69,6 +69,7 @@ mod tests {
             ("mpr_lifecycle_events", "Count"),
             ("mpr_store_calls", "Count"),
             ("mpr_store_duration_seconds", "Seconds"),
+            ("mpr_store_write_units", "Count"),
             ("mpr_usage_events", "Count"),
             ("mpr_usage_records_metered", "Count"),
             ("mpr_usage_hours_pending", "Count"),

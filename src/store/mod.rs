@@ -17,6 +17,7 @@
 //! replicas wrote). A process that dies before the call returned may or may not have applied it:
 //! every user of the store reads before it acts, so either outcome is recognised on the next try.
 
+pub mod capacity;
 mod dynamodb;
 mod embedded;
 pub mod registry;
@@ -243,7 +244,14 @@ impl Store {
         let started = tokio::time::Instant::now();
         let result = match &*self.backend {
             Backend::Embedded(b) => b.write(writes).await,
-            Backend::DynamoDb(b) => b.write(writes).await,
+            Backend::DynamoDb(b) => {
+                let units = capacity::write_units(&writes);
+                let result = b.write(writes).await;
+                if let (Ok(()), Some(t)) = (&result, &self.telemetry) {
+                    t.metrics.store_write_units(units);
+                }
+                result
+            }
         };
         self.count("write", &result, started);
         result
