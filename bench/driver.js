@@ -68,7 +68,7 @@ function parseArgs(argv) {
     if (!argv.includes("--runs")) o.runs = 1;
     if (!argv.includes("--tokens")) o.tokens = 2_000;
   }
-  const known = ["startup", "throughput", "rss", "latency", "goodput", "usage"];
+  const known = ["startup", "throughput", "newtask", "hot", "rss", "latency", "goodput", "usage"];
   for (const s of o.only || []) if (!known.includes(s)) throw new Error(`unknown scenario ${s}`);
   return o;
 }
@@ -105,6 +105,12 @@ const S = {
   goodputQuota: 20,
   goodputTokens: OPT.quick ? 800 : 1_500,
   goodputWindowS: OPT.quick ? 20 : 30,
+  // A new task on a backlog: the baseline, ours from the configured start, ours from the fleet's
+  // learned rate.
+  newTaskTokens: 2_000,
+  // Hot tokens: 5% of the backlog throttled 8 times each.
+  hotTokens: 2_000,
+  hotShare: 0.05,
   // Our worker with the rate limit started high (rate_limit.initial_per_sec), in the throughput
   // runs only: it shows what the rate limit's slow start from 10 calls/s costs.
   warmRate: 1000,
@@ -192,9 +198,15 @@ function goodToken(i, tag) {
   return `emu1.${Buffer.from(json).toString("base64url")}`;
 }
 
-function tokenBody(i, tag, context = {}) {
+/** A good token the emulator throttles `throttle` times before it answers (a hot token). */
+function hotToken(i, tag, throttle) {
+  const json = JSON.stringify({ account: "123456789012", product: "prod-abc", customer: `c-${tag}-${i}`, throttle });
+  return `emu1.${Buffer.from(json).toString("base64url")}`;
+}
+
+function tokenBody(i, tag, context = {}, token = goodToken(i, tag)) {
   return JSON.stringify({
-    registrationToken: goodToken(i, tag),
+    registrationToken: token,
     signupId: `signup-${tag}-${i}`,
     context: { plan: "team", ...context },
   });
@@ -325,15 +337,16 @@ async function queueDepth(url) {
   };
 }
 
-/** Puts n token messages on the queue with SendMessageBatch, 8 batches at a time. */
-async function enqueue(queueUrl, n, tag) {
+/** Puts n token messages on the queue with SendMessageBatch, 8 batches at a time (`body(i)`
+ * makes the i-th; a good token by default). */
+async function enqueue(queueUrl, n, tag, body = (i) => tokenBody(i, tag)) {
   let next = 0;
   async function lane() {
     while (next < n) {
       const start = next;
       next = Math.min(n, next + 10);
       const entries = [];
-      for (let i = start; i < next; i++) entries.push({ Id: String(i - start), MessageBody: tokenBody(i, tag) });
+      for (let i = start; i < next; i++) entries.push({ Id: String(i - start), MessageBody: body(i) });
       const r = await sqs.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries }));
       if (r.Failed && r.Failed.length) throw new Error(`SendMessageBatch: ${r.Failed.length} failed`);
     }
@@ -390,16 +403,19 @@ const emulator = {
 /** mp-resolver `run`, counts from its /metrics. */
 class Ours {
   static label = "mp-resolver";
-  constructor(pipeline, env = {}) {
+  /** `store`: the name of an embedded store file shared with other processes of the same run
+   * (a fleet's), kept as it is; otherwise a fresh file per process. */
+  constructor(pipeline, env = {}, { store = null } = {}) {
     this.pipeline = pipeline;
     this.extraEnv = env;
+    this.store = store;
   }
   async start(name) {
     this.port = await freePort();
     // A fresh embedded store per run: an earlier run's file would know these tokens as published.
-    const storePath = path.join(WORKDIR, "store", `${name}.db`);
+    const storePath = path.join(WORKDIR, "store", `${this.store || name}.db`);
     fs.mkdirSync(path.dirname(storePath), { recursive: true });
-    fs.rmSync(storePath, { force: true });
+    if (!this.store) fs.rmSync(storePath, { force: true });
     const env = {
       ...baseEnv(),
       MPR_QUEUE_URL: this.pipeline.queueUrl,
@@ -424,7 +440,7 @@ class Ours {
     } catch {
       return null; // not listening yet
     }
-    const s = { received: 0, published: 0, deadLettered: 0, requests: {}, inFlight: 0, storeCalls: 0, storeWrites: 0, usage: {}, records: {} };
+    const s = { received: 0, published: 0, deadLettered: 0, requests: {}, inFlight: 0, storeCalls: 0, storeWrites: 0, writeUnits: 0, usage: {}, records: {} };
     for (const line of text.split("\n")) {
       let m;
       if ((m = line.match(/^mpr_messages_received_total (\S+)/))) s.received = Number(m[1]);
@@ -439,7 +455,8 @@ class Ours {
       else if ((m = line.match(/^mpr_store_calls_total\{([^}]*)\} (\S+)/))) {
         s.storeCalls += Number(m[2]);
         if (/operation="write"/.test(m[1])) s.storeWrites += Number(m[2]);
-      } else if ((m = line.match(/^mpr_usage_events_total\{result="([^"]+)"\} (\S+)/))) s.usage[m[1]] = Number(m[2]);
+      } else if ((m = line.match(/^mpr_store_write_units_total (\S+)/))) s.writeUnits = Number(m[1]);
+      else if ((m = line.match(/^mpr_usage_events_total\{result="([^"]+)"\} (\S+)/))) s.usage[m[1]] = Number(m[2]);
       else if ((m = line.match(/^mpr_usage_records_metered_total\{status="([^"]+)"\} (\S+)/))) s.records[m[1]] = Number(m[2]);
     }
     return s;
@@ -512,6 +529,12 @@ const IMPLS = {
     make: (p) => new Ours(p, { MPR_RATE_LIMIT__INITIAL_PER_SEC: String(S.warmRate) }),
     label: `mp-resolver (rate_limit.initial_per_sec = ${S.warmRate})`,
   },
+  // The runtime the worker had before issue #23 (tokio's multi-thread runtime, a thread per core),
+  // against the default's one thread: what thread hand-offs cost.
+  oursThreads: {
+    make: (p) => new Ours(p, { MPR_WORKER__RUNTIME_THREADS: String(os.cpus().length) }),
+    label: "mp-resolver (worker.runtime_threads = cores)",
+  },
   oursNoLinger: {
     make: (p) => new Ours(p, { MPR_PUBLISH__LINGER_MS: "0" }),
     label: "mp-resolver (publish.linger_ms = 0)",
@@ -549,14 +572,17 @@ async function startupRun(kind, run) {
   }
 }
 
-/** 10,000 (--tokens) good tokens already on the queue; time from the first receive to the last publish. */
-async function throughputRun(kind, run, env = {}) {
-  const N = OPT.tokens;
+/** 10,000 (--tokens) good tokens already on the queue; time from the first receive to the last
+ * publish. Options: `tokens` (another backlog), `make` (the worker, instead of IMPLS[kind]'s),
+ * `body` (the i-th message), `othersDone` (also the time until that many events were published:
+ * as many as there are tokens that are not hot). */
+async function throughputRun(kind, run, { tokens = OPT.tokens, make = null, body = undefined, othersDone = null } = {}) {
+  const N = tokens;
   const p = await createPipeline(`tp-${kind}`);
   try {
-    await enqueue(p.queueUrl, N, `tp${run}${kind}`);
+    await enqueue(p.queueUrl, N, `tp${run}${kind}`, body);
     await emulator.reset();
-    const w = kind === "ceiling" ? null : IMPLS[kind].make(p);
+    const w = kind === "ceiling" ? null : (make || IMPLS[kind].make)(p);
     const lsCpu0 = LS_PID ? cpuSeconds(LS_PID) : null;
     const emuCpu0 = cpuSeconds(EMU.child.pid);
     const dynamoCpu0 = DYNAMO_PID ? cpuSeconds(DYNAMO_PID) : null;
@@ -567,10 +593,12 @@ async function throughputRun(kind, run, env = {}) {
       await w.start(`throughput-${kind}-${run}`);
       const [, tFirst] = await waitFor(w, (s) => s.received >= 1, 5, 30_000);
       let maxInFlight = 0;
+      let tOthers = null;
       const [s, tDone] = await waitFor(
         w,
         (s) => {
           maxInFlight = Math.max(maxInFlight, s.inFlight || 0);
+          if (othersDone !== null && tOthers === null && s.published >= othersDone) tOthers = now();
           return s.published + s.deadLettered >= N;
         },
         100,
@@ -587,14 +615,19 @@ async function throughputRun(kind, run, env = {}) {
         requestsTotal: totalRequests(s.requests),
         deadLettered: s.deadLettered,
         storeCalls: s.storeCalls,
+        writeUnits: s.writeUnits,
         maxInFlight,
+        othersPerS: tOthers === null ? null : othersDone / ((tOthers - tFirst) / 1000),
       };
     }
+    r.tokens = N;
     r.tokensPerS = N / r.seconds;
     r.lsCpuS = LS_PID ? cpuSeconds(LS_PID) - lsCpu0 : null;
     r.emuCpuS = cpuSeconds(EMU.child.pid) - emuCpu0;
     r.dynamoCpuS = DYNAMO_PID ? cpuSeconds(DYNAMO_PID) - dynamoCpu0 : null;
-    r.resolveCalls = (await emulator.stats()).calls;
+    const stats = await emulator.stats();
+    r.resolveCalls = stats.calls;
+    r.throttled = stats.throttled;
     r.events = await waitForEvents(p.subUrl, N);
     r.dlq = (await queueDepth(p.dlqUrl)).visible;
     if (r.events < N) log(`warning: ${kind} run ${run}: ${r.events} of ${N} events on the subscriber queue`);
@@ -842,6 +875,33 @@ async function goodputRun(kind, run) {
   }
 }
 
+/** A new task on a backlog (issue #23): autoscaling adds a task because there is a backlog, so
+ * what counts is how fast it is from its first second. S.newTaskTokens tokens, side by side: the
+ * baseline; ours on a fresh store (its rate limit starts at the configured rate); ours on the store
+ * of a task that has just drained a backlog of the same size (the rate the fleet learned). */
+async function newTaskRun(kind, run) {
+  const N = S.newTaskTokens;
+  if (kind !== "oursFleet") return throughputRun(kind, run, { tokens: N });
+  const store = `fleet-${run}`;
+  fs.rmSync(path.join(WORKDIR, "store", `${store}.db`), { force: true });
+  const before = await throughputRun("ours", run, { tokens: N, make: (p) => new Ours(p, {}, { store }) });
+  const r = await throughputRun("ours", run, { tokens: N, make: (p) => new Ours(p, {}, { store }) });
+  r.fleetBeforeTokensPerS = before.tokensPerS;
+  return r;
+}
+
+/** Hot tokens (issue #23): S.hotTokens good tokens, of which S.hotShare are throttled 8 times
+ * each by the emulator (`throttle: 8`), against the same backlog with none: the others' rate is
+ * the time until as many events as there are other tokens were published. */
+async function hotRun(kind, run) {
+  const N = S.hotTokens;
+  const hot = Math.round(N * S.hotShare);
+  const every = Math.round(N / hot);
+  const tag = `hot${run}${kind}`;
+  const body = kind === "oursHot" ? (i) => tokenBody(i, tag, {}, i % every === 0 ? hotToken(i, tag, 8) : goodToken(i, tag)) : undefined;
+  return throughputRun(kind, run, { tokens: N, make: (p) => new Ours(p), body, othersDone: N - hot });
+}
+
 // ---------------------------------------------------------------------------------------------
 // main
 
@@ -928,6 +988,9 @@ async function usageRun(kind, run) {
     const counted = (s) => Object.entries(s.usage).filter(([k]) => k !== "handed_back").reduce((a, [, v]) => a + v, 0);
     await w.start(`usage-${kind}-${run}`);
     const [, tFirst] = await waitFor(w, (s) => counted(s) >= 1, 5, 60_000);
+    // RSS a quarter of the way and at the end: flat with the backlog, or growing with it.
+    await waitFor(w, (s) => counted(s) >= N / 4, 50, S.usageTimeoutS * 1000);
+    const quarterRssMiB = memory(w.pid).rssMiB;
     const [s, tDone] = await waitFor(w, (s) => counted(s) >= N, 50, S.usageTimeoutS * 1000);
     const cpu = cpuSeconds(w.pid);
     const mem = memory(w.pid);
@@ -952,8 +1015,11 @@ async function usageRun(kind, run) {
       eventsPerS: N / ((tDone - tFirst) / 1000),
       cpuS: cpu,
       peakRssMiB: mem.hwmMiB,
+      quarterRssMiB,
+      endRssMiB: mem.rssMiB,
       storeWrites: s.storeWrites,
       storeCalls: s.storeCalls,
+      writeUnits: s.writeUnits,
       usage: s.usage,
       lsCpuS,
       dynamoCpuS,
@@ -1036,7 +1102,7 @@ async function main() {
   if (want("throughput")) {
     // Interleaved, so that a noisy minute on the machine hits every contender alike.
     for (let run = 1; run <= OPT.runs; run++) {
-      let kinds = ["ceiling", "baseline", "oursWarm", "ours"];
+      let kinds = ["ceiling", "baseline", "oursWarm", "ours", "oursThreads"];
       if (DYNAMO) kinds.push("oursDynamo");
       // BENCH_THROUGHPUT_KINDS=ours,oursDynamo measures only those (a partial re-measure).
       if (process.env.BENCH_THROUGHPUT_KINDS) {
@@ -1046,6 +1112,16 @@ async function main() {
       for (const kind of kinds) {
         record(`throughput.${kind}`, await throughputRun(kind, run));
       }
+    }
+  }
+  if (want("newtask")) {
+    for (let run = 1; run <= OPT.runs; run++) {
+      for (const kind of ["baseline", "ours", "oursFleet"]) record(`newtask.${kind}`, await newTaskRun(kind, run));
+    }
+  }
+  if (want("hot")) {
+    for (let run = 1; run <= OPT.runs; run++) {
+      for (const kind of ["oursClean", "oursHot"]) record(`hot.${kind}`, await hotRun(kind, run));
     }
   }
   if (want("rss")) {

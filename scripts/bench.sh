@@ -10,7 +10,7 @@
 #                target/bench/report.md only, not BENCHMARKS.md
 #   --runs N     runs per figure, the median is reported (default 3)
 #   --tokens N   tokens per throughput run (default 10000)
-#   --only LIST  subset of startup,throughput,rss,latency,goodput,usage (implies --no-write)
+#   --only LIST  subset of startup,throughput,newtask,hot,rss,latency,goodput,usage (implies --no-write)
 #   --no-write   leave BENCHMARKS.md alone; the report is in target/bench/report.md
 # BENCH_THROUGHPUT_KINDS=ceiling,ours,oursDynamo (comma-separated) limits the throughput runs to those.
 #
