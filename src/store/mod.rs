@@ -214,6 +214,12 @@ impl Store {
         self
     }
 
+    /// Whether other tasks write to this store as this process does (DynamoDB, shared by every
+    /// task of the service), rather than this process alone (the embedded file).
+    pub fn shared_by_tasks(&self) -> bool {
+        matches!(&*self.backend, Backend::DynamoDb(_))
+    }
+
     /// `embedded PATH` or `dynamodb table NAME`, for logs and `check`.
     pub fn describe(&self) -> &str {
         &self.description

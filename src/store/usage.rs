@@ -15,16 +15,20 @@
 //!                    └──┘ a dead holder's lease lapsed: taken over, the same record sent again
 //! ```
 //!
-//! Events are added many at a time, one atomic group per write: for each hour they go to, the
-//! hour's new total (on the version read, so concurrent writers never lose an update) and one
-//! `batch#` item (created with that version, so it is absent) holding the events' usage ids and
-//! bodies (for dead-letters, byte-identical); the pending entry when the hour is new. The batch
-//! items are the idempotency markers: a usage id is counted once in its subscription and
-//! dimension, because a writer reads the batches of the hours an event could be in before it adds
-//! it, and the version condition fails if anyone added since. Only an `open` hour takes usage:
-//! once claimed its quantity is frozen, since what was sent must be what is sent again. If the
-//! process dies before the group, nothing was counted and the messages come back; after it, the
-//! redeliveries find their usage ids in the batches and are deleted without counting.
+//! Events are added many at a time, one atomic group per write, which may cover many
+//! subscriptions' dimensions on the embedded store and one on DynamoDB (`worker::usage::count`
+//! says why; the counter takes whatever events wait, within [`MAX_BATCH_EVENTS`],
+//! [`MAX_BATCH_BODY_BYTES`] and [`MAX_BATCH_HOURS`]): for each hour they go to, the hour's new
+//! total (on the version read, so concurrent writers never lose an update) and one `batch#` item
+//! (created with that version, so it is absent) holding the events' usage ids and bodies (for
+//! dead-letters, byte-identical); the pending entry when the hour is new. The batch items are the
+//! idempotency markers: a usage id is counted once in its subscription and dimension, because a
+//! writer reads the batches of the hours an event could be in before it adds it, and the version
+//! condition fails if anyone added since (refusing the whole group, every partition in it). Only
+//! an `open` hour takes usage: once claimed its quantity is frozen, since what was sent must be
+//! what is sent again. If the process dies just before the group, nothing of it was counted and
+//! its messages (none deleted yet) come back; just after it, the redeliveries find their usage ids
+//! in the batches and are deleted without counting.
 //!
 //! An hour's answer is written before it is reported (write-ahead): the `metered`/`failed` state
 //! outlives the process, and its answerer reports it (the `marketplace.usage.metered` event, the
@@ -47,9 +51,11 @@ pub const PENDING_PK: &str = "usage-pending";
 pub const HOUR_TTL_SECS: i64 = 40 * 24 * 3600;
 /// The most events one write adds (each batch item stays well inside DynamoDB's 400 KB item).
 pub const MAX_BATCH_EVENTS: usize = 200;
-/// The most bytes of bodies one write adds.
+/// The most bytes of bodies one write adds (across its partitions: the whole group stays well
+/// inside DynamoDB's 4 MB transaction).
 pub const MAX_BATCH_BODY_BYTES: usize = 256 * 1024;
-/// The most hours one write touches (three items each at most: DynamoDB's 100-item transaction).
+/// The most hours one write touches, counted across all the partitions it covers (three items each
+/// at most: DynamoDB's 100-item transaction).
 pub const MAX_BATCH_HOURS: usize = 30;
 
 pub fn hour_pk(subscription: &str, dimension: &str) -> String {
@@ -588,10 +594,10 @@ impl UsageLedger {
         Ok(())
     }
 
-    /// Writes `additions` in one atomic group: each hour's new total over the version read, its
-    /// batch of events, and the pending entry of a new hour. `Err(Conflict)` when any of the hours
-    /// changed since it was read (another writer added to it, or claimed it): read again and
-    /// plan again.
+    /// Writes `additions` (of one partition or many) in one atomic group: each hour's new total
+    /// over the version read, its batch of events, and the pending entry of a new hour.
+    /// `Err(Conflict)` when any of the hours changed since it was read (another writer added to
+    /// it, or claimed it): read again and plan again.
     ///
     /// Dies just before: nothing was written, the messages come back and are counted then. Dies
     /// just after: all of it was written; the redeliveries find their usage ids in the batches and
