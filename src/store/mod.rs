@@ -19,6 +19,7 @@
 
 mod dynamodb;
 mod embedded;
+pub mod fleet;
 pub mod registry;
 pub mod tokens;
 pub mod usage;
