@@ -48,13 +48,19 @@
 //! token throttled on its own (a hot token, the emulator's `throttle: n`) throttles its own first
 //! call once and then its retries, again and again. So the caller says which it was
 //! ([`Call::First`] or [`Call::Retry`]): a first call's throttle counts in full; a retry's counts
-//! for [`RETRY_WEIGHT`] (a quarter) while the window's throttled first calls stay within the
-//! tolerated share, and in full once they pass it (then the retries are the quota's too, and
-//! hiding them would leave the rate above it: that was the 16.5% of throttled calls under a
-//! quota of an earlier version, which did not count retries at all). In slow start, a window whose
-//! throttled first calls pass [`SLOW_START_EXIT_FIRST_SHARE`] of its calls ends the doubling at
-//! once, whatever the overall cut; a few hot tokens' first calls stay a small share of the fresh
-//! calls, and their retries weigh little, so they do not end it.
+//! for [`RETRY_WEIGHT`] (a tenth) while the window's throttled first calls stay within the
+//! tolerated share, and in full once they pass it (then the retries are the quota's too; an
+//! earlier version did not count them at all, which hid most of a quota's throttles). In slow
+//! start, a window whose throttled first calls pass [`SLOW_START_EXIT_FIRST_SHARE`] (15%) of its
+//! calls ends the doubling at once, whatever the overall cut; a few hot tokens' first calls stay a
+//! small share of the fresh calls, and their retries weigh little, so they do not end it.
+//!
+//! **No tolerance above the quota last found.** The tolerated 5% is for hot tokens; against a
+//! quota it would let the rate sit up to 5% over it for good (a steady 5% of calls throttled). So
+//! the rate a cut leaves is remembered as the quota, and a window that opens above it (the additive
+//! probe past the quota) tolerates nothing ([`ABOVE_QUOTA_TOLERATED_SHARE`]): its first throttle
+//! brings the rate back. Only where one throttle is at most 5% of a window's calls (20 calls/s
+//! with a 1 s window): at a few calls per second every throttle is a large share anyway.
 //!
 //! **Decay while idle.** A rate is only known to be right while it is used: light traffic (a call
 //! every few seconds, each answered) would otherwise raise it by a call per second per call, to
@@ -276,9 +282,8 @@ impl Window {
     /// full; retries in full too once first calls are throttled past the tolerance (a quota: every
     /// call over it is throttled, first or not), else at [`RETRY_WEIGHT`] (a hot token retried).
     fn weighted_throttles(&self, expected_calls: f64) -> f64 {
-        let calls = f64::from(self.answers).max(expected_calls).max(1.0);
         let first = f64::from(self.first_throttles);
-        let weight = if first / calls > TOLERATED_SHARE {
+        let weight = if self.others_first_share(expected_calls) > TOLERATED_SHARE {
             1.0
         } else {
             RETRY_WEIGHT
@@ -300,8 +305,15 @@ impl Window {
     /// Whether the first calls alone show a quota past the slow start's exit share: a window of
     /// throttled first calls ends the doubling at once.
     fn first_calls_show_a_quota(&self, expected_calls: f64) -> bool {
+        self.others_first_share(expected_calls) > SLOW_START_EXIT_FIRST_SHARE
+    }
+
+    /// The share of the window's calls that were throttled first calls, but for one: are *other*
+    /// deliveries' first calls throttled too? One hot token's first call is a large share of a
+    /// window at a few calls per second, and must not make its own retries count in full.
+    fn others_first_share(&self, expected_calls: f64) -> f64 {
         let calls = f64::from(self.answers).max(expected_calls).max(1.0);
-        f64::from(self.first_throttles) / calls > SLOW_START_EXIT_FIRST_SHARE
+        f64::from(self.first_throttles.saturating_sub(1)) / calls
     }
 }
 
