@@ -804,3 +804,46 @@ async fn a_few_tokens_throttled_many_times_do_not_slow_the_rest() {
         "only the scripted throttles"
     );
 }
+
+#[tokio::test]
+async fn a_new_worker_starts_at_the_rate_the_fleet_learned() {
+    // A first worker drains a backlog (no quota: its slow start is never pushed back) and hands
+    // its rate on as it stops; a second worker on the same store starts at that rate before its
+    // first call, not at rate_limit.initial_per_sec (10/s).
+    const TOKENS: usize = 200;
+    let fx = Fixture::with_env(Topic::Standard, &[("MPR_WORKER__MAX_IN_FLIGHT", "64")]).await;
+    let tokens: Vec<String> = (0..TOKENS).map(token).collect();
+    fx.send_all(&tokens.iter().map(|t| body(t)).collect::<Vec<_>>())
+        .await;
+    let first = Running::start(fx.worker()).await;
+    fx.events(TOKENS).await;
+    let (_, text) = first.get("/metrics").await;
+    let first_rate = metric(&text, "mpr_resolve_rate_limit");
+    first.stop().await;
+    let stored = mp_resolver::store::fleet::read(fx.store_handle())
+        .await
+        .expect("the store answers")
+        .expect("the first worker wrote its rate on its way out");
+    assert!(!stored.learned.quota, "no quota: a slow-start peak");
+    assert!(
+        stored.learned.rate > 5.0 * 10.0 && stored.learned.rate <= first_rate,
+        "{stored:?} against {first_rate}"
+    );
+
+    let second = Running::start(fx.worker()).await;
+    eventually("the second worker starts at the learned rate", || async {
+        let (_, text) = second.get("/metrics").await;
+        metric(&text, "mpr_resolve_rate_limit") == stored.learned.rate
+            && metric(
+                &text,
+                r#"mpr_fleet_rate_total{operation="read",result="adopted"}"#,
+            ) == 1.0
+    })
+    .await;
+    second.stop().await;
+    println!(
+        "fleet rate: the first worker ended at {first_rate:.1}/s and wrote {:.1}/s; the second \
+         started at it (configured start: 10/s)",
+        stored.learned.rate
+    );
+}

@@ -632,6 +632,28 @@ async fn racing_events_of_one_subscription_are_all_applied(store: Store) {
     assert_eq!(item.i64("sequence"), Some(i64::from(6 - stale)));
 }
 
+async fn the_fleet_rate_round_trips_and_the_last_writer_wins(store: Store) {
+    use mp_resolver::store::fleet;
+    use mp_resolver::worker::ratelimit::Learned;
+    assert_eq!(fleet::read(&store).await.unwrap(), None);
+    let peak = Learned {
+        rate: 212.5,
+        quota: false,
+    };
+    fleet::write(&store, peak, "task-a").await.unwrap();
+    let read = fleet::read(&store).await.unwrap().expect("written");
+    assert_eq!(read.learned, peak);
+    // A whole rate (DynamoDB keeps `310.0` as `310`) reads back as the same rate.
+    let quota = Learned {
+        rate: 310.0,
+        quota: true,
+    };
+    fleet::write(&store, quota, "task-b").await.unwrap();
+    let read = fleet::read(&store).await.unwrap().expect("written");
+    assert_eq!(read.learned, quota, "the last writer wins");
+    assert!(read.age(mp_resolver::store::now_millis()) < Duration::from_secs(60));
+}
+
 conformance! {
     absent_items => absent_items_read_as_none_and_create_once;
     versioned_writes => versioned_writes_lose_to_an_earlier_writer;
@@ -651,4 +673,5 @@ conformance! {
     registry_resolved_token => a_resolved_token_writes_its_subscription_in_the_answer_group;
     registry_agreement_merge => an_agreement_seen_before_its_license_is_merged_into_it;
     registry_race => racing_events_of_one_subscription_are_all_applied;
+    fleet_rate => the_fleet_rate_round_trips_and_the_last_writer_wins;
 }

@@ -322,6 +322,8 @@ pub(crate) mod tests {
             ("MPR_WORKER__VISIBILITY_TIMEOUT_SECS", "2", "worker.visibility_timeout_secs"),
             ("MPR_RATE_LIMIT__DECREASE_FACTOR", "1.5", "rate_limit.decrease_factor"),
             ("MPR_RATE_LIMIT__MAX_PER_SEC", "5", "rate_limit.max_per_sec"),
+            ("MPR_RATE_LIMIT__LEARNED_MAX_AGE_SECS", "86401", "rate_limit.learned_max_age_secs"),
+            ("MPR_RATE_LIMIT__LEARNED_MAX_AGE_SECS", "-1", "rate_limit.learned_max_age_secs"),
             ("MPR_ADMIN__LISTEN", "not-an-address", "admin.listen"),
             ("MPR_PAUSE__PROBE_MAX_SECS", "1", "pause.probe_max_secs"),
             ("MPR_RESOLVE__MAX_BACKOFF_MS", "10", "resolve.max_backoff_ms"),

@@ -85,6 +85,9 @@ pub struct RateLimitSettings {
     pub decrease_factor: f64,
     pub cooldown_ms: u64,
     pub increase_per_sec: f64,
+    /// A new process starts at the rate the fleet learned (kept in the store) when it is at most
+    /// this old, in seconds; 0 = always start at `initial_per_sec`.
+    pub learned_max_age_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -108,7 +108,7 @@ fn ranges(s: &Settings) -> Result<(), ConfigError> {
     let (w, r, p, rl, pa) = (&s.worker, &s.resolve, &s.publish, &s.rate_limit, &s.pause);
     // Whole-number keys as (key, value, min, max); every integer type fits an i128 as it is.
     #[rustfmt::skip]
-    let whole: [(&str, i128, i128, i128); 23] = [
+    let whole: [(&str, i128, i128, i128); 24] = [
         ("worker.max_in_flight", w.max_in_flight as i128, 1, 10_000),
         ("worker.receive_batch", w.receive_batch as i128, 1, 10),
         ("worker.receive_wait_secs", w.receive_wait_secs as i128, 0, 20),
@@ -130,6 +130,8 @@ fn ranges(s: &Settings) -> Result<(), ConfigError> {
         ("publish.hold_secs", p.hold_secs as i128, 1, 43_200),
         ("publish.hold_max_delay_secs", p.hold_max_delay_secs as i128, 1, p.hold_secs as i128),
         ("rate_limit.cooldown_ms", rl.cooldown_ms as i128, 0, 60_000),
+        // The fleet's item lives a day after its last write (store/fleet.rs).
+        ("rate_limit.learned_max_age_secs", rl.learned_max_age_secs as i128, 0, 86_400),
         ("pause.probe_initial_secs", pa.probe_initial_secs as i128, 1, 3_600),
         ("pause.probe_max_secs", pa.probe_max_secs as i128, pa.probe_initial_secs as i128, 86_400),
         ("aws.max_attempts", s.aws.max_attempts as i128, 1, 10),

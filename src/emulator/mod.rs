@@ -16,7 +16,7 @@ mod metering;
 mod metering_wire;
 mod model;
 mod protocol;
-mod quota;
+pub(crate) mod quota;
 mod server;
 mod settings;
 mod token;

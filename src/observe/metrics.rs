@@ -82,6 +82,7 @@ pub struct Metrics {
     held: Gauge,
     lifecycle_events: Family<LifecycleLabel, Counter>,
     store_calls: Family<StoreCallLabel, Counter>,
+    fleet_rate: Family<StoreCallLabel, Counter>,
     store_seconds: Family<StoreOperationLabel, Histogram, fn() -> Histogram>,
     store_write_units: Counter,
     usage_events: Family<ResultLabel, Counter>,
@@ -113,6 +114,7 @@ impl Metrics {
             held: Gauge::default(),
             lifecycle_events: Family::default(),
             store_calls: Family::default(),
+            fleet_rate: Family::default(),
             store_seconds: Family::new_with_constructor(store_histogram),
             store_write_units: Counter::default(),
             usage_events: Family::default(),
@@ -197,6 +199,11 @@ impl Metrics {
             m.lifecycle_events.clone(),
         );
         r.register(
+            "mpr_fleet_rate",
+            "Reads and writes of the fleet's learned ResolveCustomer rate, by result (read: adopted, stale, absent, error; write: ok, error)",
+            m.fleet_rate.clone(),
+        );
+        r.register(
             "mpr_store_calls",
             "Store calls, by operation and result (ok, conflict: a conditional write lost, error)",
             m.store_calls.clone(),
@@ -266,6 +273,14 @@ impl Metrics {
         self.store_seconds
             .get_or_create(&StoreOperationLabel { operation })
             .observe(took.as_secs_f64());
+    }
+
+    /// One read (`adopted`, `stale`, `absent`, `error`) or write (`ok`, `error`) of the fleet's
+    /// learned rate.
+    pub fn fleet_rate(&self, operation: &'static str, result: &'static str) {
+        self.fleet_rate
+            .get_or_create(&StoreCallLabel { operation, result })
+            .inc();
     }
 
     /// Adds `delta` to the held gauge; the new value.

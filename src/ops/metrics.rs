@@ -22,6 +22,7 @@ pub fn catalogue() -> Vec<Family> {
     m.batch_entry_failed("sqs", "DeleteMessageBatch");
     m.lifecycle_event("subscribe-success", "granted");
     m.store_call("write", "ok", Duration::ZERO);
+    m.fleet_rate("read", "adopted");
     m.usage_event("counted");
     m.usage_record_metered("success");
     m.usage_hours(0, 0);
@@ -68,6 +69,7 @@ mod tests {
             ("mpr_held_messages", "Count"),
             ("mpr_lifecycle_events", "Count"),
             ("mpr_store_calls", "Count"),
+            ("mpr_fleet_rate", "Count"),
             ("mpr_store_duration_seconds", "Seconds"),
             ("mpr_store_write_units", "Count"),
             ("mpr_usage_events", "Count"),

@@ -20,6 +20,7 @@
 pub mod capacity;
 mod dynamodb;
 mod embedded;
+pub mod fleet;
 pub mod registry;
 pub mod tokens;
 pub mod usage;

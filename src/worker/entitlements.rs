@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::aws::entitlement::{page, EntitlementsResult};
 use crate::aws::metering::{Failure, FailureKind};
 use crate::contract::lifecycle::EntitlementFilter;
-use crate::worker::ratelimit::AdaptiveRateLimiter;
+use crate::worker::ratelimit::{AdaptiveRateLimiter, Call};
 
 /// Pages read before the answer is treated as a fault: 100 pages of 25 is far beyond any real
 /// contract, and a service repeating its `NextToken` must not keep a message forever.
@@ -89,7 +89,7 @@ impl EntitlementReader {
     fn feed_back(&self, outcome: &EntitlementsResult) {
         match outcome {
             EntitlementsResult::Failed(f) if f.kind == FailureKind::Throttled => {
-                self.limiter.throttled()
+                self.limiter.throttled(Call::First)
             }
             EntitlementsResult::Failed(_) => {}
             EntitlementsResult::Rejected { .. } | EntitlementsResult::Fetched(_) => {

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod decide;
 pub mod entitlements;
 pub mod events;
+mod fleet;
 mod inflight;
 pub mod lane;
 pub mod lease;
@@ -149,6 +150,8 @@ pub struct Worker {
     /// The usage lane's store ledger, BatchMeterUsage limiter and hour rules, when
     /// `usage_queue_url` is set.
     usage: Option<usage::UsageParts>,
+    /// The store itself, for the fleet's learned rate (`fleet.rs`).
+    store: Store,
 }
 
 impl Worker {
@@ -168,7 +171,7 @@ impl Worker {
         let usage = (!settings.usage_queue_url.is_empty())
             .then(|| usage::UsageParts::new(&settings, store.clone(), clients.metering.clone()));
         let registry = Registry::new(store.clone());
-        let tokens = TokenLedger::new(store, holder.clone(), claim_lease);
+        let tokens = TokenLedger::new(store.clone(), holder.clone(), claim_lease);
         let linger = Duration::from_millis(settings.worker.delete_linger_ms);
         let mut lanes = Vec::new();
         let mut delete_tasks = Vec::new();
@@ -249,6 +252,7 @@ impl Worker {
             deliveries: std::sync::atomic::AtomicU64::new(0),
             holder,
             usage,
+            store,
             settings,
         });
         for (name, task) in delete_tasks {

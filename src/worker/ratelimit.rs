@@ -43,6 +43,25 @@
 //! counts as a small share, not as 100%. A `cooldown_ms` of 0 gives every throttle its own window
 //! (every throttle cuts by the full factor).
 //!
+//! **A hot token or the account's quota: first calls against retries.** AWS throttles per account,
+//! so a quota throttles every kind of call alike, and shows in other deliveries' *first* calls; a
+//! token throttled on its own (a hot token, the emulator's `throttle: n`) throttles its own first
+//! call once and then its retries, again and again. So the caller says which it was
+//! ([`Call::First`] or [`Call::Retry`]): a first call's throttle counts in full; a retry's counts
+//! for [`RETRY_WEIGHT`] (a tenth) while the window's throttled first calls stay within the
+//! tolerated share, and in full once they pass it (then the retries are the quota's too; an
+//! earlier version did not count them at all, which hid most of a quota's throttles). In slow
+//! start, a window whose throttled first calls pass [`SLOW_START_EXIT_FIRST_SHARE`] (15%) of its
+//! calls ends the doubling at once, whatever the overall cut; a few hot tokens' first calls stay a
+//! small share of the fresh calls, and their retries weigh little, so they do not end it.
+//!
+//! **No tolerance above the quota last found.** The tolerated 5% is for hot tokens; against a
+//! quota it would let the rate sit up to 5% over it for good (a steady 5% of calls throttled). So
+//! the rate a cut leaves is remembered as the quota, and a window that opens above it (the additive
+//! probe past the quota) tolerates nothing ([`ABOVE_QUOTA_TOLERATED_SHARE`]): its first throttle
+//! brings the rate back. Only where one throttle is at most 5% of a window's calls (20 calls/s
+//! with a 1 s window): at a few calls per second every throttle is a large share anyway.
+//!
 //! **Decay while idle.** A rate is only known to be right while it is used: light traffic (a call
 //! every few seconds, each answered) would otherwise raise it by a call per second per call, to
 //! thousands of calls per second over weeks, and the first real burst would go out unpaced. So
@@ -50,6 +69,16 @@
 //! `initial_per_sec` halves every [`IDLE_HALF_LIFE`]; once it is back at the initial rate the
 //! limiter starts over (slow start), as a fresh process would. A rate below the initial one (a quota
 //! the API taught it) is kept: it is the safer figure for the next burst.
+//!
+//! **Starting where the fleet left off.** A process's limiter can start from what the fleet last
+//! learned instead of `initial_per_sec` ([`Start::from_hint`], [`AdaptiveRateLimiter::adopt`]):
+//! every task writes its rate to the store now and then while busy, with whether a window cut it
+//! (a quota found) or it is a slow-start peak ([`AdaptiveRateLimiter::learned`];
+//! `worker/fleet.rs`, `store/fleet.rs`), and a new task reads it once at start-up. A hint younger
+//! than `rate_limit.learned_max_age_secs` is started at (clamped to min/max): a found quota in
+//! congestion avoidance (it grows by `increase_per_sec`, not by doubling past the quota), a peak
+//! in slow start from there (the API never pushed back below it). An older hint, or none, gives
+//! the configured start; a hint never overrides what a limiter learned from calls of its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -76,6 +105,24 @@ const SLOW_START_DEEPEST: f64 = 0.5;
 /// doubling for every other message.
 const SLOW_START_EXIT_CUT: f64 = 0.85;
 
+/// What a retry's throttle counts for while the window's first calls show no quota: a hot token
+/// retried again and again is mostly retries, and must not drag every other message down; a quota
+/// throttles first calls too, and then retries count in full.
+const RETRY_WEIGHT: f64 = 0.1;
+
+/// During slow start, a window whose throttled *first* calls alone pass this share ends it
+/// promptly, whatever the retries: a few hot tokens' first calls are a small share of the fresh
+/// calls (5% of the tokens: 5% of them), while a quota the doubling rate just passed throttles a
+/// growing share of every kind of call.
+const SLOW_START_EXIT_FIRST_SHARE: f64 = 0.15;
+
+/// The tolerated share of a window opened above the quota the last cut found: probing past a
+/// known quota, a throttle is the quota's rather than a hot token's, and the rate goes back at once
+/// instead of staying up to 5% over the quota for good (what kept 5% of the calls throttled under a
+/// quota). Only where one throttle is at most the usual tolerance of a window's calls: at a few
+/// calls per second every throttle is a large share anyway, and cutting deeper loses goodput.
+const ABOVE_QUOTA_TOLERATED_SHARE: f64 = 0.0;
+
 /// How long the line must stay empty before the rate starts to decay: the gaps of a paced burst
 /// (or between two receive batches) are not idleness.
 pub const IDLE_GRACE: Duration = Duration::from_secs(1);
@@ -83,6 +130,68 @@ pub const IDLE_GRACE: Duration = Duration::from_secs(1);
 /// While idle, the part of the rate above the initial rate halves this often: an hour of quiet
 /// brings any rate back to the initial one, a minute takes three quarters of the excess off.
 pub const IDLE_HALF_LIFE: Duration = Duration::from_secs(30);
+
+/// What a limiter learned about the API, as tasks hand it on to one another through the store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Learned {
+    /// Calls per second.
+    pub rate: f64,
+    /// `true`: a window cut the rate (the API's quota, found by throttles); `false`: the highest
+    /// rate a slow start reached without being pushed back (the quota, if any, is above it).
+    pub quota: bool,
+}
+
+/// How a limiter starts: at what rate, and whether in slow start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Start {
+    pub rate: f64,
+    pub slow_start: bool,
+}
+
+impl Start {
+    /// The configured start: `initial_per_sec`, in slow start.
+    pub fn configured(policy: &RatePolicy) -> Self {
+        Start {
+            rate: clamp(policy.initial, policy),
+            slow_start: true,
+        }
+    }
+
+    /// Where a new limiter starts given the fleet's learned rate (`hint`, written `age` ago) and
+    /// the oldest hint it trusts (`max_age`; zero: none). A found quota is started at and kept
+    /// (congestion avoidance, no doubling past it); a slow-start peak is started at and the
+    /// doubling goes on from there (the API never pushed back below it). A hint too old, from the
+    /// future by more than `max_age` (clocks apart), or not a usable rate falls back to the
+    /// configured start. A peak below the configured start teaches nothing: the configured start.
+    pub fn from_hint(
+        policy: &RatePolicy,
+        hint: Option<(Learned, Duration)>,
+        max_age: Duration,
+    ) -> Self {
+        let configured = Start::configured(policy);
+        let Some((learned, age)) = hint else {
+            return configured;
+        };
+        if max_age.is_zero() || age > max_age {
+            return configured;
+        }
+        if !learned.rate.is_finite() || learned.rate <= 0.0 {
+            return configured;
+        }
+        let rate = clamp(learned.rate, policy);
+        if learned.quota {
+            Start {
+                rate,
+                slow_start: false,
+            }
+        } else {
+            Start {
+                rate: rate.max(configured.rate),
+                slow_start: true,
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RatePolicy {
@@ -111,15 +220,45 @@ impl RatePolicy {
     }
 }
 
+/// Which call of its delivery a throttled call was: AWS throttles per account, so an account over
+/// its quota shows in every delivery's *first* call, while a token throttled on its own (a hot
+/// token, the emulator's `throttle: n`) shows mostly in its own retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// A delivery's first call (or a call with no retries of its own: a probe, a usage batch).
+    First,
+    /// A retry of a delivery whose earlier call failed.
+    Retry,
+}
+
 /// The multiplier a window applies to its base rate after `throttles` of its `answers` were throttles,
 /// when the base rate allows `expected_calls` in the window: `1.0` means no cut.
+#[cfg(test)]
 fn window_cut(throttles: u32, answers: u32, expected_calls: f64, deepest: f64) -> f64 {
-    let calls = f64::from(answers.max(throttles)).max(expected_calls);
-    if calls <= 0.0 {
+    window_cut_tolerating(
+        f64::from(throttles),
+        answers,
+        expected_calls,
+        deepest,
+        TOLERATED_SHARE,
+    )
+}
+
+/// [`window_cut`] with the throttles already weighed (a retry's may count for less than one),
+/// tolerating `tolerated` of the calls.
+fn window_cut_tolerating(
+    throttles: f64,
+    answers: u32,
+    expected_calls: f64,
+    deepest: f64,
+    tolerated: f64,
+) -> f64 {
+    let calls = f64::from(answers).max(throttles).max(expected_calls);
+    if calls <= 0.0 || !throttles.is_finite() {
         return 1.0;
     }
-    let share = f64::from(throttles) / calls;
-    let excess = (share - TOLERATED_SHARE).max(0.0);
+    let share = throttles / calls;
+    let excess = (share - tolerated).max(0.0);
     (1.0 - excess).max(deepest).min(1.0)
 }
 
@@ -129,8 +268,53 @@ struct Window {
     opened: Instant,
     base: f64,
     deepest: f64,
-    throttles: u32,
+    /// The share of its calls this window lets be throttled without a cut.
+    tolerated: f64,
+    /// Throttled first calls of deliveries: the account's quota speaks here.
+    first_throttles: u32,
+    /// Throttled retries: a quota's too, or one hot token's again and again.
+    retry_throttles: u32,
     answers: u32,
+}
+
+impl Window {
+    /// The throttles this window counts, over the calls it counts them against: first calls in
+    /// full; retries in full too once first calls are throttled past the tolerance (a quota: every
+    /// call over it is throttled, first or not), else at [`RETRY_WEIGHT`] (a hot token retried).
+    fn weighted_throttles(&self, expected_calls: f64) -> f64 {
+        let first = f64::from(self.first_throttles);
+        let weight = if self.others_first_share(expected_calls) > TOLERATED_SHARE {
+            1.0
+        } else {
+            RETRY_WEIGHT
+        };
+        first + weight * f64::from(self.retry_throttles)
+    }
+
+    /// This window's multiplier (see [`window_cut`]) with the throttles weighed.
+    fn cut(&self, expected_calls: f64) -> f64 {
+        window_cut_tolerating(
+            self.weighted_throttles(expected_calls),
+            self.answers,
+            expected_calls,
+            self.deepest,
+            self.tolerated,
+        )
+    }
+
+    /// Whether the first calls alone show a quota past the slow start's exit share: a window of
+    /// throttled first calls ends the doubling at once.
+    fn first_calls_show_a_quota(&self, expected_calls: f64) -> bool {
+        self.others_first_share(expected_calls) > SLOW_START_EXIT_FIRST_SHARE
+    }
+
+    /// The share of the window's calls that were throttled first calls, but for one: are *other*
+    /// deliveries' first calls throttled too? One hot token's first call is a large share of a
+    /// window at a few calls per second, and must not make its own retries count in full.
+    fn others_first_share(&self, expected_calls: f64) -> f64 {
+        let calls = f64::from(self.answers).max(expected_calls).max(1.0);
+        f64::from(self.first_throttles.saturating_sub(1)) / calls
+    }
 }
 
 /// Where a waiter stands in line: when its delivery first queued, then arrival order.
@@ -141,8 +325,13 @@ struct State {
     rate: f64,
     /// When the last call was let through (the schedule the next one is spaced from).
     last_call: Option<Instant>,
+    /// Calls let through so far: whether the limiter was busy since someone last looked.
+    granted: u64,
     /// Slow start: no window has cut the rate yet.
     probing: bool,
+    /// The rate the last cut left: the quota as last found. Throttles of a window opened above it
+    /// are not tolerated (see [`ABOVE_QUOTA_TOLERATED_SHARE`]).
+    quota: Option<f64>,
     window: Option<Window>,
     /// Waiters, oldest delivery first; each is woken through its own `Notify`.
     line: BTreeMap<Place, Arc<Notify>>,
@@ -170,6 +359,7 @@ impl State {
             // Back where a fresh process starts: forget what the busy spell taught.
             self.rate = initial;
             self.probing = true;
+            self.quota = None;
             self.window = None;
         }
     }
@@ -235,7 +425,9 @@ impl AdaptiveRateLimiter {
             state: Mutex::new(State {
                 rate,
                 last_call: None,
+                granted: 0,
                 probing: true,
+                quota: None,
                 window: None,
                 line: BTreeMap::new(),
                 arrivals: 0,
@@ -247,6 +439,33 @@ impl AdaptiveRateLimiter {
     /// The current rate, calls per second.
     pub fn rate(&self) -> f64 {
         self.state().rate
+    }
+
+    /// What this limiter has learned, to hand on to the fleet's next task: its rate, whether a
+    /// window cut it (a quota found) or it is still in slow start (a peak), and how many calls it
+    /// has let through so far (unchanged: it was not busy, and has nothing new to tell).
+    pub fn learned(&self) -> (Learned, u64) {
+        let s = self.state();
+        let learned = Learned {
+            rate: s.rate,
+            quota: !s.probing,
+        };
+        (learned, s.granted)
+    }
+
+    /// Starts from `start` instead of the configured start (the fleet's learned rate, read at
+    /// start-up). Only a limiter that has not let a call through yet takes it: once calls went out,
+    /// what this process learns itself is worth more than a hint. Whether it took it.
+    pub fn adopt(&self, start: Start) -> bool {
+        let mut s = self.lock();
+        if s.granted > 0 || s.window.is_some() {
+            return false;
+        }
+        s.rate = clamp(start.rate, &self.policy);
+        s.probing = start.slow_start;
+        s.quota = (!start.slow_start).then_some(s.rate);
+        s.wake_first();
+        true
     }
 
     /// How many callers are waiting for their turn right now.
@@ -303,6 +522,7 @@ impl AdaptiveRateLimiter {
                             // schedule so the rate is not eroded; later (idle): bank nothing.
                             let on_schedule = due.filter(|d| now.duration_since(*d) < interval);
                             s.last_call = Some(on_schedule.unwrap_or(now));
+                            s.granted = s.granted.saturating_add(1);
                             s.line.remove(&place);
                             s.maybe_idle(now);
                             ticket.served = true;
@@ -323,9 +543,9 @@ impl AdaptiveRateLimiter {
         }
     }
 
-    /// The API throttled a call: count it in the current window and lower the rate by the share of
-    /// throttled calls (see the module documentation).
-    pub fn throttled(&self) {
+    /// The API throttled a call (`call`: the delivery's first or a retry): count it in the current
+    /// window and lower the rate by the share of throttled calls (see the module documentation).
+    pub fn throttled(&self, call: Call) {
         let mut s = self.state();
         let now = Instant::now();
         let mut window = match s.window {
@@ -333,27 +553,43 @@ impl AdaptiveRateLimiter {
             _ => Window {
                 opened: now,
                 base: s.rate,
+                tolerated: match s.quota {
+                    Some(quota)
+                        if s.rate > quota
+                            && s.rate * self.policy.cooldown.as_secs_f64()
+                                >= TOLERATED_SHARE.recip() =>
+                    {
+                        ABOVE_QUOTA_TOLERATED_SHARE
+                    }
+                    _ => TOLERATED_SHARE,
+                },
                 deepest: if s.probing {
                     self.policy.decrease.min(SLOW_START_DEEPEST)
                 } else {
                     self.policy.decrease
                 },
-                throttles: 0,
+                first_throttles: 0,
+                retry_throttles: 0,
                 answers: 0,
             },
         };
-        window.throttles = window.throttles.saturating_add(1);
+        match call {
+            Call::First => window.first_throttles = window.first_throttles.saturating_add(1),
+            Call::Retry => window.retry_throttles = window.retry_throttles.saturating_add(1),
+        }
         window.answers = window.answers.saturating_add(1);
         s.window = Some(window);
         let expected = window.base * self.policy.cooldown.as_secs_f64();
-        let cut = window_cut(window.throttles, window.answers, expected, window.deepest);
+        let cut = window.cut(expected);
         if cut < 1.0 {
-            if s.probing && cut > SLOW_START_EXIT_CUT {
+            if s.probing && cut > SLOW_START_EXIT_CUT && !window.first_calls_show_a_quota(expected)
+            {
                 return;
             }
             s.probing = false;
             let target = clamp(window.base * cut, &self.policy);
             s.rate = s.rate.min(target);
+            s.quota = Some(s.rate);
         }
     }
 
@@ -424,7 +660,7 @@ mod tests {
     /// Throttles in one burst, enough to be a share that cuts by the full factor.
     fn burst_of_throttles(limiter: &AdaptiveRateLimiter) {
         for _ in 0..1_000 {
-            limiter.throttled();
+            limiter.throttled(Call::First);
         }
     }
 
@@ -609,7 +845,7 @@ mod tests {
         }
         assert_eq!(limiter.rate(), 20.0);
         // ...a lone throttle (a single hot token) does not end the slow start...
-        limiter.throttled();
+        limiter.throttled(Call::First);
         assert_eq!(limiter.rate(), 20.0);
         for _ in 0..20 {
             limiter.succeeded();
@@ -813,7 +1049,7 @@ mod tests {
         while Instant::now() < end {
             limiter.acquire().await;
             if throttled(n) {
-                limiter.throttled();
+                limiter.throttled(Call::First);
             } else {
                 limiter.succeeded();
             }
@@ -896,7 +1132,7 @@ mod tests {
                         if admitted {
                             l.succeeded();
                         } else {
-                            l.throttled();
+                            l.throttled(Call::First);
                         }
                         if sent >= counted_from {
                             let mut t = tally.lock().unwrap();
@@ -922,11 +1158,15 @@ mod tests {
     async fn a_quota_is_found_and_kept() {
         // (quota, most throttled share allowed): the additive probe of 1 call/s per second is a
         // large step against a quota of 3/s, a small one against 100/s.
-        for (quota, worst_share) in [(3, 0.3), (20, 0.12), (100, 0.08)] {
+        for (quota, worst_share) in [(3, 0.26), (20, 0.06), (100, 0.02)] {
             let (accepted, throttled, rate) = run_against_quota(quota).await;
             let goodput = accepted as f64 / 30.0;
             let share = throttled as f64 / (accepted + throttled) as f64;
             let q = quota as f64;
+            println!(
+                "quota {quota}: goodput {goodput:.2}, {:.1}% throttled, rate {rate:.1}",
+                100.0 * share
+            );
             assert!(goodput >= 0.95 * q, "quota {quota}: goodput {goodput}");
             assert!(
                 share <= worst_share,
@@ -937,5 +1177,312 @@ mod tests {
                 "quota {quota}: rate {rate}"
             );
         }
+    }
+
+    /// What a run of deliveries did: calls accepted and throttled (from `counted_from` on),
+    /// deliveries resolved (all, and those of tokens not throttled on their own), the rate at the
+    /// end and whether the limiter was still in slow start.
+    #[derive(Debug, Default, Clone, Copy)]
+    struct Tally {
+        accepted: usize,
+        throttled: usize,
+        resolved: usize,
+        resolved_cold: usize,
+        retry_throttled: usize,
+        rate: f64,
+        slow_start: bool,
+    }
+
+    impl Tally {
+        fn share(&self) -> f64 {
+            self.throttled as f64 / (self.accepted + self.throttled).max(1) as f64
+        }
+    }
+
+    /// What the simulated API does to calls: an optional account quota (any 1 s), and every
+    /// `hot_every`th delivery's token throttled on its own for its first `hot_throttles` calls
+    /// (the emulator's `throttle: n`).
+    #[derive(Clone, Copy)]
+    struct Api {
+        quota: Option<usize>,
+        hot_every: Option<usize>,
+        hot_throttles: u32,
+    }
+
+    /// `callers` each resolving one delivery after another, as the worker does: a call takes
+    /// 50 ms to answer, a throttled one is retried (as a retry, at its first place in line) after
+    /// a full-jitter backoff from 100 ms doubling to 5 s, up to 30 attempts. Calls are counted
+    /// from `counted_from` to `secs`.
+    async fn run_deliveries(
+        policy: RatePolicy,
+        callers: u64,
+        api: Api,
+        secs: u64,
+        counted_from: Duration,
+    ) -> Tally {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(policy));
+        // The emulator's quota (what the bench and tests/production.rs run against): a token
+        // bucket of one second's calls, refilled continuously.
+        let quota = Arc::new(Mutex::new(api.quota.and_then(|q| {
+            crate::emulator::quota::TokenBucket::new(q as f64, Instant::now())
+        })));
+        let counted_from = Instant::now() + counted_from;
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let next = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..callers)
+            .map(|caller| {
+                let (l, quota, tally, next) =
+                    (limiter.clone(), quota.clone(), tally.clone(), next.clone());
+                tokio::spawn(async move {
+                    // A small deterministic generator per caller for the jitter.
+                    let mut seed = caller.wrapping_mul(6_364_136_223_846_793_005) | 1;
+                    let mut jitter = move |ceiling: Duration| {
+                        seed = seed
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        ceiling.mul_f64((seed >> 11) as f64 / (1u64 << 53) as f64)
+                    };
+                    loop {
+                        let id = next.fetch_add(1, Ordering::Relaxed);
+                        let hot = api.hot_every.is_some_and(|every| id % every == 0);
+                        let queued = Instant::now();
+                        for attempt in 0..30u32 {
+                            l.acquire_for(queued).await;
+                            let sent = Instant::now();
+                            let admitted = quota
+                                .lock()
+                                .unwrap()
+                                .as_mut()
+                                .is_none_or(|bucket| bucket.try_acquire(sent))
+                                && !(hot && attempt < api.hot_throttles);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let counted = sent >= counted_from;
+                            if admitted {
+                                l.succeeded();
+                                let mut t = tally.lock().unwrap();
+                                if counted {
+                                    t.accepted += 1;
+                                    t.resolved += 1;
+                                    t.resolved_cold += usize::from(!hot);
+                                }
+                                break;
+                            }
+                            l.throttled(if attempt == 0 {
+                                Call::First
+                            } else {
+                                Call::Retry
+                            });
+                            if counted {
+                                let mut t = tally.lock().unwrap();
+                                t.throttled += 1;
+                                if attempt > 0 {
+                                    t.retry_throttled += 1;
+                                }
+                            }
+                            let ceiling = Duration::from_millis(100)
+                                .saturating_mul(1 << attempt.min(10))
+                                .min(Duration::from_secs(5));
+                            tokio::time::sleep(jitter(ceiling)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        for t in tasks {
+            t.abort();
+        }
+        let mut t = *tally.lock().unwrap();
+        t.rate = limiter.rate();
+        t.slow_start = limiter.state().probing;
+        t
+    }
+
+    fn production_policy() -> RatePolicy {
+        RatePolicy {
+            decrease: 0.7,
+            ..policy()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deliveries_with_retries_keep_the_throttled_share_low_under_a_quota() {
+        // The bench's goodput scenario: a quota of 20 calls/s, measured over the first 30 s (slow
+        // start included), and over the next 30 s (the steady state).
+        for quota in [20, 100] {
+            let api = Api {
+                quota: Some(quota),
+                hot_every: None,
+                hot_throttles: 0,
+            };
+            let all = run_deliveries(production_policy(), 64, api, 30, Duration::ZERO).await;
+            let steady =
+                run_deliveries(production_policy(), 64, api, 60, Duration::from_secs(30)).await;
+            let q = quota as f64;
+            println!(
+                "quota {quota}: first 30 s {:.1}% throttled, {:.2} Q; steady {:.1}%, {:.2} Q, rate {:.1}",
+                100.0 * all.share(),
+                all.resolved as f64 / 30.0 / q,
+                100.0 * steady.share(),
+                steady.resolved as f64 / 30.0 / q,
+                steady.rate,
+            );
+            assert!(all.share() < 0.11, "quota {quota}: {all:?}");
+            assert!(steady.share() < 0.05, "quota {quota}: {steady:?}");
+            assert!(
+                steady.resolved as f64 / 30.0 >= 0.9 * q,
+                "quota {quota}: {steady:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hot_tokens_retried_do_not_slow_the_others() {
+        // No quota; one delivery in 20 is a token throttled 8 times on its own. The others must
+        // go as fast as without them: the limiter stays in slow start.
+        let clean = Api {
+            quota: None,
+            hot_every: None,
+            hot_throttles: 0,
+        };
+        let hot = Api {
+            hot_every: Some(20),
+            hot_throttles: 8,
+            ..clean
+        };
+        // Callers enough that hot deliveries holding theirs through their retries do not starve
+        // the others: the limiter's rate is what is measured.
+        let without = run_deliveries(production_policy(), 512, clean, 5, Duration::ZERO).await;
+        let with = run_deliveries(production_policy(), 512, hot, 5, Duration::ZERO).await;
+        println!("hot tokens: {without:?} clean; {with:?} with 5% hot");
+        // Never cut: still in slow start, every answer added its call per second.
+        assert!(with.slow_start, "{with:?}");
+        assert_eq!(with.rate, 10.0 + with.resolved as f64, "{with:?}");
+        // The others' pace is the clean run's, but for the slots the hot tokens' throttled calls
+        // take from the slow start's doubling.
+        assert!(
+            with.resolved_cold as f64 >= 0.6 * without.resolved_cold as f64,
+            "{with:?} against {without:?}"
+        );
+    }
+
+    fn hint(rate: f64, quota: bool, age_secs: u64) -> Option<(Learned, Duration)> {
+        Some((Learned { rate, quota }, Duration::from_secs(age_secs)))
+    }
+
+    #[test]
+    fn the_start_follows_a_young_hint_and_ignores_an_old_one() {
+        let p = RatePolicy {
+            max: Some(500.0),
+            ..policy()
+        };
+        let max_age = Duration::from_secs(900);
+        let configured = Start {
+            rate: 10.0,
+            slow_start: true,
+        };
+        // (hint, max age) -> start
+        let rows = [
+            ((None, max_age), configured),
+            // A found quota: at it, in congestion avoidance (also below the initial rate).
+            (
+                (hint(80.0, true, 60), max_age),
+                Start {
+                    rate: 80.0,
+                    slow_start: false,
+                },
+            ),
+            (
+                (hint(3.0, true, 60), max_age),
+                Start {
+                    rate: 3.0,
+                    slow_start: false,
+                },
+            ),
+            // A slow-start peak: from there, still doubling; one below the start teaches nothing.
+            (
+                (hint(200.0, false, 899), max_age),
+                Start {
+                    rate: 200.0,
+                    slow_start: true,
+                },
+            ),
+            ((hint(4.0, false, 10), max_age), configured),
+            // Clamped to the floor and the ceiling.
+            (
+                (hint(9_000.0, true, 1), max_age),
+                Start {
+                    rate: 500.0,
+                    slow_start: false,
+                },
+            ),
+            (
+                (hint(0.01, true, 1), max_age),
+                Start {
+                    rate: 0.5,
+                    slow_start: false,
+                },
+            ),
+            // Too old, switched off, or not a rate: the configured start.
+            ((hint(80.0, true, 901), max_age), configured),
+            ((hint(80.0, true, 0), Duration::ZERO), configured),
+            ((hint(f64::NAN, true, 1), max_age), configured),
+            ((hint(f64::INFINITY, false, 1), max_age), configured),
+            ((hint(-5.0, true, 1), max_age), configured),
+        ];
+        for ((h, max_age), want) in rows {
+            assert_eq!(Start::from_hint(&p, h, max_age), want, "{h:?}, {max_age:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limiter_started_at_a_learned_quota_paces_at_it_and_does_not_double() {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(policy()));
+        let start = Start::from_hint(&policy(), hint(40.0, true, 30), Duration::from_secs(900));
+        assert!(limiter.adopt(start));
+        // 40 calls/s from the first second, not 10.
+        let n = granted_in(limiter.clone(), Duration::from_secs(1)).await;
+        assert!((39..=41).contains(&n), "{n}");
+        // A second of answers at 40/s adds about one call per second, not forty.
+        for _ in 0..40 {
+            limiter.succeeded();
+        }
+        assert!((limiter.rate() - 41.0).abs() < 0.1, "{}", limiter.rate());
+        assert_eq!(
+            limiter.learned().0,
+            Learned {
+                rate: limiter.rate(),
+                quota: true
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limiter_started_at_a_learned_peak_goes_on_doubling() {
+        let limiter = Arc::new(AdaptiveRateLimiter::new(policy()));
+        let start = Start::from_hint(&policy(), hint(80.0, false, 30), Duration::from_secs(900));
+        assert!(limiter.adopt(start));
+        let n = granted_in(limiter.clone(), Duration::from_secs(1)).await;
+        // 80/s from the start, and each answer adds a call per second (about 80 + 80 of them).
+        assert!(n >= 79, "{n}");
+        for _ in 0..80 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.rate(), 160.0);
+        assert!(!limiter.learned().0.quota);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hint_does_not_override_what_calls_taught() {
+        let limiter = AdaptiveRateLimiter::new(policy());
+        limiter.acquire().await;
+        let start = Start::from_hint(&policy(), hint(300.0, true, 1), Duration::from_secs(900));
+        assert!(
+            !limiter.adopt(start),
+            "a call went out: too late for a hint"
+        );
+        assert_eq!(limiter.rate(), 10.0);
+        let (_, granted) = limiter.learned();
+        assert_eq!(granted, 1);
     }
 }

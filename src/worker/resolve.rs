@@ -13,7 +13,7 @@ use crate::observe::metrics::Telemetry;
 use crate::worker::decide::CredentialsCheck;
 use crate::worker::events::ResolveAttempt;
 use crate::worker::lease::Lease;
-use crate::worker::ratelimit::AdaptiveRateLimiter;
+use crate::worker::ratelimit::{AdaptiveRateLimiter, Call};
 use crate::worker::retry::{retry_without_cancelling, BackoffPolicy};
 
 /// How one delivery's resolution ended.
@@ -118,18 +118,19 @@ impl Resolver {
         &self.limiter
     }
 
-    /// One call once the limiter gave this caller its turn. A throttle of a `retry` is not fed back
-    /// into the rate: AWS throttles per account, so an account over its quota shows up in the first
-    /// calls of fresh deliveries; one token throttled again and again (or the emulator's scripted
-    /// `throttle: n`) must not drag every other message down.
+    /// One call once the limiter gave this caller its turn. A throttle is fed back with whether
+    /// it was the delivery's first call or a `retry`: AWS throttles per account, so an account over
+    /// its quota shows in the first calls of fresh deliveries (and then in retries too), while one
+    /// token throttled again and again (or the emulator's scripted `throttle: n`) is mostly its
+    /// own retries; the limiter weighs them accordingly, so a hot token does not drag every other
+    /// message down, and a quota's throttled retries are not hidden from it.
     async fn call_now(&self, token: &str, retry: bool) -> CallResult {
         let started = tokio::time::Instant::now();
         let result = metering::resolve_customer(&self.client, token).await;
         match &result {
             CallResult::Failed(f) if f.kind == FailureKind::Throttled => {
-                if !retry {
-                    self.limiter.throttled();
-                }
+                self.limiter
+                    .throttled(if retry { Call::Retry } else { Call::First });
             }
             CallResult::Failed(_) => {}
             CallResult::Resolved(_) | CallResult::Rejected { .. } => self.limiter.succeeded(),

@@ -27,8 +27,16 @@ impl Worker {
     /// in-flight work finish within the grace period, and hands back whatever did not finish.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         self.check_dependencies();
+        // Before the first receive: a task started into a backlog starts at the fleet's rate.
+        self.adopt_fleet_rate().await;
         let stop = tokio::sync::watch::Sender::new(false);
         let mut loops = JoinSet::new();
+        {
+            let mut stopped = stop.subscribe();
+            loops.spawn(self.clone().share_fleet_rate(async move {
+                drop(stopped.wait_for(|s| *s).await);
+            }));
+        }
         for index in 0..self.lanes.len() {
             let mut stopped = stop.subscribe();
             loops.spawn(self.clone().run_lane(index, async move {

@@ -21,6 +21,7 @@ use crate::contract::{DeadLetter, DeadLetterReason, Fingerprint};
 use crate::store::usage::{Hour, HourState, Pending};
 use crate::store::{now_millis, StoreError};
 use crate::worker::lane::Pipeline;
+use crate::worker::ratelimit::Call;
 use crate::worker::retry::full_jitter;
 use crate::worker::usage::schedule::{
     hour_label, hour_rfc3339, phase, record_timestamp, zero_record_hour, HourRules, Phase, HOUR,
@@ -368,7 +369,8 @@ impl Worker {
                 }
                 MeterResult::Failed(failure) => {
                     if failure.kind == FailureKind::Throttled {
-                        usage.limiter.throttled();
+                        // A batch is retried in a later pass, not as a delivery's retry: each call counts in full.
+                        usage.limiter.throttled(Call::First);
                     }
                     tracing::warn!(failure = failure.kind.as_str(), detail = %failure.detail,
                         records = part.len(), "BatchMeterUsage failed; the hours are retried");
