@@ -452,6 +452,7 @@ class Ours {
         const key = `${labels.service}:${labels.operation}`;
         s.requests[key] = (s.requests[key] || 0) + Number(m[2]);
       } else if ((m = line.match(/^mpr_in_flight (\S+)/))) s.inFlight = Number(m[1]);
+      else if ((m = line.match(/^mpr_resolve_rate_limit (\S+)/))) s.rate = Number(m[1]);
       else if ((m = line.match(/^mpr_store_calls_total\{([^}]*)\} (\S+)/))) {
         s.storeCalls += Number(m[2]);
         if (/operation="write"/.test(m[1])) s.storeWrites += Number(m[2]);
@@ -591,7 +592,7 @@ async function throughputRun(kind, run, { tokens = OPT.tokens, make = null, body
       r = await ceiling(p, N);
     } else {
       await w.start(`throughput-${kind}-${run}`);
-      const [, tFirst] = await waitFor(w, (s) => s.received >= 1, 5, 30_000);
+      const [first, tFirst] = await waitFor(w, (s) => s.received >= 1, 5, 30_000);
       let maxInFlight = 0;
       let tOthers = null;
       const [s, tDone] = await waitFor(
@@ -618,6 +619,8 @@ async function throughputRun(kind, run, { tokens = OPT.tokens, make = null, body
         writeUnits: s.writeUnits,
         maxInFlight,
         othersPerS: tOthers === null ? null : othersDone / ((tOthers - tFirst) / 1000),
+        // The ResolveCustomer rate limit at the first receive (the fleet's learned rate, or the start).
+        startRate: first.rate ?? null,
       };
     }
     r.tokens = N;
@@ -884,8 +887,9 @@ async function newTaskRun(kind, run) {
   if (kind !== "oursFleet") return throughputRun(kind, run, { tokens: N });
   const store = `fleet-${run}`;
   fs.rmSync(path.join(WORKDIR, "store", `${store}.db`), { force: true });
-  const before = await throughputRun("ours", run, { tokens: N, make: (p) => new Ours(p, {}, { store }) });
-  const r = await throughputRun("ours", run, { tokens: N, make: (p) => new Ours(p, {}, { store }) });
+  // Each run's tokens are its own (the kind names them): the store would know the first run's.
+  const before = await throughputRun("oursFleetBefore", run, { tokens: N, make: (p) => new Ours(p, {}, { store }) });
+  const r = await throughputRun("oursFleet", run, { tokens: N, make: (p) => new Ours(p, {}, { store }) });
   r.fleetBeforeTokensPerS = before.tokensPerS;
   return r;
 }

@@ -209,15 +209,15 @@ function render(results) {
 
   if (count("newtask.baseline") || count("newtask.oursFleet")) {
     L.push(`A new task on a backlog: ${fmtInt(m.settings.newTaskTokens)} good tokens on the queue before the worker starts, timed as the throughput runs. "From the fleet's rate": the same store file as a task that drained a backlog of the same size just before and stopped (its learned rate, with its age, is in the store).`, "");
-    L.push("| contender | runs | tokens/s | ÷ baseline | CPU s / 1,000 tokens | ResolveCustomer calls throttled |");
-    L.push("|---|---|---|---|---|---|");
+    L.push("| contender | runs | tokens/s | ÷ baseline | rate limit at the first receive (calls/s) | CPU s / 1,000 tokens | ResolveCustomer calls throttled |");
+    L.push("|---|---|---|---|---|---|---|");
     for (const [key, label] of [
       ["newtask.baseline", "sqs-consumer baseline"],
       ["newtask.ours", "mp-resolver, from `rate_limit.initial_per_sec`"],
       ["newtask.oursFleet", "mp-resolver, from the fleet's learned rate"],
     ]) {
       if (!count(key)) continue;
-      L.push(`| ${label} | ${count(key)} | ${cell(key, tp, 0)} | ${ratio(med(key, tp), nt.base)} | ${cell(key, (r) => (r.cpuS / r.tokens) * 1000, 2)} | ${cell(key, (r) => r.throttled, 0)} |`);
+      L.push(`| ${label} | ${count(key)} | ${cell(key, tp, 0)} | ${ratio(med(key, tp), nt.base)} | ${key === "newtask.baseline" ? "–" : cell(key, (r) => r.startRate, 0)} | ${cell(key, (r) => (r.cpuS / r.tokens) * 1000, 2)} | ${cell(key, (r) => r.throttled, 0)} |`);
     }
     L.push("");
   }
