@@ -55,12 +55,12 @@
 //! calls ends the doubling at once, whatever the overall cut; a few hot tokens' first calls stay a
 //! small share of the fresh calls, and their retries weigh little, so they do not end it.
 //!
-//! **No tolerance above the quota last found.** The tolerated 5% is for hot tokens; against a
-//! quota it would let the rate sit up to 5% over it for good (a steady 5% of calls throttled). So
-//! the rate a cut leaves is remembered as the quota, and a window that opens above it (the additive
-//! probe past the quota) tolerates nothing ([`ABOVE_QUOTA_TOLERATED_SHARE`]): its first throttle
-//! brings the rate back. Only where one throttle is at most 5% of a window's calls (20 calls/s
-//! with a 1 s window): at a few calls per second every throttle is a large share anyway.
+//! The resolver feeds back first calls only (`worker/resolve.rs` says why); the weighing of
+//! retries serves callers that feed both. Tried and taken out again (issue #23, BENCHMARKS.md):
+//! the resolver feeding its retries too, and no tolerance above the rate the last cut found. With
+//! 5% of the tokens throttled on their own, their first calls passed the tolerance now and then,
+//! their retries then counted in full, each cut was taken for the quota and every later throttle
+//! cut again: the rate fell to a few calls a second and stayed there.
 //!
 //! **Decay while idle.** A rate is only known to be right while it is used: light traffic (a call
 //! every few seconds, each answered) would otherwise raise it by a call per second per call, to
@@ -115,13 +115,6 @@ const RETRY_WEIGHT: f64 = 0.1;
 /// calls (5% of the tokens: 5% of them), while a quota the doubling rate just passed throttles a
 /// growing share of every kind of call.
 const SLOW_START_EXIT_FIRST_SHARE: f64 = 0.15;
-
-/// The tolerated share of a window opened above the quota the last cut found: probing past a
-/// known quota, a throttle is the quota's rather than a hot token's, and the rate goes back at once
-/// instead of staying up to 5% over the quota for good (what kept 5% of the calls throttled under a
-/// quota). Only where one throttle is at most the usual tolerance of a window's calls: at a few
-/// calls per second every throttle is a large share anyway, and cutting deeper loses goodput.
-const ABOVE_QUOTA_TOLERATED_SHARE: f64 = 0.0;
 
 /// How long the line must stay empty before the rate starts to decay: the gaps of a paced burst
 /// (or between two receive batches) are not idleness.
@@ -329,9 +322,6 @@ struct State {
     granted: u64,
     /// Slow start: no window has cut the rate yet.
     probing: bool,
-    /// The rate the last cut left: the quota as last found. Throttles of a window opened above it
-    /// are not tolerated (see [`ABOVE_QUOTA_TOLERATED_SHARE`]).
-    quota: Option<f64>,
     window: Option<Window>,
     /// Waiters, oldest delivery first; each is woken through its own `Notify`.
     line: BTreeMap<Place, Arc<Notify>>,
@@ -359,7 +349,6 @@ impl State {
             // Back where a fresh process starts: forget what the busy spell taught.
             self.rate = initial;
             self.probing = true;
-            self.quota = None;
             self.window = None;
         }
     }
@@ -427,7 +416,6 @@ impl AdaptiveRateLimiter {
                 last_call: None,
                 granted: 0,
                 probing: true,
-                quota: None,
                 window: None,
                 line: BTreeMap::new(),
                 arrivals: 0,
@@ -463,7 +451,6 @@ impl AdaptiveRateLimiter {
         }
         s.rate = clamp(start.rate, &self.policy);
         s.probing = start.slow_start;
-        s.quota = (!start.slow_start).then_some(s.rate);
         s.wake_first();
         true
     }
@@ -553,16 +540,7 @@ impl AdaptiveRateLimiter {
             _ => Window {
                 opened: now,
                 base: s.rate,
-                tolerated: match s.quota {
-                    Some(quota)
-                        if s.rate > quota
-                            && s.rate * self.policy.cooldown.as_secs_f64()
-                                >= TOLERATED_SHARE.recip() =>
-                    {
-                        ABOVE_QUOTA_TOLERATED_SHARE
-                    }
-                    _ => TOLERATED_SHARE,
-                },
+                tolerated: TOLERATED_SHARE,
                 deepest: if s.probing {
                     self.policy.decrease.min(SLOW_START_DEEPEST)
                 } else {
@@ -589,7 +567,6 @@ impl AdaptiveRateLimiter {
             s.probing = false;
             let target = clamp(window.base * cut, &self.policy);
             s.rate = s.rate.min(target);
-            s.quota = Some(s.rate);
         }
     }
 
@@ -1158,7 +1135,7 @@ mod tests {
     async fn a_quota_is_found_and_kept() {
         // (quota, most throttled share allowed): the additive probe of 1 call/s per second is a
         // large step against a quota of 3/s, a small one against 100/s.
-        for (quota, worst_share) in [(3, 0.26), (20, 0.06), (100, 0.02)] {
+        for (quota, worst_share) in [(3, 0.3), (20, 0.12), (100, 0.08)] {
             let (accepted, throttled, rate) = run_against_quota(quota).await;
             let goodput = accepted as f64 / 30.0;
             let share = throttled as f64 / (accepted + throttled) as f64;
@@ -1267,11 +1244,10 @@ mod tests {
                                 }
                                 break;
                             }
-                            l.throttled(if attempt == 0 {
-                                Call::First
-                            } else {
-                                Call::Retry
-                            });
+                            // As the resolver does: only a first call's throttle is fed back.
+                            if attempt == 0 {
+                                l.throttled(Call::First);
+                            }
                             if counted {
                                 let mut t = tally.lock().unwrap();
                                 t.throttled += 1;
@@ -1327,8 +1303,12 @@ mod tests {
                 steady.resolved as f64 / 30.0 / q,
                 steady.rate,
             );
-            assert!(all.share() < 0.11, "quota {quota}: {all:?}");
-            assert!(steady.share() < 0.05, "quota {quota}: {steady:?}");
+            // What the limiter does today (18% and 6% at 20 calls/s, most of the first in the slow
+            // start's overshoot): issue #23's target of under 5% is not met; feeding retries back
+            // came nearer here (11%) and collapsed the rate under hot tokens (the module
+            // documentation), so these bounds only guard against a regression.
+            assert!(all.share() < 0.20, "quota {quota}: {all:?}");
+            assert!(steady.share() < 0.08, "quota {quota}: {steady:?}");
             assert!(
                 steady.resolved as f64 / 30.0 >= 0.9 * q,
                 "quota {quota}: {steady:?}"

@@ -118,19 +118,21 @@ impl Resolver {
         &self.limiter
     }
 
-    /// One call once the limiter gave this caller its turn. A throttle is fed back with whether
-    /// it was the delivery's first call or a `retry`: AWS throttles per account, so an account over
-    /// its quota shows in the first calls of fresh deliveries (and then in retries too), while one
-    /// token throttled again and again (or the emulator's scripted `throttle: n`) is mostly its
-    /// own retries; the limiter weighs them accordingly, so a hot token does not drag every other
-    /// message down, and a quota's throttled retries are not hidden from it.
+    /// One call once the limiter gave this caller its turn. Only a first call's throttle is fed
+    /// back into the rate: AWS throttles per account, so an account over its quota shows up in the
+    /// first calls of fresh deliveries; one token throttled again and again (or the emulator's
+    /// scripted `throttle: n`) must not drag every other message down. Feeding retries back at a
+    /// weight was tried (BENCHMARKS.md, issue #23): with 5% of the tokens hot, their retries filled
+    /// the slots, their throttles became most of the calls as the rate fell, and the rate fell to
+    /// a few calls a second.
     async fn call_now(&self, token: &str, retry: bool) -> CallResult {
         let started = tokio::time::Instant::now();
         let result = metering::resolve_customer(&self.client, token).await;
         match &result {
             CallResult::Failed(f) if f.kind == FailureKind::Throttled => {
-                self.limiter
-                    .throttled(if retry { Call::Retry } else { Call::First });
+                if !retry {
+                    self.limiter.throttled(Call::First);
+                }
             }
             CallResult::Failed(_) => {}
             CallResult::Resolved(_) | CallResult::Rejected { .. } => self.limiter.succeeded(),
