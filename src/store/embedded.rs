@@ -27,6 +27,12 @@ const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items"
 /// The most groups one commit takes, so one commit's latency stays bounded under a burst.
 const MAX_GROUPS_PER_COMMIT: usize = 256;
 
+/// Memory redb may keep of the file's pages. Its default (1 GiB) is filled as the file grows, so a
+/// long-lived worker's memory followed a week of tokens (BENCHMARKS.md, issue #23: 27.7 MiB after a
+/// 2,000-token backlog, 45.8 after 10,000). The hot pages are the B-tree's upper levels and the
+/// latest tokens, which fit well within this.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
 pub(super) struct Embedded {
@@ -58,6 +64,7 @@ impl Embedded {
         }
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| {
                 StoreError::Misconfigured(format!("store.path {}: {e}", path.display()))
