@@ -393,6 +393,9 @@ impl Fixture {
     /// queue to it again.
     pub async fn recreate_topic(&self) {
         let name = self.topic_arn.rsplit(':').next().expect("topic name");
+        // Looked up first: a held event published between the topic's creation and its
+        // subscription reaches no subscriber, so that gap is kept to the one Subscribe call.
+        let subscriber_arn = queue_arn(&self.sqs, &self.subscriber_url).await;
         let arn = self
             .sns
             .create_topic()
@@ -403,7 +406,6 @@ impl Fixture {
             .topic_arn
             .expect("topic arn");
         assert_eq!(arn, self.topic_arn);
-        let subscriber_arn = queue_arn(&self.sqs, &self.subscriber_url).await;
         subscribe_raw(&self.sns, &arn, &subscriber_arn).await;
     }
 
