@@ -11,11 +11,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use mp_resolver::aws::Clients;
+use mp_resolver::config::Settings;
 use mp_resolver::contract::dlq_attr;
 use mp_resolver::emulator::{CustomerEntitlements, TestEntitlement, TestToken};
 use mp_resolver::store::registry::{Identity, Registry, Subscription};
 use mp_resolver::worker::Worker;
 use serde_json::{json, Value};
+use support::faults::FaultProxy;
 use support::store::Backend;
 use support::{eventually, eventually_within, Fixture, Received, Topic};
 use tokio::sync::oneshot;
@@ -102,11 +105,36 @@ fn start_on_store(
     store: mp_resolver::store::Store,
     change: impl FnOnce(&mut mp_resolver::config::Settings),
 ) -> Running {
+    let clients = |fx: &Fixture, settings: &Settings| fx.clients(settings);
+    start_on_store_with_clients(fx, queue_url, dlq_url, store, clients, change)
+}
+
+/// [`start`] with the worker's AWS clients made by `clients` (e.g. one sent through a fault
+/// proxy) instead of the fixture's.
+async fn start_with_clients(
+    fx: Fixture,
+    clients: impl FnOnce(&Fixture, &Settings) -> Clients,
+    change: impl FnOnce(&mut Settings),
+) -> Running {
+    let dlq_url = fx.extra_queue(false, HashMap::new()).await;
+    let queue_url = fx.extra_queue(false, HashMap::new()).await;
+    let store = fx.store_handle().clone();
+    start_on_store_with_clients(fx, queue_url, dlq_url, store, clients, change)
+}
+
+fn start_on_store_with_clients(
+    fx: Fixture,
+    queue_url: String,
+    dlq_url: String,
+    store: mp_resolver::store::Store,
+    clients: impl FnOnce(&Fixture, &Settings) -> Clients,
+    change: impl FnOnce(&mut Settings),
+) -> Running {
     let mut settings = fx.settings.clone();
     settings.lifecycle_queue_url = queue_url.clone();
     settings.lifecycle_dlq_url = dlq_url.clone();
     change(&mut settings);
-    let worker = fx.worker_on(settings, store);
+    let worker = Worker::new(clients(&fx, &settings), settings, store);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(worker.clone().run(async move {
         let _ = stopped.await;
@@ -653,10 +681,18 @@ async fn an_older_created_after_a_newer_ended_through_eventbridge_stays_revoked(
 
 async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(backend: Backend) {
     let fx = Fixture::with_store(Topic::Standard, backend, &[]).await;
-    let lc = start(fx, |s| {
-        s.publish.hold_secs = 120;
-        s.publish.hold_max_delay_secs = 1;
-    })
+    // SNS is reached through a proxy that is cut and restored, not a topic that is deleted and
+    // created again: a held event retried between a new topic's creation and its subscription
+    // would be accepted and reach no subscriber.
+    let sns = FaultProxy::start(&fx.localstack.endpoint).await;
+    let lc = start_with_clients(
+        fx,
+        |fx, settings| fx.clients_with_sns(settings, &sns.endpoint),
+        |s| {
+            s.publish.hold_secs = 120;
+            s.publish.hold_max_delay_secs = 1;
+        },
+    )
     .await;
     let account = unique_account();
     let agreement = format!("agmt-{account}");
@@ -678,8 +714,8 @@ async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(bac
             .is_some_and(|v| v as u64 == n)
     };
 
-    // The topic is gone: Created is applied (grant) but its publish fails, and it is held.
-    lc.fx.delete_topic().await;
+    // SNS is out of reach: Created is applied (grant) but its publish fails, and it is held.
+    sns.cut();
     lc.send(&created.to_string()).await;
     eventually("Created is applied and held", || async { held(1) }).await;
     // Ended is applied on top of it (revoke) and held too.
@@ -690,7 +726,7 @@ async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(bac
         .expect("a subscription");
     assert_eq!((s.access.as_str(), s.sequence), ("revoke", 2));
 
-    lc.fx.recreate_topic().await;
+    sns.restore();
     let events = by_type(lc.fx.events(2).await);
     let (created, ended) = (
         &events["marketplace.agreement.created"],

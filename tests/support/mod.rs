@@ -657,6 +657,20 @@ impl Fixture {
             ..self.clients(settings)
         }
     }
+
+    /// [`Fixture::clients`] with SNS sent to `sns_endpoint` (e.g. a fault proxy) instead of
+    /// LocalStack.
+    pub fn clients_with_sns(&self, settings: &Settings, sns_endpoint: &str) -> Clients {
+        let config = self
+            .ls_config
+            .to_builder()
+            .endpoint_url(sns_endpoint)
+            .build();
+        Clients {
+            sns: Clients::from_sdk_config(&config, settings).sns,
+            ..self.clients(settings)
+        }
+    }
 }
 
 /// One request to a LocalStack service the crate has no client for (EventBridge, IAM), with a
