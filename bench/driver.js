@@ -275,6 +275,12 @@ function baseEnv() {
     AWS_SECRET_ACCESS_KEY: CREDS.secretAccessKey,
     AWS_ENDPOINT_URL: LS,
     AWS_ENDPOINT_URL_MARKETPLACE_METERING: EMU.url,
+    // An experiment's setting for every process of the run: BENCH_ENV_X=v reaches it as X=v.
+    ...Object.fromEntries(
+      Object.entries(process.env)
+        .filter(([k]) => k.startsWith("BENCH_ENV_"))
+        .map(([k, v]) => [k.slice("BENCH_ENV_".length), v]),
+    ),
   };
 }
 
@@ -440,7 +446,7 @@ class Ours {
     } catch {
       return null; // not listening yet
     }
-    const s = { received: 0, published: 0, deadLettered: 0, requests: {}, inFlight: 0, storeCalls: 0, storeWrites: 0, writeUnits: 0, usage: {}, records: {} };
+    const s = { received: 0, published: 0, deadLettered: 0, requests: {}, inFlight: 0, storeCalls: 0, storeOps: {}, storeWrites: 0, writeUnits: 0, usage: {}, records: {} };
     for (const line of text.split("\n")) {
       let m;
       if ((m = line.match(/^mpr_messages_received_total (\S+)/))) s.received = Number(m[1]);
@@ -455,7 +461,9 @@ class Ours {
       else if ((m = line.match(/^mpr_resolve_rate_limit (\S+)/))) s.rate = Number(m[1]);
       else if ((m = line.match(/^mpr_store_calls_total\{([^}]*)\} (\S+)/))) {
         s.storeCalls += Number(m[2]);
-        if (/operation="write"/.test(m[1])) s.storeWrites += Number(m[2]);
+        const op = (m[1].match(/operation="([^"]*)"/) || [])[1] || "?";
+        s.storeOps[op] = (s.storeOps[op] || 0) + Number(m[2]);
+        if (op === "write") s.storeWrites += Number(m[2]);
       } else if ((m = line.match(/^mpr_store_write_units_total (\S+)/))) s.writeUnits = Number(m[1]);
       else if ((m = line.match(/^mpr_usage_events_total\{result="([^"]+)"\} (\S+)/))) s.usage[m[1]] = Number(m[2]);
       else if ((m = line.match(/^mpr_usage_records_metered_total\{status="([^"]+)"\} (\S+)/))) s.records[m[1]] = Number(m[2]);
@@ -642,7 +650,7 @@ async function throughputRun(kind, run, { tokens = OPT.tokens, make = null, body
 
 /** LocalStack's ceiling for our call mix: receive 10 -> PublishBatch 10 -> DeleteMessageBatch 10,
  * from `ceilingLoops` concurrent loops in this process, no ResolveCustomer. */
-async function ceiling(p, N) {
+async function ceiling(p, N, { queueUrl = p.queueUrl, publish = true } = {}) {
   let done = 0;
   const cpu0 = process.cpuUsage();
   const deadline = now() + S.throughputTimeoutS * 1000;
@@ -653,7 +661,7 @@ async function ceiling(p, N) {
     while (done < N && now() < deadline) {
       const r = await sqs.send(
         new ReceiveMessageCommand({
-          QueueUrl: p.queueUrl,
+          QueueUrl: queueUrl,
           MaxNumberOfMessages: 10,
           WaitTimeSeconds: 1,
           VisibilityTimeout: 60,
@@ -664,7 +672,7 @@ async function ceiling(p, N) {
       const msgs = r.Messages || [];
       if (msgs.length === 0) continue;
       tFirst ??= now();
-      await sns.send(
+      if (publish) await sns.send(
         new PublishBatchCommand({
           TopicArn: p.topicArn,
           PublishBatchRequestEntries: msgs.map((m, i) => ({
@@ -678,10 +686,10 @@ async function ceiling(p, N) {
           })),
         }),
       );
-      count("sns:PublishBatch");
+      if (publish) count("sns:PublishBatch");
       await sqs.send(
         new DeleteMessageBatchCommand({
-          QueueUrl: p.queueUrl,
+          QueueUrl: queueUrl,
           Entries: msgs.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle })),
         }),
       );
@@ -977,6 +985,13 @@ async function usageRun(kind, run) {
       want.set(key, (want.get(key) || 0) + quantity);
     }
     await enqueueBodies(uq.QueueUrl, bodies);
+    if (kind === "ceiling") {
+      // LocalStack's own bound for the lane's SQS calls: receive 10 -> DeleteMessageBatch 10 from
+      // `ceilingLoops` loops in this process, nothing counted.
+      const lsCpu0 = LS_PID ? cpuSeconds(LS_PID) : null;
+      const r = await ceiling(p, N, { queueUrl: uq.QueueUrl, publish: false });
+      return { events: N, seconds: r.seconds, eventsPerS: N / r.seconds, requests: r.requests, lsCpuS: LS_PID ? cpuSeconds(LS_PID) - lsCpu0 : null };
+    }
     const storeEnv = kind === "oursDynamo" ? { MPR_STORE__KIND: "dynamodb", MPR_STORE__TABLE: DYNAMO_TABLE, AWS_ENDPOINT_URL_DYNAMODB: DYNAMO || "" } : {};
     const w = new Ours(p, {
       ...storeEnv,
@@ -1023,7 +1038,9 @@ async function usageRun(kind, run) {
       endRssMiB: mem.rssMiB,
       storeWrites: s.storeWrites,
       storeCalls: s.storeCalls,
+      storeOps: s.storeOps,
       writeUnits: s.writeUnits,
+      requests: s.requests,
       usage: s.usage,
       lsCpuS,
       dynamoCpuS,
@@ -1153,6 +1170,7 @@ async function main() {
   }
   if (want("usage")) {
     for (let run = 1; run <= OPT.runs; run++) {
+      record("usage.ceiling", await usageRun("ceiling", run));
       record("usage.ours", await usageRun("ours", run));
       if (DYNAMO) record("usage.oursDynamo", await usageRun("oursDynamo", run));
     }

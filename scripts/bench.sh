@@ -112,7 +112,8 @@ fi
 
 mkdir -p "$OUT"
 mpr_info "==> Measuring (logs in $OUT/logs)"
-env ${dynamodb[@]+"${dynamodb[@]}"} \
+# The driver reads BENCH_DYNAMODB as moto's endpoint: the caller's "0" must not reach it.
+env -u BENCH_DYNAMODB ${dynamodb[@]+"${dynamodb[@]}"} \
     BENCH_LOCALSTACK="$MPR_LS_ENDPOINT" \
     BENCH_LOCALSTACK_PID="$(cat -- "$MPR_LS_PID_FILE")" \
     BENCH_BIN="$OUT/bin/mp-resolver" \

@@ -29,6 +29,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use lru::LruCache;
 use tokio::sync::oneshot;
 use tokio::sync::oneshot::error::TryRecvError;
@@ -244,16 +245,25 @@ async fn write_shares(ledger: &UsageLedger, rules: HourRules, shares: &mut [Shar
         // (share, its steps if the write succeeds, how many of `additions` are its)
         let mut planned: Vec<(usize, Vec<CountStep>, usize)> = Vec::new();
         let mut additions: Vec<Addition> = Vec::new();
-        for &i in &unsettled {
+        // The partitions' reads go out together: a group of first-seen partitions costs one
+        // read's latency, not one per partition, while the writer (one per process on the
+        // embedded store) waits for them. A group has at most MAX_BATCH_HOURS partitions.
+        let remembered: Vec<Option<Partition>> =
+            unsettled.iter().map(|&i| shares[i].known.take()).collect();
+        let prepared = join_all(unsettled.iter().zip(remembered).map(|(&i, known)| {
+            let share = &shares[i];
+            prepare(ledger, &share.pk, known, &share.incoming)
+        }))
+        .await;
+        for (&i, prepared) in unsettled.iter().zip(prepared) {
             let share = &mut shares[i];
-            let partition =
-                match prepare(ledger, &share.pk, share.known.take(), &share.incoming).await {
-                    Ok(p) => share.known.insert(p),
-                    Err(e) => {
-                        share.steps = Some(failed(&e, share.incoming.len()));
-                        continue;
-                    }
-                };
+            let partition = match prepared {
+                Ok(p) => share.known.insert(p),
+                Err(e) => {
+                    share.steps = Some(failed(&e, share.incoming.len()));
+                    continue;
+                }
+            };
             let (steps, mine) = plan(partition, &share.incoming, now, rules);
             if mine.is_empty() {
                 // Nothing of it to write (all counted before, or outside the window): settled.

@@ -3,9 +3,11 @@
 //! in calls of at most 25 records for one product under BatchMeterUsage's own rate limit, and each
 //! answer is written ahead of its report (the `marketplace.usage.metered` event; for usage that
 //! will never be metered, the dead-letters of its bodies). What to do with one hour is
-//! [`next_step`], pure.
+//! [`next_step`], pure. An hour that must wait says until when, and the pass does not read it again
+//! before then (a settling hour's due time only moves later), so a tick reads only the hours that
+//! may have a step to take.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -44,8 +46,10 @@ pub(super) struct Memory {
 /// What to do with one pending hour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HourStep {
-    /// Nothing yet: still open, settling, or claimed by a live holder elsewhere.
-    Wait,
+    /// Nothing before `until_ms` (epoch ms): still open, settling, or claimed (or being
+    /// reported) by a live holder elsewhere. The hour cannot need a step sooner (more usage only
+    /// moves a settling hour's due time later), so the pass does not read it again before then.
+    Wait { until_ms: i64 },
     /// Claim it (or renew this process's claim, or take over a lapsed one) and send it.
     Claim,
     /// Its window closed before it could be sent: record it failed, dead-letter its usage.
@@ -63,7 +67,12 @@ pub fn next_step(hour: &Hour, now_ms: i64, me: &str, rules: HourRules) -> HourSt
             match phase(hour.hour, hour.last_event_ms / 1000, now_ms / 1000, rules) {
                 Phase::Due => HourStep::Claim,
                 Phase::Expired => HourStep::Expire,
-                Phase::Open | Phase::Settling { .. } => HourStep::Wait,
+                Phase::Open => HourStep::Wait {
+                    until_ms: (hour.hour + HOUR) * 1000,
+                },
+                Phase::Settling { due_at } => HourStep::Wait {
+                    until_ms: due_at * 1000,
+                },
             }
         }
         // Frozen: whoever holds it sends exactly this quantity, again if need be.
@@ -71,13 +80,17 @@ pub fn next_step(hour: &Hour, now_ms: i64, me: &str, rules: HourRules) -> HourSt
             if holder == me || *until_ms <= now_ms {
                 HourStep::Claim
             } else {
-                HourStep::Wait
+                HourStep::Wait {
+                    until_ms: *until_ms,
+                }
             }
         }
         HourState::Metered { .. } | HourState::Failed { .. } if hour.reported => HourStep::Forget,
         // The answerer reports; another task only once the answerer's lease lapsed.
         HourState::Metered { .. } | HourState::Failed { .. } => match &hour.report_lease {
-            Some((holder, until_ms)) if holder != me && *until_ms > now_ms => HourStep::Wait,
+            Some((holder, until_ms)) if holder != me && *until_ms > now_ms => HourStep::Wait {
+                until_ms: *until_ms,
+            },
             _ => HourStep::Report,
         },
     }
@@ -245,6 +258,14 @@ impl Worker {
             .min()
             .map_or(0, |end| now - end);
         self.telemetry.metrics.usage_hours(pending.len(), oldest);
+        // What is remembered of hours no longer pending (reported, here or by another task) goes.
+        let keys: HashSet<(&str, i64)> = pending
+            .iter()
+            .map(|p| (p.hour_pk.as_str(), p.hour))
+            .collect();
+        lock(&usage.memory)
+            .retry_at
+            .retain(|(pk, hour), _| keys.contains(&(pk.as_str(), *hour)));
         let mut to_send: Vec<Hour> = Vec::new();
         for p in pending {
             let key = (p.hour_pk.clone(), p.hour);
@@ -267,7 +288,7 @@ impl Worker {
                 continue;
             };
             match next_step(&hour, now_ms, &self.holder, usage.rules) {
-                HourStep::Wait => {}
+                HourStep::Wait { until_ms } => wait_until(usage, &hour, until_ms),
                 HourStep::Claim => {
                     if let Some(claimed) = self.claim(usage, hour, now_ms).await? {
                         to_send.push(claimed);
@@ -525,6 +546,16 @@ fn pending_of(hour: &Hour) -> Pending {
     }
 }
 
+/// Leaves the hour unread until `until_ms`, keeping its count of failed tries.
+fn wait_until(usage: &UsageParts, hour: &Hour, until_ms: i64) {
+    let mut memory = lock(&usage.memory);
+    let entry = memory
+        .retry_at
+        .entry((hour.pk.clone(), hour.hour))
+        .or_insert((0, 0));
+    entry.0 = entry.0.max(until_ms);
+}
+
 /// Backs the hour off with full jitter: 0.5 s doubling per failed try, at most a minute.
 fn retry_later(usage: &UsageParts, hour: &Hour) {
     let mut memory = lock(&usage.memory);
@@ -578,16 +609,20 @@ mod tests {
         };
         #[rustfmt::skip]
         let rows = [
-            (hour(HourState::Open, false), end_ms - 1, HourStep::Wait),
+            (hour(HourState::Open, false), end_ms - 1, HourStep::Wait { until_ms: end_ms }),
+            // Usage a second before the end: due once it settled, 300 s after that event.
+            (Hour { last_event_ms: end_ms - 1_000, ..hour(HourState::Open, false) },
+                end_ms + 1, HourStep::Wait { until_ms: end_ms + 299_000 }),
             (hour(HourState::Open, false), end_ms + 1, HourStep::Claim),
             (hour(HourState::Open, false), end_ms + 6 * 3_600_000, HourStep::Expire),
             (hour(claimed("me", end_ms), false), end_ms + 1, HourStep::Claim),
-            (hour(claimed("other", end_ms + 10), false), end_ms + 1, HourStep::Wait),
+            (hour(claimed("other", end_ms + 10), false), end_ms + 1,
+                HourStep::Wait { until_ms: end_ms + 10 }),
             (hour(claimed("other", end_ms), false), end_ms + 1, HourStep::Claim),
             (hour(metered.clone(), false), end_ms, HourStep::Report),
             (answered_by("me", end_ms + 10), end_ms, HourStep::Report),
             // A live answerer reports its own answer; a lapsed one's is reported by anyone.
-            (answered_by("other", end_ms + 10), end_ms, HourStep::Wait),
+            (answered_by("other", end_ms + 10), end_ms, HourStep::Wait { until_ms: end_ms + 10 }),
             (answered_by("other", end_ms), end_ms, HourStep::Report),
             (hour(metered, true), end_ms, HourStep::Forget),
         ];
