@@ -472,6 +472,9 @@ pub struct Partition {
     /// Each usage id read in a batch, and the hour the batch is of.
     counted: HashMap<String, i64>,
     batches_read: HashSet<i64>,
+    /// Hours before this one were forgotten ([`Partition::forget_before`]): an event of one of
+    /// them needs the partition read afresh.
+    forgotten_before: i64,
 }
 
 impl Partition {
@@ -512,6 +515,25 @@ impl Partition {
             .map(|(h, _)| *h)
             .filter(|h| !self.batches_read.contains(h))
             .collect()
+    }
+
+    /// Whether what is remembered covers an event of `hour` (else the partition is read afresh).
+    pub fn remembers(&self, hour: i64) -> bool {
+        hour >= self.forgotten_before
+    }
+
+    /// Forgets the hours before `hour` and the usage ids counted in them, when it holds any: a
+    /// partition written for weeks would otherwise remember every usage id it ever counted. An
+    /// event of a forgotten hour (older than the metering window, so rare) reads the partition
+    /// afresh, which finds whatever the store still holds.
+    pub fn forget_before(&mut self, hour: i64) {
+        if self.hours.first_key_value().is_none_or(|(h, _)| *h >= hour) {
+            return;
+        }
+        self.hours = self.hours.split_off(&hour);
+        self.batches_read.retain(|h| *h >= hour);
+        self.counted.retain(|_, h| *h >= hour);
+        self.forgotten_before = self.forgotten_before.max(hour);
     }
 
     /// Records a write that succeeded.

@@ -42,7 +42,7 @@ use crate::store::usage::{
 use crate::store::StoreError;
 use crate::worker::lock;
 use crate::worker::retry::full_jitter;
-use crate::worker::usage::schedule::{hour_of, place, HourRules, HourView, Placement};
+use crate::worker::usage::schedule::{hour_of, place, HourRules, HourView, Placement, HOUR};
 use crate::worker::usage::CountStep;
 
 /// How often a write is planned again after losing to another task's writer of the same hours
@@ -222,8 +222,12 @@ async fn write_group(
         shares[i].replies.push(w.reply);
     }
     write_shares(ledger, rules, &mut shares).await;
+    // Hours older than any event the lane still counts (the window, and an hour's slack) are
+    // forgotten, so a busy partition's memory stays bounded.
+    let forget_before = hour_of(crate::store::now_secs() - rules.window_secs) - HOUR;
     for share in shares {
-        if let Some(partition) = share.known {
+        if let Some(mut partition) = share.known {
+            partition.forget_before(forget_before);
             lock(known).put(share.pk, partition);
         }
         let n = share.replies.len();
@@ -334,8 +338,8 @@ async fn prepare(
     // At most twice: a partition just read needs no check.
     loop {
         let (mut partition, fresh) = match known.take() {
-            Some(p) => (p, false),
-            None => (ledger.partition(pk).await?, true),
+            Some(p) if p.remembers(oldest) => (p, false),
+            _ => (ledger.partition(pk).await?, true),
         };
         let unread = partition.unread_from(oldest);
         ledger.read_batches(&mut partition, pk, &unread).await?;
@@ -524,6 +528,22 @@ mod tests {
         let own = NOW - 2 * HOUR;
         partition.hours.get_mut(&own).unwrap().state = state;
         (partition, own)
+    }
+
+    #[test]
+    fn a_partition_forgets_hours_before_a_bound_and_then_asks_to_be_read_afresh_for_them() {
+        // "a" counted in the hour two hours before NOW, "b" in the hour before NOW.
+        let (mut partition, own) = one_event_counted_then(HourState::Open);
+        let (_, additions) = plan(&partition, &[incoming("b", 30, 1)], NOW, rules());
+        partition.written(additions);
+        let now_hour = hour_of(NOW - 30);
+        assert!(partition.is_counted("a") && partition.remembers(own));
+
+        partition.forget_before(now_hour);
+        assert!(!partition.is_counted("a"), "its usage ids are gone");
+        assert!(!partition.hours.contains_key(&own));
+        assert!(!partition.remembers(own), "an event of it reads the store");
+        assert!(partition.is_counted("b") && partition.remembers(now_hour));
     }
 
     #[test]
