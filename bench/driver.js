@@ -1172,7 +1172,8 @@ async function main() {
     for (let run = 1; run <= OPT.runs; run++) {
       record("usage.ceiling", await usageRun("ceiling", run));
       record("usage.ours", await usageRun("ours", run));
-      if (DYNAMO) record("usage.oursDynamo", await usageRun("oursDynamo", run));
+      // Once: moto's second run on the grown table stalled twice (BENCHMARKS.md, issue #23).
+      if (DYNAMO && run === 1) record("usage.oursDynamo", await usageRun("oursDynamo", run));
     }
   }
   results.machine.loadavgAtEnd = os.loadavg();

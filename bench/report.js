@@ -77,6 +77,7 @@ function render(results) {
   };
   const usage = {
     eps: med("usage.ours", (r) => r.eventsPerS),
+    ceiling: med("usage.ceiling", (r) => r.eventsPerS),
     writes: med("usage.ours", (r) => r.storeWrites / r.events),
     quarterRss: med("usage.ours", (r) => r.quarterRssMiB),
     endRss: med("usage.ours", (r) => r.endRssMiB),
@@ -134,6 +135,9 @@ function render(results) {
   }
   if (usage.eps !== null) {
     L.push(`| usage events ingested per second, embedded store (no baseline has a usage lane) | ${fmt(usage.eps, 0)} | | | ≥ 2,000 | ${verdict(ge(usage.eps, 2000))} |`);
+    if (usage.ceiling !== null) {
+      L.push(`| … LocalStack's own bound for the lane's SQS calls (32 loops of receive 10 → DeleteMessageBatch, nothing counted), and ours as a fraction of it | ${fmt(usage.ceiling, 0)}; ${fmt(usage.eps / usage.ceiling, 2)} | | | | |`);
+    }
     L.push(`| store writes per usage event | ${fmt(usage.writes, 3)} | | | ≤ 0.2 | ${verdict(le(usage.writes, 0.2))} |`);
     L.push(`| RSS (MiB) a quarter into the usage backlog / at its end | ${fmt(usage.quarterRss, 1)} / ${fmt(usage.endRss, 1)} | | | flat | ${verdict(usage.quarterRss && usage.endRss ? usage.endRss <= usage.quarterRss * 1.1 + 1 : null)} |`);
     L.push(`| BatchMeterUsage calls per 1,000 records | ${fmt(usage.callsPer1k, 1)} | | | ≤ 41 | ${verdict(le(usage.callsPer1k, 41))} |`);
@@ -299,6 +303,15 @@ function render(results) {
       const first = runs[key][0];
       const share = (r) => (r.dynamoCpuS == null ? null : r.dynamoCpuS / (r.dynamoCpuS + r.cpuS + (r.lsCpuS || 0)));
       L.push(`| ${label} | ${count(key)} | ${fmtInt(first.events)} | ${cell(key, (r) => r.eventsPerS, 0)} | ${cell(key, (r) => r.storeWrites / r.events, 3)} | ${key === "usage.oursDynamo" ? cell(key, (r) => (r.writeUnits || 0) / r.events, 2) : "–"} | ${cell(key, (r) => (r.cpuS / r.events) * 1000, 3)} | ${cell(key, (r) => r.peakRssMiB, 1)} | ${cell(key, (r) => r.quarterRssMiB, 1)} / ${cell(key, (r) => r.endRssMiB, 1)} | ${first.records - first.recordsWrong} of ${first.recordsExpected} | ${cell(key, (r) => (r.meteringCalls / r.records) * 1000, 1)} | ${key === "usage.oursDynamo" ? cell(key, share, 2) : "–"} |`);
+    }
+    L.push("");
+    if (count("usage.ceiling")) {
+      const lsPer1k = (r) => (r.lsCpuS == null ? null : (r.lsCpuS / r.events) * 1000);
+      L.push(`LocalStack's own bound for the usage lane's SQS calls, on the same queue and bodies: ${count("usage.ceiling")} run(s) of 32 loops in the driver doing receive 10 → DeleteMessageBatch 10, nothing counted: ${cell("usage.ceiling", (r) => r.eventsPerS, 0)} events/s, LocalStack's CPU ${cell("usage.ceiling", lsPer1k, 2)} s per 1,000 events (${cell("usage.ours", lsPer1k, 2)} in ours' runs). LocalStack is one Python process: about one core is its bound.`);
+    }
+    if (count("usage.ours") && runs["usage.ours"][0].storeOps) {
+      const ops = ["get", "query", "write"].map((op) => `${op} ${cell("usage.ours", (r) => ((r.storeOps || {})[op] || 0) / r.events, 3)}`);
+      L.push(`Store calls per usage event on the embedded store, by operation: ${ops.join(", ")}.`);
     }
     L.push("");
   }
