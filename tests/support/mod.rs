@@ -242,8 +242,13 @@ impl Fixture {
 
     /// The production SQS client, sent to `endpoint` (e.g. a fault proxy) instead of LocalStack.
     pub fn sqs_via(&self, settings: &Settings, endpoint: &str) -> aws_sdk_sqs::Client {
+        self.clients_at(settings, endpoint).sqs
+    }
+
+    /// Every client sent to `endpoint` (e.g. a fault proxy), with LocalStack's credentials.
+    fn clients_at(&self, settings: &Settings, endpoint: &str) -> Clients {
         let config = self.ls_config.to_builder().endpoint_url(endpoint).build();
-        Clients::from_sdk_config(&config, settings).sqs
+        Clients::from_sdk_config(&config, settings)
     }
 
     pub fn worker(&self) -> Arc<Worker> {
@@ -647,13 +652,8 @@ impl Fixture {
     /// The production client set, with ResolveCustomer sent to `metering_endpoint` instead of
     /// the fixture's emulator.
     pub fn clients_with_metering(&self, settings: &Settings, metering_endpoint: &str) -> Clients {
-        let config = self
-            .ls_config
-            .to_builder()
-            .endpoint_url(metering_endpoint)
-            .build();
         Clients {
-            metering: Clients::from_sdk_config(&config, settings).metering,
+            metering: self.clients_at(settings, metering_endpoint).metering,
             ..self.clients(settings)
         }
     }
@@ -661,13 +661,8 @@ impl Fixture {
     /// [`Fixture::clients`] with SNS sent to `sns_endpoint` (e.g. a fault proxy) instead of
     /// LocalStack.
     pub fn clients_with_sns(&self, settings: &Settings, sns_endpoint: &str) -> Clients {
-        let config = self
-            .ls_config
-            .to_builder()
-            .endpoint_url(sns_endpoint)
-            .build();
         Clients {
-            sns: Clients::from_sdk_config(&config, settings).sns,
+            sns: self.clients_at(settings, sns_endpoint).sns,
             ..self.clients(settings)
         }
     }
