@@ -855,3 +855,33 @@ async fn an_expired_token_is_dead_lettered_only_once_a_probe_shows_the_credentia
     );
     assert_eq!(fx.depth(&fx.queue_url).await, 1, "still on the queue");
 }
+
+/// LocalStack's gateway closes every HTTP/1.1 connection whose request does not ask for
+/// keep-alive; the clients ask, so a run of calls shares one connection per service instead of
+/// opening one per call (which cost LocalStack, the bench's bound, a TCP connection each).
+#[tokio::test]
+async fn calls_to_localstack_share_one_connection_per_service() {
+    use mp_resolver::aws::sqs::queue_attributes;
+    use support::faults::FaultProxy;
+
+    let fx = Fixture::new(Topic::Standard).await;
+    let proxy = FaultProxy::start(&fx.localstack.endpoint).await;
+    let clients = fx.clients_with_sns(&fx.settings, &proxy.endpoint);
+    let sqs = fx.sqs_via(&fx.settings, &proxy.endpoint);
+    let publisher = Publisher::new(clients.sns, fx.topic_arn.clone());
+
+    for _ in 0..5 {
+        queue_attributes(&sqs, &fx.queue_url)
+            .await
+            .expect("GetQueueAttributes through the proxy");
+        publisher
+            .check()
+            .await
+            .expect("GetTopicAttributes through the proxy");
+    }
+    assert_eq!(
+        proxy.connections(),
+        2,
+        "ten calls, one after another, to two services"
+    );
+}

@@ -171,6 +171,7 @@ impl DynamoDb {
 /// its standard retry, short timeouts.
 pub(super) fn client(sdk: &SdkConfig) -> Client {
     let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .interceptor(crate::aws::clients::KeepAlive)
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
             TimeoutConfig::builder()

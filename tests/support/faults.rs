@@ -16,6 +16,8 @@ struct Faults {
     cut: AtomicBool,
     black_hole: AtomicBool,
     latency_ms: AtomicU64,
+    /// Connections accepted and passed on to the dependency.
+    connections: AtomicU64,
     /// What the black hole swallowed on its way to the dependency, chunk by chunk.
     swallowed: Mutex<Vec<String>>,
 }
@@ -102,6 +104,11 @@ impl FaultProxy {
             .store(latency.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// How many connections clients have opened through the proxy (refused ones not counted).
+    pub fn connections(&self) -> u64 {
+        self.faults.connections.load(Ordering::SeqCst)
+    }
+
     /// Closes every open connection (clients see a reset mid-request); new ones are accepted.
     pub fn reset_connections(&self) {
         self.generation.send_modify(|g| *g += 1);
@@ -130,6 +137,7 @@ async fn accept_loop(
             drop(client);
             continue;
         }
+        faults.connections.fetch_add(1, Ordering::SeqCst);
         let target = target.clone();
         let faults = faults.clone();
         let closed = generation.subscribe();
