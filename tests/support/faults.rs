@@ -174,6 +174,11 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        // A cut is exact: its connections close when their task next runs, but a chunk read
+        // before that (a request on a kept-alive connection) must not reach the other side.
+        if faults.cut.load(Ordering::SeqCst) {
+            return;
+        }
         if faults.black_hole.load(Ordering::SeqCst) {
             if towards_dependency {
                 let chunk = String::from_utf8_lossy(&buf[..n]).into_owned();
