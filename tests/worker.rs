@@ -866,12 +866,11 @@ async fn calls_to_localstack_share_one_connection_per_service() {
 
     let fx = Fixture::new(Topic::Standard).await;
     let proxy = FaultProxy::start(&fx.localstack.endpoint).await;
-    let clients = fx.clients_with_sns(&fx.settings, &proxy.endpoint);
-    let sqs = fx.sqs_via(&fx.settings, &proxy.endpoint);
+    let clients = fx.clients_at(&fx.settings, &proxy.endpoint);
     let publisher = Publisher::new(clients.sns, fx.topic_arn.clone());
 
     for _ in 0..5 {
-        queue_attributes(&sqs, &fx.queue_url)
+        queue_attributes(&clients.sqs, &fx.queue_url)
             .await
             .expect("GetQueueAttributes through the proxy");
         publisher

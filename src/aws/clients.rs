@@ -122,7 +122,8 @@ impl Clients {
 /// opened a TCP connection of its own (3,377 connections for 3,377 calls of a 10,000-token
 /// backlog, against 70 for the JS SDK's 5,000), and LocalStack spent about half again as much CPU
 /// per call. Only `http://` endpoints get the header: over TLS the client may negotiate HTTP/2,
-/// where a `Connection` header is illegal (hyper strips it with a warning per request).
+/// where a `Connection` header is illegal (hyper strips it with a warning per request). Added
+/// after signing: it is a hop-by-hop header, which a proxy may drop, so it must not be signed.
 #[derive(Debug)]
 pub struct KeepAlive;
 

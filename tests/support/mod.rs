@@ -246,7 +246,7 @@ impl Fixture {
     }
 
     /// Every client sent to `endpoint` (e.g. a fault proxy), with LocalStack's credentials.
-    fn clients_at(&self, settings: &Settings, endpoint: &str) -> Clients {
+    pub fn clients_at(&self, settings: &Settings, endpoint: &str) -> Clients {
         let config = self.ls_config.to_builder().endpoint_url(endpoint).build();
         Clients::from_sdk_config(&config, settings)
     }
