@@ -691,11 +691,6 @@ async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(bac
         |s| {
             s.publish.hold_secs = 120;
             s.publish.hold_max_delay_secs = 1;
-            // One SNS attempt per publish: with the SDK's three (and their backoff, up to about
-            // 3 s), a retry of Created that read the registry before Ended was applied could
-            // still be trying when SNS is restored, and send the grant it read. That window is
-            // real (see RELIABILITY.md); this test is about a retry that starts after Ended.
-            s.aws.max_attempts = 1;
         },
     )
     .await;
@@ -744,6 +739,82 @@ async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(bac
         created.attr("access"),
         "revoke",
         "a late retry never grants again"
+    );
+    let late = created.json();
+    assert_eq!(
+        (late["stale"].as_bool(), late["sequence"].as_u64()),
+        (Some(true), Some(2))
+    );
+    lc.stop().await;
+}
+
+/// The race RELIABILITY.md's "Known limits" described: a held Created's retry reads the registry
+/// (grant, sequence 1) and its publish hangs; Ended is applied meanwhile, and SNS comes back before
+/// the retry gives up. The SDK would send the same request again (the grant it read); a held
+/// retry is one attempt, so the hold's next turn re-reads the registry and Created goes out stale.
+#[tokio::test]
+async fn a_held_retry_in_flight_when_a_newer_event_is_applied_goes_out_stale() {
+    let fx = Fixture::with_store(Topic::Standard, Backend::Embedded, &[]).await;
+    let sns = FaultProxy::start(&fx.localstack.endpoint).await;
+    let lc = start_with_clients(
+        fx,
+        |fx, settings| fx.clients_with_sns(settings, &sns.endpoint),
+        |s| {
+            s.publish.hold_secs = 120;
+            s.publish.hold_max_delay_secs = 1;
+        },
+    )
+    .await;
+    let account = unique_account();
+    let agreement = format!("agmt-{account}");
+    let created_at = Utc::now() - chrono::Duration::seconds(60);
+    let created = agreement_event(CREATED, &account, &agreement, "created", created_at);
+    let ended = agreement_event(
+        ENDED,
+        &account,
+        &agreement,
+        "ended",
+        created_at + chrono::Duration::seconds(10),
+    );
+    let held = || {
+        let metrics = lc.worker.telemetry().render();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("mpr_held_messages "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|v| v >= 1.0)
+    };
+
+    // SNS refuses connections: Created is applied (grant) and held.
+    sns.cut();
+    lc.send(&created.to_string()).await;
+    eventually("Created is applied and held", || async { held() }).await;
+    // SNS now answers nothing: the next retry of Created hangs (up to the SDK's 10 s attempt).
+    sns.black_hole();
+    eventually("a retry of Created hangs in SNS", || async {
+        sns.swallowed_containing("agreement.created") >= 1
+    })
+    .await;
+    // Ended is applied on top of it while that retry is in flight.
+    lc.send(&ended.to_string()).await;
+    eventually("Ended is applied", || async {
+        subscription_of_agreement(&lc.fx, &agreement)
+            .await
+            .is_some_and(|s| s.sequence == 2)
+    })
+    .await;
+    sns.restore();
+
+    let events = by_type(lc.fx.events(2).await);
+    let (created, ended) = (
+        &events["marketplace.agreement.created"],
+        &events["marketplace.agreement.ended"],
+    );
+    assert_eq!(ended.attr("access"), "revoke");
+    assert_eq!(
+        created.attr("access"),
+        "revoke",
+        "a retry that read the registry before Ended never grants after it"
     );
     let late = created.json();
     assert_eq!(

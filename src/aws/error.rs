@@ -103,7 +103,7 @@ pub struct EntryFailure {
 }
 
 impl EntryFailure {
-    fn missing() -> Self {
+    pub(crate) fn missing() -> Self {
         EntryFailure {
             code: "MissingFromResponse".into(),
             message: "the batch response did not mention this entry".into(),

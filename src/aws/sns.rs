@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use aws_sdk_sns::config::retry::RetryConfig;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
 use crate::aws::error::{describe, entry_results, CallError, EntryFailure};
@@ -20,6 +21,8 @@ pub struct Publisher {
     sns: aws_sdk_sns::Client,
     topic_arn: String,
     telemetry: Option<Arc<Telemetry>>,
+    /// `true`: each request makes one attempt, whatever `aws.max_attempts` says.
+    single_attempt: bool,
 }
 
 impl Publisher {
@@ -28,6 +31,7 @@ impl Publisher {
             sns,
             topic_arn,
             telemetry: None,
+            single_attempt: false,
         }
     }
 
@@ -89,6 +93,23 @@ impl Publisher {
         }
     }
 
+    /// Publishes one event in a request of its own with a single attempt (no SDK retries): for a
+    /// held event's retry, whose own loop retries and re-reads what it publishes before each turn,
+    /// so no attempt goes out on a reading older than one call (RELIABILITY.md, "Known limits").
+    pub async fn publish_once<E: Publishable>(&self, event: &E) -> Result<String, EntryFailure> {
+        let once = Publisher {
+            single_attempt: true,
+            ..self.clone()
+        };
+        match once.publish_one_batch(std::slice::from_ref(event)).await {
+            Ok(results) => results
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| Err(EntryFailure::missing())),
+            Err(e) => Err(EntryFailure::whole_call(&e.failure)),
+        }
+    }
+
     async fn publish_one_batch<E: Publishable>(
         &self,
         events: &[E],
@@ -118,13 +139,21 @@ impl Publisher {
                     .map_err(|e| CallError::build(OP, &self.topic_arn, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let result = self
+        let request = self
             .sns
             .publish_batch()
             .topic_arn(&self.topic_arn)
-            .set_publish_batch_request_entries(Some(entries))
-            .send()
-            .await;
+            .set_publish_batch_request_entries(Some(entries));
+        let result = if self.single_attempt {
+            let one = RetryConfig::standard().with_max_attempts(1);
+            request
+                .customize()
+                .config_override(aws_sdk_sns::config::Builder::default().retry_config(one))
+                .send()
+                .await
+        } else {
+            request.send().await
+        };
         if let Some(t) = &self.telemetry {
             AwsCall {
                 service: "sns",

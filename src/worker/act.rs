@@ -15,13 +15,25 @@ use crate::worker::{lock, HeldGuard, Outcome, Worker};
 
 impl Worker {
     /// Publishes an event (a resolved customer's or a lifecycle one) through the publish batcher;
-    /// its `eventId` on success, else why it failed.
+    /// its `eventId` on success, else why it failed. A held event's retry (`held`) goes alone, in
+    /// one SNS attempt: the hold's own loop is its retry, and the lifecycle lane re-reads the
+    /// registry before each of its turns, so an attempt never goes out on a reading that a newer
+    /// event applied during the SDK's backoff has made stale.
     pub(super) async fn publish(
         &self,
         event_id: Fingerprint,
         event: TopicEvent,
+        held: bool,
     ) -> Result<Fingerprint, PublishFailed> {
-        match self.publishes.submit(event).await {
+        let published = if held {
+            self.publisher
+                .publish_once(&event)
+                .await
+                .map_err(BatchError::from)
+        } else {
+            self.publishes.submit(event).await
+        };
+        match published {
             Ok(_) => Ok(event_id),
             Err(error) => {
                 StepFailed {
@@ -74,7 +86,7 @@ impl Worker {
         let mut grace_over = self.grace_over.subscribe();
         let published = tokio::select! {
             biased;
-            published = self.publish(event_id, event) => published,
+            published = self.publish(event_id, event, settling.publish_failures > 0) => published,
             _ = async {
                 drop(grace_over.wait_for(|over| *over).await);
                 // A quarter of the reserve more, so a publish SNS is about to answer lands; the

@@ -114,7 +114,8 @@ pub struct Worker {
     /// The token lane first, then the lifecycle lane when `lifecycle_queue_url` is set.
     lanes: Vec<Lane>,
     publishes: Batcher<PublishSink>,
-    /// For the start-up check; events go through `publishes`.
+    /// For the start-up check and a held event's retries (one attempt each); other events go
+    /// through `publishes`.
     publisher: Publisher,
     resolver: Resolver,
     /// GetEntitlements, under its own adaptive rate limit.

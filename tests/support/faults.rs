@@ -63,9 +63,11 @@ impl FaultProxy {
 
     /// Swallows every byte in either direction, on open and new connections alike, until
     /// `restore`: requests hang without an answer until the client gives up. What was sent into it
-    /// never reaches the dependency, even after `restore`.
+    /// never reaches the dependency, even after `restore`. Ends a cut (new connections are
+    /// accepted into the black hole), with no moment in between where a request gets through.
     pub fn black_hole(&self) {
         self.faults.black_hole.store(true, Ordering::SeqCst);
+        self.faults.cut.store(false, Ordering::SeqCst);
     }
 
     pub fn restore(&self) {
