@@ -428,7 +428,8 @@ class Ours {
       MPR_DLQ_URL: this.pipeline.dlqUrl,
       MPR_TOPIC_ARN: this.pipeline.topicArn,
       MPR_ADMIN__LISTEN: `127.0.0.1:${this.port}`,
-      MPR_LOG__LEVEL: "warn",
+      // BENCH_WORKER_LOG=debug shows each ResolveCustomer call with the rate limit after it.
+      MPR_LOG__LEVEL: process.env.BENCH_WORKER_LOG || "warn",
       // Only how long a stop waits for in-flight work (the bench stops the worker mid-backlog).
       MPR_WORKER__SHUTDOWN_GRACE_SECS: "2",
       // A fresh embedded store per run (the default kind), so no run reads another's answers.

@@ -76,10 +76,11 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
     mpr_die "Node >= 20 needed, found $(node --version)"
 
 mpr_info "==> Building target/release/mp-resolver"
-# target/release/mp-resolver is whatever was linked there last (scripts/deploy-check.sh builds a
-# copy of the sources into target/ too), and cargo does not link it again when this tree's own
-# build is fresh: removed first, it is linked from this tree's build.
-rm -f target/release/mp-resolver
+# scripts/deploy-check.sh builds a copy of the sources into this target/ too, under the same
+# package name: cargo then takes the copy's build of mp-resolver for this tree's (its dep-info names
+# the copy's unchanged files), and links it again even with the link removed. So this crate's own
+# release artifacts are cleaned first (the dependencies stay built: a minute or two).
+cargo clean --release --package mp-resolver --quiet
 cargo build --release --locked --quiet --bin mp-resolver
 # Measure a private copy: a `cargo build --release` elsewhere during the run must not swap the
 # binary between runs.
