@@ -27,11 +27,13 @@ impl ResolveAttempt<'_> {
                 result = self.result.label(),
                 detail = %f.detail,
                 took_ms = self.took.as_millis() as u64,
+                rate_limit = self.rate_limit,
                 "ResolveCustomer call failed"
             ),
             _ => tracing::debug!(
                 result = self.result.label(),
                 took_ms = self.took.as_millis() as u64,
+                rate_limit = self.rate_limit,
                 "ResolveCustomer answered"
             ),
         }

@@ -26,42 +26,51 @@
 //! at the first throttle after the previous window closed; within it
 //!
 //! ```text
-//! share     = throttles in the window / max(answers in the window, base rate × window)
-//! new rate  = base rate × max(deepest, 1 − (share − TOLERATED_SHARE))     (only ever lower)
+//! share     = throttled first calls in the window / max(answers in the window, base rate × window)
+//! tolerated = TOLERATED_SHARE (2%) + the share of hot tokens (below), measured when it opened
+//! new rate  = base rate × max(deepest, 1 − (share − tolerated))     (only ever lower)
 //! ```
 //!
 //! where *base rate* is the rate when the window opened and *deepest* is `decrease_factor` (the
 //! largest cut one window may make; 0.5 at most while still in slow start). Each throttle beyond the
-//! tolerated 5% of the rate's calls takes about one call per second off the rate, which is what a
+//! tolerated share of the rate's calls takes about one call per second off the rate, which is what a
 //! quota measures: sending R calls/s against a quota Q gives (R − Q) throttles per second, so one
 //! window brings the rate down to about Q, never by more than the factor at once, and the throttles
 //! of calls already sent (which arrive together) are not counted twice. A steady trickle of
-//! throttles under the tolerated share (2% of calls, say) does not move the rate at all; half the
-//! calls throttled cuts it by the full factor. The first window that cuts ends the slow start; from
-//! then on each second of answered calls adds `increase_per_sec`. The denominator is at least the
-//! calls the rate allows in the window, so a lone hot token retried while little else is sent
-//! counts as a small share, not as 100%. A `cooldown_ms` of 0 gives every throttle its own window
-//! (every throttle cuts by the full factor).
+//! throttles under the tolerated share does not move the rate at all; half the calls throttled cuts
+//! it by the full factor. From the first cut on, each second of answered calls adds
+//! `increase_per_sec`. The denominator is at least the calls the rate allows in the window, so a
+//! lone hot token retried while little else is sent counts as a small share, not as 100%. A
+//! `cooldown_ms` of 0 gives every throttle its own window (every throttle cuts by the full factor).
 //!
-//! **A hot token or the account's quota: first calls against retries.** AWS throttles per account,
-//! so a quota throttles every kind of call alike, and shows in other deliveries' *first* calls; a
-//! token throttled on its own (a hot token, the emulator's `throttle: n`) throttles its own first
-//! call once and then its retries, again and again. So the caller says which it was
-//! ([`Call::First`] or [`Call::Retry`]): a first call's throttle counts in full; a retry's counts
-//! for [`RETRY_WEIGHT`] (a tenth) while the window's throttled first calls stay within the
-//! tolerated share, and in full once they pass it (then the retries are the quota's too; an
-//! earlier version did not count them at all, which hid most of a quota's throttles). In slow
-//! start, a window whose throttled first calls pass [`SLOW_START_EXIT_FIRST_SHARE`] (15%) of its
-//! calls ends the doubling at once, whatever the overall cut; a few hot tokens' first calls stay a
-//! small share of the fresh calls, and their retries weigh little, so they do not end it.
+//! **The slow start ends where the API's acceptance is.** The window that ends the slow start met a
+//! quota the doubling rate had passed, by up to twice, or more when the API's bucket let a first
+//! burst through. Cutting by a factor a window at a time would spend a second of throttles per
+//! window on the way down, so that window lands at what the API accepted lately (the busiest of
+//! the last three 100 ms slots of answers, scaled to a second; never below a quarter of its base),
+//! when that is lower than its cut. Later windows cut by their share alone.
 //!
-//! The resolver feeds back first calls only (`worker/resolve.rs` says why); the weighing of
-//! retries serves callers that feed both. Tried and taken out again (issue #23, BENCHMARKS.md):
-//! the resolver feeding its retries too, and no tolerance above the rate the last cut found. With
-//! 5% of the tokens throttled on their own, their first calls passed the tolerance now and then,
-//! their retries then counted in full, each cut was taken for the quota and every later throttle
-//! cut again: the rate fell to a few calls a second and stayed there.
-//!
+//! **A hot token or the account's quota.** AWS throttles per account, so a quota throttles every
+//! kind of call alike, and shows in other deliveries' *first* calls; a token throttled on its own
+//! (a hot token, the emulator's `throttle: n`) is throttled on its first call and again on its
+//! retries. So the caller says which call a throttle was ([`Call`]): a delivery's first call
+//! ([`Call::First`]) counts in the window; its first retry after a throttled first call, throttled
+//! again ([`Call::Repeat`]), counts nowhere but in the share of hot tokens: repeats per answer over
+//! the last ten seconds. Under a quota a repeat is as rare as a throttle of a throttle (a few
+//! percent of a few percent); each hot token makes one. That share is tolerated on top of the 2%:
+//! with 5% of the tokens hot and a quota found, the windows tolerate 7%, so the hot tokens' first
+//! calls do not cut the rate window after window (without it, the rate fell to a third of a quota
+//! of 100 calls/s in the paused-time simulation), while the quota's own throttles past 2% still
+//! do. In slow start, only a window of at least [`SLOW_START_EXIT_MIN_THROTTLES`] (4) throttled
+//! first calls, whose share passes the tolerance by `1 − SLOW_START_EXIT_CUT` (15 points) or whose
+//! throttled first calls other than one pass [`SLOW_START_EXIT_FIRST_SHARE`] (15%), ends it: a few
+//! hot tokens' first calls stay a small share of the fresh calls, or a handful at the first few
+//! calls a second, and do not end the doubling for every other message. Tried before and taken
+//! out (issue #23, BENCHMARKS.md): every retry's throttle fed back at a tenth of a first call's
+//! weight, in full once first calls passed the tolerance. With 5% of the tokens hot their first
+//! calls passed it now and then, their retries then counted in full, each cut was taken for the
+//! quota and every later throttle cut again: the rate fell to a few calls a second and stayed.
+
 //! **Decay while idle.** A rate is only known to be right while it is used: light traffic (a call
 //! every few seconds, each answered) would otherwise raise it by a call per second per call, to
 //! thousands of calls per second over weeks, and the first real burst would go out unpaced. So
@@ -89,10 +98,12 @@ use tokio::time::Instant;
 
 use crate::config::RateLimitSettings;
 
-/// Share of the rate's calls in one window that may be throttled without lowering the rate:
-/// sporadic throttles of single tokens, and a rate a few percent over the quota, cost a few retries,
-/// which is cheaper than giving up throughput.
-const TOLERATED_SHARE: f64 = 0.05;
+/// Share of the rate's calls in one window that may be throttled without lowering the rate, on top
+/// of the measured share of hot tokens: sporadic throttles and a rate a point or two over the quota
+/// cost a few retries, which is cheaper than giving up throughput. (5% until 2026-12-07, when the
+/// hot tokens' share was not measured and this had to cover them: a quota was then held at about
+/// 5% throttled.)
+const TOLERATED_SHARE: f64 = 0.02;
 
 /// The deepest cut of the window that ends the slow start: by then the rate may be up to twice the
 /// quota (it doubles each second), so halving it is always allowed, whatever the configured factor.
@@ -105,16 +116,36 @@ const SLOW_START_DEEPEST: f64 = 0.5;
 /// doubling for every other message.
 const SLOW_START_EXIT_CUT: f64 = 0.85;
 
-/// What a retry's throttle counts for while the window's first calls show no quota: a hot token
-/// retried again and again is mostly retries, and must not drag every other message down; a quota
-/// throttles first calls too, and then retries count in full.
-const RETRY_WEIGHT: f64 = 0.1;
+/// Over how long the share of tokens throttled on their own is measured (see [`Call::Repeat`]).
+const HOT_HORIZON_SLOTS: usize = 10;
+const HOT_SLOT: Duration = Duration::from_secs(1);
+
+/// Fewer answers than this over the horizon measure no share of hot tokens: a few calls a second
+/// would make one hot token a large share.
+const HOT_MIN_ANSWERS: u32 = 20;
+
+/// The most the hot tokens' share may add to a window's tolerance: above it, what throttles is the
+/// quota, whatever the tokens.
+const HOT_MAX_SHARE: f64 = 0.25;
 
 /// During slow start, a window whose throttled *first* calls alone pass this share ends it
 /// promptly, whatever the retries: a few hot tokens' first calls are a small share of the fresh
 /// calls (5% of the tokens: 5% of them), while a quota the doubling rate just passed throttles a
 /// growing share of every kind of call.
 const SLOW_START_EXIT_FIRST_SHARE: f64 = 0.15;
+
+/// During slow start, no window with fewer throttled first calls than this ends it, whatever their
+/// share: at the first few calls a second, the two or three hot tokens a first receive may hold
+/// are a large share (a bench run ended its slow start at 8 calls a second that way, and took 85 s
+/// to climb back to 40), while a quota the doubling rate passes throttles this many calls within a
+/// fraction of a second. Not more: against a quota of 3 calls a second, 8 let the slow start
+/// overshoot long enough to start the budgets of many deliveries whose calls then waited
+/// (`receiving_follows_what_a_low_quota_can_take` sent valid tokens to the DLQ).
+const SLOW_START_EXIT_MIN_THROTTLES: u32 = 4;
+
+/// The lowest share of its base rate the window that ends the slow start may cut to, whatever the
+/// last second's accepted calls say (a second with few answers in it measures little).
+const SLOW_START_FLOOR: f64 = 0.25;
 
 /// How long the line must stay empty before the rate starts to decay: the gaps of a paced burst
 /// (or between two receive batches) are not idleness.
@@ -215,30 +246,21 @@ impl RatePolicy {
 
 /// Which call of its delivery a throttled call was: AWS throttles per account, so an account over
 /// its quota shows in every delivery's *first* call, while a token throttled on its own (a hot
-/// token, the emulator's `throttle: n`) shows mostly in its own retries.
+/// token, the emulator's `throttle: n`) is throttled again on its retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     /// A delivery's first call (or a call with no retries of its own: a probe, a usage batch).
     First,
-    /// A retry of a delivery whose earlier call failed.
-    Retry,
+    /// A delivery's first retry after its first call was throttled, throttled again. Under a
+    /// quota that happens as often as any call is throttled (a few percent of the few percent);
+    /// a hot token does it every time: so these, per answer, measure the share of hot tokens,
+    /// which the windows then tolerate on top of [`TOLERATED_SHARE`].
+    Repeat,
 }
 
-/// The multiplier a window applies to its base rate after `throttles` of its `answers` were throttles,
-/// when the base rate allows `expected_calls` in the window: `1.0` means no cut.
-#[cfg(test)]
-fn window_cut(throttles: u32, answers: u32, expected_calls: f64, deepest: f64) -> f64 {
-    window_cut_tolerating(
-        f64::from(throttles),
-        answers,
-        expected_calls,
-        deepest,
-        TOLERATED_SHARE,
-    )
-}
-
-/// [`window_cut`] with the throttles already weighed (a retry's may count for less than one),
-/// tolerating `tolerated` of the calls.
+/// The multiplier a window applies to its base rate after `throttles` of its `answers` were
+/// throttles, when the base rate allows `expected_calls` in the window and `tolerated` of the calls
+/// may be throttled without a cut: `1.0` means no cut.
 fn window_cut_tolerating(
     throttles: f64,
     answers: u32,
@@ -263,31 +285,18 @@ struct Window {
     deepest: f64,
     /// The share of its calls this window lets be throttled without a cut.
     tolerated: f64,
+    /// Opened during the slow start: its cut (if any) ends it.
+    opened_in_slow_start: bool,
     /// Throttled first calls of deliveries: the account's quota speaks here.
     first_throttles: u32,
-    /// Throttled retries: a quota's too, or one hot token's again and again.
-    retry_throttles: u32,
     answers: u32,
 }
 
 impl Window {
-    /// The throttles this window counts, over the calls it counts them against: first calls in
-    /// full; retries in full too once first calls are throttled past the tolerance (a quota: every
-    /// call over it is throttled, first or not), else at [`RETRY_WEIGHT`] (a hot token retried).
-    fn weighted_throttles(&self, expected_calls: f64) -> f64 {
-        let first = f64::from(self.first_throttles);
-        let weight = if self.others_first_share(expected_calls) > TOLERATED_SHARE {
-            1.0
-        } else {
-            RETRY_WEIGHT
-        };
-        first + weight * f64::from(self.retry_throttles)
-    }
-
-    /// This window's multiplier (see [`window_cut`]) with the throttles weighed.
+    /// This window's multiplier (see [`window_cut_tolerating`]) at its tolerance.
     fn cut(&self, expected_calls: f64) -> f64 {
         window_cut_tolerating(
-            self.weighted_throttles(expected_calls),
+            f64::from(self.first_throttles),
             self.answers,
             expected_calls,
             self.deepest,
@@ -310,6 +319,121 @@ impl Window {
     }
 }
 
+/// Counts kept per slot of time over the last `N` slots, the newest one filling: recording and
+/// reading cost the same whatever the rate.
+#[derive(Debug)]
+struct SlotRing<T, const N: usize> {
+    slots: [T; N],
+    slot: Duration,
+    /// The start of the newest slot (`slots[newest]`); `None` before the first record.
+    newest_from: Option<Instant>,
+    newest: usize,
+}
+
+impl<T: Copy + Default, const N: usize> SlotRing<T, N> {
+    fn new(slot: Duration) -> Self {
+        SlotRing {
+            slots: [T::default(); N],
+            slot,
+            newest_from: None,
+            newest: 0,
+        }
+    }
+
+    /// Moves the newest slot up to `now`, emptying the slots it passes.
+    fn advance(&mut self, now: Instant) {
+        let Some(from) = self.newest_from else {
+            self.newest_from = Some(now);
+            return;
+        };
+        let passed =
+            (now.saturating_duration_since(from).as_nanos() / self.slot.as_nanos()) as usize;
+        for _ in 0..passed.min(N) {
+            self.newest = (self.newest + 1) % N;
+            self.slots[self.newest] = T::default();
+        }
+        // A slot is at least 100 ms: far fewer than u32::MAX of them in any process's life.
+        self.newest_from = Some(from + self.slot * u32::try_from(passed).unwrap_or(u32::MAX));
+    }
+
+    /// The newest slot, once the ring is moved up to `now`.
+    fn newest(&mut self, now: Instant) -> &mut T {
+        self.advance(now);
+        &mut self.slots[self.newest]
+    }
+
+    /// The slot `back` slots before the newest (`back` < N).
+    fn before_newest(&self, back: usize) -> T {
+        self.slots[(self.newest + N - back % N) % N]
+    }
+}
+
+/// Calls the API accepted, in slots of 100 ms over the last second.
+#[derive(Debug)]
+struct AcceptedRate(SlotRing<u32, ACCEPTED_SLOTS>);
+
+const ACCEPTED_SLOTS: usize = 10;
+const ACCEPTED_SLOT: Duration = Duration::from_millis(100);
+/// How many whole slots before the newest [`AcceptedRate::per_second`] looks at.
+const ACCEPTED_RECENT: usize = 3;
+
+impl Default for AcceptedRate {
+    fn default() -> Self {
+        AcceptedRate(SlotRing::new(ACCEPTED_SLOT))
+    }
+}
+
+impl AcceptedRate {
+    fn record(&mut self, now: Instant) {
+        let n = self.0.newest(now);
+        *n = n.saturating_add(1);
+    }
+
+    /// Calls accepted per second lately: the busiest of the last [`ACCEPTED_RECENT`] whole slots,
+    /// scaled to a second. Not the whole second's sum: a doubling rate that has just met a quota
+    /// accepted less a second ago than it does now (a second's sum would land well under the
+    /// quota), and a bucket's first burst is long spent.
+    fn per_second(&mut self, now: Instant) -> f64 {
+        self.0.advance(now);
+        let per_slot = (1..=ACCEPTED_RECENT)
+            .map(|back| self.0.before_newest(back))
+            .max()
+            .unwrap_or(0);
+        f64::from(per_slot) * (Duration::from_secs(1).as_secs_f64() / ACCEPTED_SLOT.as_secs_f64())
+    }
+}
+
+/// Answers and [`Call::Repeat`]s, one slot a second over the last [`HOT_HORIZON_SLOTS`] seconds.
+#[derive(Debug)]
+struct HotShare(SlotRing<(u32, u32), HOT_HORIZON_SLOTS>);
+
+impl Default for HotShare {
+    fn default() -> Self {
+        HotShare(SlotRing::new(HOT_SLOT))
+    }
+}
+
+impl HotShare {
+    fn record(&mut self, now: Instant, answer: bool, repeat: bool) {
+        let (answers, repeats) = self.0.newest(now);
+        *answers = answers.saturating_add(u32::from(answer));
+        *repeats = repeats.saturating_add(u32::from(repeat));
+    }
+
+    /// Repeats per answer over the horizon (0 with too few answers to say), at most
+    /// [`HOT_MAX_SHARE`].
+    fn share(&mut self, now: Instant) -> f64 {
+        self.0.advance(now);
+        let (answers, repeats) = self.0.slots.iter().fold((0u32, 0u32), |(a, r), &(sa, sr)| {
+            (a.saturating_add(sa), r.saturating_add(sr))
+        });
+        if answers < HOT_MIN_ANSWERS {
+            return 0.0;
+        }
+        (f64::from(repeats) / f64::from(answers)).min(HOT_MAX_SHARE)
+    }
+}
+
 /// Where a waiter stands in line: when its delivery first queued, then arrival order.
 type Place = (Instant, u64);
 
@@ -322,6 +446,10 @@ struct State {
     granted: u64,
     /// Slow start: no window has cut the rate yet.
     probing: bool,
+    /// Answers that were not throttles, over the last second: what the API accepts.
+    accepted: AcceptedRate,
+    /// The share of tokens throttled on their own, over the last ten seconds.
+    hot: HotShare,
     window: Option<Window>,
     /// Waiters, oldest delivery first; each is woken through its own `Notify`.
     line: BTreeMap<Place, Arc<Notify>>,
@@ -416,6 +544,8 @@ impl AdaptiveRateLimiter {
                 last_call: None,
                 granted: 0,
                 probing: true,
+                accepted: AcceptedRate::default(),
+                hot: HotShare::default(),
                 window: None,
                 line: BTreeMap::new(),
                 arrivals: 0,
@@ -535,38 +665,52 @@ impl AdaptiveRateLimiter {
     pub fn throttled(&self, call: Call) {
         let mut s = self.state();
         let now = Instant::now();
+        if call == Call::Repeat {
+            // A retry's throttle says which kind of throttle this is, not how far over the quota
+            // the rate is: the windows count first calls only.
+            s.hot.record(now, false, true);
+            return;
+        }
+        s.hot.record(now, true, false);
         let mut window = match s.window {
             Some(w) if now.duration_since(w.opened) < self.policy.cooldown => w,
             _ => Window {
                 opened: now,
                 base: s.rate,
-                tolerated: TOLERATED_SHARE,
+                tolerated: TOLERATED_SHARE + s.hot.share(now),
+                opened_in_slow_start: s.probing,
                 deepest: if s.probing {
                     self.policy.decrease.min(SLOW_START_DEEPEST)
                 } else {
                     self.policy.decrease
                 },
                 first_throttles: 0,
-                retry_throttles: 0,
                 answers: 0,
             },
         };
-        match call {
-            Call::First => window.first_throttles = window.first_throttles.saturating_add(1),
-            Call::Retry => window.retry_throttles = window.retry_throttles.saturating_add(1),
-        }
+        window.first_throttles = window.first_throttles.saturating_add(1);
         window.answers = window.answers.saturating_add(1);
         s.window = Some(window);
         let expected = window.base * self.policy.cooldown.as_secs_f64();
         let cut = window.cut(expected);
         if cut < 1.0 {
-            if s.probing && cut > SLOW_START_EXIT_CUT && !window.first_calls_show_a_quota(expected)
-            {
+            let shows_a_quota = window.first_throttles >= SLOW_START_EXIT_MIN_THROTTLES
+                && (cut <= SLOW_START_EXIT_CUT || window.first_calls_show_a_quota(expected));
+            if s.probing && !shows_a_quota {
                 return;
             }
+            let mut target = window.base * cut;
+            let accepted = s.accepted.per_second(now);
+            if window.opened_in_slow_start && accepted > 0.0 {
+                // The window that ends the slow start found a quota the doubling rate passed (by
+                // more than twice when the API's bucket let a burst through first): what the API
+                // accepts lately measures the quota itself, so land there instead of cutting by a
+                // factor one window at a time (each window over the quota is a second of
+                // throttles).
+                target = target.min(accepted.max(window.base * SLOW_START_FLOOR));
+            }
             s.probing = false;
-            let target = clamp(window.base * cut, &self.policy);
-            s.rate = s.rate.min(target);
+            s.rate = s.rate.min(clamp(target, &self.policy));
         }
     }
 
@@ -575,6 +719,8 @@ impl AdaptiveRateLimiter {
     pub fn succeeded(&self) {
         let mut s = self.state();
         let now = Instant::now();
+        s.accepted.record(now);
+        s.hot.record(now, true, false);
         if let Some(w) = s.window.as_mut() {
             if now.duration_since(w.opened) < self.policy.cooldown {
                 w.answers = w.answers.saturating_add(1);
@@ -620,7 +766,6 @@ fn interval(rate: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn policy() -> RatePolicy {
@@ -688,29 +833,115 @@ mod tests {
 
     #[test]
     fn window_cut_table() {
-        // (throttles, answers, calls the base rate allows in the window, deepest) -> multiplier
+        // (throttles, answers, calls the base rate allows in the window, deepest, tolerated share)
+        // -> multiplier. A window tolerates TOLERATED_SHARE (2%) plus the hot tokens' share: the
+        // 5% rows are a window with 3% of the tokens throttled on their own.
         let rows = [
-            ((0, 0, 0.0, 0.7), 1.0),       // nothing counted
-            ((1, 50, 50.0, 0.7), 1.0),     // 2%: tolerated
-            ((2, 40, 40.0, 0.7), 1.0),     // exactly the tolerated 5%
-            ((10, 100, 100.0, 0.7), 0.95), // 10%: 5% over
-            ((25, 50, 50.0, 0.7), 0.7),    // half throttled: the full factor
-            ((50, 50, 50.0, 0.5), 0.5),    // all throttled, slow start: halved
+            ((0, 0, 0.0, 0.7, 0.05), 1.0),       // nothing counted
+            ((1, 50, 50.0, 0.7, 0.05), 1.0),     // 2%: tolerated
+            ((2, 40, 40.0, 0.7, 0.05), 1.0),     // exactly the tolerated 5%
+            ((10, 100, 100.0, 0.7, 0.05), 0.95), // 10%: 5% over
+            ((25, 50, 50.0, 0.7, 0.05), 0.7),    // half throttled: the full factor
+            ((50, 50, 50.0, 0.5, 0.05), 0.5),    // all throttled, slow start: halved
             // A lone hot token while little is sent: its share of the rate, not of the answers.
-            ((3, 3, 100.0, 0.7), 1.0),
-            ((8, 8, 100.0, 0.7), 0.97),
+            ((3, 3, 100.0, 0.7, 0.05), 1.0),
+            ((8, 8, 100.0, 0.7, 0.05), 0.97),
             // More answers than the rate allows (a cut just happened): the answers count.
-            ((30, 200, 100.0, 0.7), 0.9),
+            ((30, 200, 100.0, 0.7, 0.05), 0.9),
             // No cool-down: every throttle is a whole window of its own.
-            ((1, 1, 0.0, 0.7), 0.7),
+            ((1, 1, 0.0, 0.7, 0.05), 0.7),
+            // No hot tokens: 2% tolerated, every throttle past it takes one call per second off.
+            ((1, 50, 50.0, 0.7, TOLERATED_SHARE), 1.0), // exactly 2%
+            ((2, 40, 40.0, 0.7, TOLERATED_SHARE), 0.97), // 5%: 3% over
+            ((1, 20, 20.0, 0.7, TOLERATED_SHARE), 0.97), // one throttle at 20/s
+            ((10, 100, 100.0, 0.7, TOLERATED_SHARE), 0.92),
         ];
-        for ((throttles, answers, expected, deepest), want) in rows {
-            let got = window_cut(throttles, answers, expected, deepest);
+        for ((throttles, answers, expected, deepest, tolerated), want) in rows {
+            let got =
+                window_cut_tolerating(f64::from(throttles), answers, expected, deepest, tolerated);
             assert!(
                 (got - want).abs() < 1e-9,
-                "{throttles}/{answers} of {expected}: {got} != {want}"
+                "{throttles}/{answers} of {expected} tolerating {tolerated}: {got} != {want}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accepted_rate_is_the_busiest_recent_slot_scaled_to_a_second() {
+        let mut accepted = AcceptedRate::default();
+        let start = Instant::now();
+        assert_eq!(accepted.per_second(start), 0.0);
+        // 10 answers in each of the first three 100 ms slots, 2 in the fourth.
+        for slot in 0..3u32 {
+            for _ in 0..10 {
+                accepted.record(start + ACCEPTED_SLOT * slot);
+            }
+        }
+        for _ in 0..2 {
+            accepted.record(start + ACCEPTED_SLOT * 3);
+        }
+        // In the fifth slot: the last three whole slots are 10, 10, 2: 100/s.
+        assert_eq!(accepted.per_second(start + ACCEPTED_SLOT * 4), 100.0);
+        // Two slots later the tens have left the three it looks at: 2 and two empty ones.
+        assert_eq!(accepted.per_second(start + ACCEPTED_SLOT * 6), 20.0);
+        // A long quiet empties every slot.
+        assert_eq!(accepted.per_second(start + Duration::from_secs(3_600)), 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hot_share_is_repeats_per_answer_over_the_horizon() {
+        let mut hot = HotShare::default();
+        let start = Instant::now();
+        // Too few answers to say.
+        for _ in 0..10 {
+            hot.record(start, true, false);
+        }
+        hot.record(start, false, true);
+        assert_eq!(hot.share(start), 0.0);
+        // 100 answers and 5 repeats over the horizon: 5%.
+        for i in 0..90u32 {
+            hot.record(
+                start + Duration::from_millis(50 * u64::from(i)),
+                true,
+                false,
+            );
+        }
+        for _ in 0..4 {
+            hot.record(start + Duration::from_secs(4), false, true);
+        }
+        assert!((hot.share(start + Duration::from_secs(5)) - 0.05).abs() < 1e-9);
+        // Capped: a window of repeats alone is the quota's, past HOT_MAX_SHARE.
+        for _ in 0..1_000 {
+            hot.record(start + Duration::from_secs(5), false, true);
+        }
+        assert_eq!(hot.share(start + Duration::from_secs(5)), HOT_MAX_SHARE);
+        // Ten seconds on, all of it has left the horizon.
+        assert_eq!(hot.share(start + Duration::from_secs(16)), 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_that_ends_the_slow_start_lands_at_what_the_api_accepted() {
+        let limiter = AdaptiveRateLimiter::new(policy());
+        // The slow start doubles on while the API accepts 7 calls every 100 ms, then, its bucket
+        // spent, 2 (20 a second).
+        for accepted in [7, 7, 7, 7, 7, 7, 7, 2, 2, 2] {
+            for _ in 0..accepted {
+                limiter.succeeded();
+            }
+            tokio::time::advance(ACCEPTED_SLOT).await;
+        }
+        assert_eq!(limiter.rate(), 65.0);
+        // Then first calls are throttled, past the share that ends the slow start: the window's
+        // cut by its share alone would be to 55 calls a second (15% off); it lands at the 20 the
+        // API accepts.
+        for _ in 0..11 {
+            limiter.throttled(Call::First);
+        }
+        assert_eq!(limiter.rate(), 20.0);
+        // A later window cuts by the factor as before (nothing accepted since to measure).
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        burst_of_throttles(&limiter);
+        assert_eq!(limiter.rate(), 10.0);
     }
 
     /// One call every `gap`, each answered, `calls` times: light traffic.
@@ -836,6 +1067,27 @@ mod tests {
             limiter.succeeded();
         }
         assert!((limiter.rate() - 21.0).abs() < 0.05, "{}", limiter.rate());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_receive_holding_a_few_hot_tokens_does_not_end_the_slow_start() {
+        let limiter = AdaptiveRateLimiter::new(policy());
+        // Three of the first five calls are hot tokens' first calls: a quarter of what the rate
+        // allows, but three throttles, not the many a quota makes.
+        for _ in 0..2 {
+            limiter.succeeded();
+        }
+        for _ in 0..3 {
+            limiter.throttled(Call::First);
+        }
+        assert_eq!(limiter.rate(), 12.0);
+        for _ in 0..12 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.rate(), 24.0, "still doubling");
+        // A fourth in the same window: that many is a quota's doing, and ends it.
+        limiter.throttled(Call::First);
+        assert!(limiter.rate() < 12.0, "{}", limiter.rate());
     }
 
     #[tokio::test(start_paused = true)]
@@ -1060,40 +1312,20 @@ mod tests {
         assert!(lowest <= 0.75 * 50.0, "{lowest}");
     }
 
-    /// A quota of `quota` calls in any 1 s window; over it, a throttle.
-    struct SlidingQuota {
-        quota: usize,
-        accepted: VecDeque<Instant>,
-    }
-
-    impl SlidingQuota {
-        fn admits(&mut self, now: Instant) -> bool {
-            while self
-                .accepted
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-            {
-                self.accepted.pop_front();
-            }
-            let admitted = self.accepted.len() < self.quota;
-            if admitted {
-                self.accepted.push_back(now);
-            }
-            admitted
-        }
-    }
-
-    /// 64 callers, 50 ms per call, against a quota: (accepted, throttled) calls in the last 30 s of
-    /// a 60 s run, and the rate at its end.
+    /// 64 callers, 50 ms per call, against the emulator's quota (a token bucket of one second's
+    /// calls, refilled continuously, as AWS's are): (accepted, throttled) calls in the last 30 s of
+    /// a 60 s run, and the rate at its end. (A quota of calls in any sliding second was used until
+    /// 2026-12-07: its goodput at a few calls a second swings with the phase of the additive probe
+    /// against the window, 0.99 of the quota at 3/s and 0.91 at 5/s with the same limiter.)
     async fn run_against_quota(quota: usize) -> (usize, usize, f64) {
         let limiter = Arc::new(AdaptiveRateLimiter::new(RatePolicy {
             decrease: 0.7,
             ..policy()
         }));
-        let api = Arc::new(Mutex::new(SlidingQuota {
-            quota,
-            accepted: VecDeque::new(),
-        }));
+        let api = Arc::new(Mutex::new(
+            crate::emulator::quota::TokenBucket::new(quota as f64, Instant::now())
+                .expect("a positive quota"),
+        ));
         let counted_from = Instant::now() + Duration::from_secs(30);
         let tally = Arc::new(Mutex::new((0, 0)));
         let tasks: Vec<_> = (0..64)
@@ -1103,7 +1335,7 @@ mod tests {
                     loop {
                         l.acquire().await;
                         let sent = Instant::now();
-                        let admitted = api.lock().unwrap().admits(sent);
+                        let admitted = api.lock().unwrap().try_acquire(sent);
                         // The answer takes a while to come back, as over the network.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         if admitted {
@@ -1244,9 +1476,12 @@ mod tests {
                                 }
                                 break;
                             }
-                            // As the resolver does: only a first call's throttle is fed back.
-                            if attempt == 0 {
-                                l.throttled(Call::First);
+                            // As the resolver does: a first call's throttle, and the first retry's
+                            // after it.
+                            match attempt {
+                                0 => l.throttled(Call::First),
+                                1 => l.throttled(Call::Repeat),
+                                _ => {}
                             }
                             if counted {
                                 let mut t = tally.lock().unwrap();
@@ -1303,16 +1538,43 @@ mod tests {
                 steady.resolved as f64 / 30.0 / q,
                 steady.rate,
             );
-            // What the limiter does today (18% and 6% at 20 calls/s, most of the first in the slow
-            // start's overshoot): issue #23's target of under 5% is not met; feeding retries back
-            // came nearer here (11%) and collapsed the rate under hot tokens (the module
-            // documentation), so these bounds only guard against a regression.
-            assert!(all.share() < 0.20, "quota {quota}: {all:?}");
-            assert!(steady.share() < 0.08, "quota {quota}: {steady:?}");
+            // 7.0% and 4.0% at 20 calls/s, 5.5% and 1.9% at 100 (18% and 6% at 20 before the
+            // slow start's exit landed at the accepted rate and the tolerance fell from 5% to 2%
+            // plus the hot tokens' share). The first 30 s still hold the slow start's overshoot:
+            // the calls sent while the first throttles were on their way back.
+            assert!(all.share() < 0.10, "quota {quota}: {all:?}");
+            assert!(steady.share() < 0.05, "quota {quota}: {steady:?}");
             assert!(
                 steady.resolved as f64 / 30.0 >= 0.9 * q,
                 "quota {quota}: {steady:?}"
             );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_with_hot_tokens_is_kept_not_collapsed() {
+        // A quota, and one delivery in 20 a token throttled 8 times on its own: the hot tokens'
+        // first calls are 5% of the first calls, over the 2% a window tolerates, and only their
+        // measured share (their retries throttled again) keeps each window from cutting for
+        // them. Without it the rate fell to 33 calls/s against a quota of 100, and 82 against 400.
+        for quota in [100, 400] {
+            let api = Api {
+                quota: Some(quota),
+                hot_every: Some(20),
+                hot_throttles: 8,
+            };
+            let steady =
+                run_deliveries(production_policy(), 512, api, 90, Duration::from_secs(30)).await;
+            let q = quota as f64;
+            println!(
+                "quota {quota} with 5% hot: rate {:.1}, {:.2} Q resolved, {:.1}% throttled",
+                steady.rate,
+                steady.resolved as f64 / 60.0 / q,
+                100.0 * steady.share()
+            );
+            assert!((0.9 * q..=1.5 * q).contains(&steady.rate), "{steady:?}");
+            // The hot tokens' retries take their part of the quota: 8 throttled calls each.
+            assert!(steady.resolved as f64 / 60.0 >= 0.6 * q, "{steady:?}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! The in-process retries of one delivery's ResolveCustomer calls: backoff with full jitter inside a
 //! budget, under the process-wide adaptive rate limit.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::aws::metering::{
@@ -87,13 +87,13 @@ impl Resolver {
     /// One call, rate-limited, counted, and fed back into the rate limit.
     pub async fn call(&self, token: &RegistrationToken) -> CallResult {
         self.limiter.acquire().await;
-        self.call_now(token.expose(), false).await
+        self.call_now(token.expose(), Some(Call::First)).await
     }
 
     /// Asks the API whether it is still disabled, with a token that cannot be valid.
     pub async fn probe(&self) -> CallResult {
         self.limiter.acquire().await;
-        self.call_now(PROBE_TOKEN, false).await
+        self.call_now(PROBE_TOKEN, Some(Call::First)).await
     }
 
     /// Whether the worker's own credentials work, from a probe made at most once per
@@ -118,20 +118,22 @@ impl Resolver {
         &self.limiter
     }
 
-    /// One call once the limiter gave this caller its turn. Only a first call's throttle is fed
-    /// back into the rate: AWS throttles per account, so an account over its quota shows up in the
-    /// first calls of fresh deliveries; one token throttled again and again (or the emulator's
-    /// scripted `throttle: n`) must not drag every other message down. Feeding retries back at a
-    /// weight was tried (BENCHMARKS.md, issue #23): with 5% of the tokens hot, their retries filled
-    /// the slots, their throttles became most of the calls as the rate fell, and the rate fell to
-    /// a few calls a second.
-    async fn call_now(&self, token: &str, retry: bool) -> CallResult {
+    /// One call once the limiter gave this caller its turn; a throttle is fed back as `feedback`
+    /// says (`None`: not at all). AWS throttles per account, so an account over its quota shows up
+    /// in the first calls of fresh deliveries: those set the rate. A delivery's first retry after
+    /// a throttled first call, throttled again, is a [`Call::Repeat`]: the sign of a token
+    /// throttled on its own (or the emulator's scripted `throttle: n`), which the limiter tolerates
+    /// rather than cutting for. Later retries' throttles are not fed back: feeding every retry back
+    /// at a weight was tried (BENCHMARKS.md, issue #23): with 5% of the tokens hot, their retries
+    /// filled the slots, their throttles became most of the calls as the rate fell, and the rate
+    /// fell to a few calls a second.
+    async fn call_now(&self, token: &str, feedback: Option<Call>) -> CallResult {
         let started = tokio::time::Instant::now();
         let result = metering::resolve_customer(&self.client, token).await;
         match &result {
             CallResult::Failed(f) if f.kind == FailureKind::Throttled => {
-                if !retry {
-                    self.limiter.throttled(Call::First);
+                if let Some(call) = feedback {
+                    self.limiter.throttled(call);
                 }
             }
             CallResult::Failed(_) => {}
@@ -155,7 +157,8 @@ impl Resolver {
     pub async fn resolve(&self, token: &RegistrationToken, lease: &Lease) -> ResolveOutcome {
         let queued = tokio::time::Instant::now();
         self.limiter.acquire_for(queued).await;
-        let first_turn = AtomicBool::new(true);
+        let calls = AtomicU32::new(0);
+        let first_throttled = AtomicBool::new(false);
         let fingerprint = token.fingerprint();
         let (result, attempts) = retry_without_cancelling(
             &self.policy,
@@ -166,14 +169,25 @@ impl Resolver {
                 !lease.is_winding_down()
             },
             || async {
-                let retry = !first_turn.swap(false, Ordering::Relaxed);
+                let nth = calls.fetch_add(1, Ordering::Relaxed);
+                let feedback = match nth {
+                    0 => Some(Call::First),
+                    1 if first_throttled.load(Ordering::Relaxed) => Some(Call::Repeat),
+                    _ => None,
+                };
                 let Some(_in_flight) = lease.begin_call() else {
                     return Err(Failure {
                         kind: FailureKind::Transient,
                         detail: "ResolveCustomer not called: the worker is stopping".into(),
                     });
                 };
-                match self.call_now(token.expose(), retry).await {
+                let result = self.call_now(token.expose(), feedback).await;
+                if nth == 0 {
+                    let throttled =
+                        matches!(&result, CallResult::Failed(f) if f.kind == FailureKind::Throttled);
+                    first_throttled.store(throttled, Ordering::Relaxed);
+                }
+                match result {
                     CallResult::Resolved(c) => Ok(Ok(c)),
                     CallResult::Rejected { reason, detail } => Ok(Err((reason, detail))),
                     CallResult::Failed(failure) => Err(failure),
