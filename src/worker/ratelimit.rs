@@ -140,7 +140,8 @@ const SLOW_START_EXIT_FIRST_SHARE: f64 = 0.15;
 /// to climb back to 40), while a quota the doubling rate passes throttles this many calls within a
 /// fraction of a second. Not more: against a quota of 3 calls a second, 8 let the slow start
 /// overshoot long enough to start the budgets of many deliveries whose calls then waited
-/// (`receiving_follows_what_a_low_quota_can_take` sent valid tokens to the DLQ).
+/// (`receiving_follows_what_a_low_quota_can_take` sent valid tokens to the DLQ). A `cooldown_ms`
+/// of 0 makes every throttle a window of its own, and so has no floor.
 const SLOW_START_EXIT_MIN_THROTTLES: u32 = 4;
 
 /// The lowest share of its base rate the window that ends the slow start may cut to, whatever the
@@ -694,8 +695,11 @@ impl AdaptiveRateLimiter {
         let expected = window.base * self.policy.cooldown.as_secs_f64();
         let cut = window.cut(expected);
         if cut < 1.0 {
-            let shows_a_quota = window.first_throttles >= SLOW_START_EXIT_MIN_THROTTLES
-                && (cut <= SLOW_START_EXIT_CUT || window.first_calls_show_a_quota(expected));
+            // With no cool-down every throttle is a window of its own: no floor to reach.
+            let enough = window.first_throttles >= SLOW_START_EXIT_MIN_THROTTLES
+                || self.policy.cooldown.is_zero();
+            let shows_a_quota =
+                enough && (cut <= SLOW_START_EXIT_CUT || window.first_calls_show_a_quota(expected));
             if s.probing && !shows_a_quota {
                 return;
             }
