@@ -638,14 +638,7 @@ async fn an_older_created_after_a_newer_ended_through_eventbridge_stays_revoked(
     let rule = route_account(&lc, &account).await;
     // EventBridge times are whole seconds.
     let created_at = DateTime::from_timestamp(Utc::now().timestamp() - 60, 0).expect("a time");
-    let ended = agreement_event(
-        ENDED,
-        &account,
-        &agreement,
-        "ended",
-        created_at + chrono::Duration::seconds(10),
-    );
-    let created = agreement_event(CREATED, &account, &agreement, "created", created_at);
+    let (created, ended) = created_then_ended(&account, &agreement, created_at);
 
     // The cancellation is delivered first, the creation it ended after it.
     put_event(&lc, &ended).await;
@@ -679,73 +672,110 @@ async fn an_older_created_after_a_newer_ended_through_eventbridge_stays_revoked(
     lc.stop().await;
 }
 
-async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(backend: Backend) {
-    let fx = Fixture::with_store(Topic::Standard, backend, &[]).await;
-    // SNS is reached through a proxy that is cut and restored, not a topic that is deleted and
-    // created again: a held event retried between a new topic's creation and its subscription
-    // would be accepted and reach no subscriber.
-    let sns = FaultProxy::start(&fx.localstack.endpoint).await;
-    let lc = start_with_clients(
-        fx,
-        |fx, settings| fx.clients_with_sns(settings, &sns.endpoint),
-        |s| {
-            s.publish.hold_secs = 120;
-            s.publish.hold_max_delay_secs = 1;
-        },
-    )
-    .await;
-    let account = unique_account();
-    let agreement = format!("agmt-{account}");
-    let created_at = Utc::now() - chrono::Duration::seconds(60);
-    let created = agreement_event(CREATED, &account, &agreement, "created", created_at);
+/// An agreement's Created at `created_at` and its Ended ten seconds later.
+fn created_then_ended(account: &str, agreement: &str, created_at: DateTime<Utc>) -> (Value, Value) {
+    let created = agreement_event(CREATED, account, agreement, "created", created_at);
     let ended = agreement_event(
         ENDED,
-        &account,
-        &agreement,
+        account,
+        agreement,
         "ended",
         created_at + chrono::Duration::seconds(10),
     );
-    let held = |n: u64| {
-        let metrics = lc.worker.telemetry().render();
+    (created, ended)
+}
+
+/// A lifecycle worker on `backend` whose SNS calls go through a fault proxy, holding an event whose
+/// publish fails for two minutes and retrying it at least every second; and a new agreement's
+/// Created and, ten seconds after it, Ended.
+struct HeldPublishes {
+    lc: Running,
+    sns: FaultProxy,
+    agreement: String,
+    created: Value,
+    ended: Value,
+}
+
+impl HeldPublishes {
+    async fn start(backend: Backend) -> Self {
+        let fx = Fixture::with_store(Topic::Standard, backend, &[]).await;
+        // SNS is reached through a proxy that is cut and restored, not a topic that is deleted
+        // and created again: a held event retried between a new topic's creation and its
+        // subscription would be accepted and reach no subscriber.
+        let sns = FaultProxy::start(&fx.localstack.endpoint).await;
+        let lc = start_with_clients(
+            fx,
+            |fx, settings| fx.clients_with_sns(settings, &sns.endpoint),
+            |s| {
+                s.publish.hold_secs = 120;
+                s.publish.hold_max_delay_secs = 1;
+            },
+        )
+        .await;
+        let account = unique_account();
+        let agreement = format!("agmt-{account}");
+        let created_at = Utc::now() - chrono::Duration::seconds(60);
+        let (created, ended) = created_then_ended(&account, &agreement, created_at);
+        HeldPublishes {
+            lc,
+            sns,
+            agreement,
+            created,
+            ended,
+        }
+    }
+
+    /// How many messages are held (their publish failing) right now.
+    fn held(&self) -> u64 {
+        let metrics = self.lc.worker.telemetry().render();
         metrics
             .lines()
             .find_map(|l| l.strip_prefix("mpr_held_messages "))
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .is_some_and(|v| v as u64 == n)
-    };
+            .map_or(0, |v| v as u64)
+    }
 
+    /// Reads both events off the topic: Ended revokes, and Created's retry, which re-read the
+    /// registry after Ended was applied, went out stale with Ended's verdict. Then stops.
+    async fn assert_created_went_out_stale_after_ended(self) {
+        let events = by_type(self.lc.fx.events(2).await);
+        let (created, ended) = (
+            &events["marketplace.agreement.created"],
+            &events["marketplace.agreement.ended"],
+        );
+        assert_eq!(ended.attr("access"), "revoke");
+        assert_eq!(ended.json()["sequence"], 2);
+        assert_eq!(
+            created.attr("access"),
+            "revoke",
+            "a late retry never grants again"
+        );
+        let late = created.json();
+        assert_eq!(
+            (late["stale"].as_bool(), late["sequence"].as_u64()),
+            (Some(true), Some(2))
+        );
+        self.lc.stop().await;
+    }
+}
+
+async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(backend: Backend) {
+    let h = HeldPublishes::start(backend).await;
     // SNS is out of reach: Created is applied (grant) but its publish fails, and it is held.
-    sns.cut();
-    lc.send(&created.to_string()).await;
-    eventually("Created is applied and held", || async { held(1) }).await;
+    h.sns.cut();
+    h.lc.send(&h.created.to_string()).await;
+    eventually("Created is applied and held", || async { h.held() == 1 }).await;
     // Ended is applied on top of it (revoke) and held too.
-    lc.send(&ended.to_string()).await;
-    eventually("Ended is applied and held", || async { held(2) }).await;
-    let s = subscription_of_agreement(&lc.fx, &agreement)
+    h.lc.send(&h.ended.to_string()).await;
+    eventually("Ended is applied and held", || async { h.held() == 2 }).await;
+    let s = subscription_of_agreement(&h.lc.fx, &h.agreement)
         .await
         .expect("a subscription");
     assert_eq!((s.access.as_str(), s.sequence), ("revoke", 2));
 
-    sns.restore();
-    let events = by_type(lc.fx.events(2).await);
-    let (created, ended) = (
-        &events["marketplace.agreement.created"],
-        &events["marketplace.agreement.ended"],
-    );
-    assert_eq!(ended.attr("access"), "revoke");
-    assert_eq!(ended.json()["sequence"], 2);
+    h.sns.restore();
     // Created's retry re-read the registry: the newer Ended had overtaken it.
-    assert_eq!(
-        created.attr("access"),
-        "revoke",
-        "a late retry never grants again"
-    );
-    let late = created.json();
-    assert_eq!(
-        (late["stale"].as_bool(), late["sequence"].as_u64()),
-        (Some(true), Some(2))
-    );
-    lc.stop().await;
+    h.assert_created_went_out_stale_after_ended().await;
 }
 
 /// The race RELIABILITY.md's "Known limits" described: a held Created's retry reads the registry
@@ -754,74 +784,27 @@ async fn a_created_whose_publish_failed_goes_out_stale_after_the_newer_ended(bac
 /// retry is one attempt, so the hold's next turn re-reads the registry and Created goes out stale.
 #[tokio::test]
 async fn a_held_retry_in_flight_when_a_newer_event_is_applied_goes_out_stale() {
-    let fx = Fixture::with_store(Topic::Standard, Backend::Embedded, &[]).await;
-    let sns = FaultProxy::start(&fx.localstack.endpoint).await;
-    let lc = start_with_clients(
-        fx,
-        |fx, settings| fx.clients_with_sns(settings, &sns.endpoint),
-        |s| {
-            s.publish.hold_secs = 120;
-            s.publish.hold_max_delay_secs = 1;
-        },
-    )
-    .await;
-    let account = unique_account();
-    let agreement = format!("agmt-{account}");
-    let created_at = Utc::now() - chrono::Duration::seconds(60);
-    let created = agreement_event(CREATED, &account, &agreement, "created", created_at);
-    let ended = agreement_event(
-        ENDED,
-        &account,
-        &agreement,
-        "ended",
-        created_at + chrono::Duration::seconds(10),
-    );
-    let held = || {
-        let metrics = lc.worker.telemetry().render();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("mpr_held_messages "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .is_some_and(|v| v >= 1.0)
-    };
-
+    let h = HeldPublishes::start(Backend::Embedded).await;
     // SNS refuses connections: Created is applied (grant) and held.
-    sns.cut();
-    lc.send(&created.to_string()).await;
-    eventually("Created is applied and held", || async { held() }).await;
+    h.sns.cut();
+    h.lc.send(&h.created.to_string()).await;
+    eventually("Created is applied and held", || async { h.held() >= 1 }).await;
     // SNS now answers nothing: the next retry of Created hangs (up to the SDK's 10 s attempt).
-    sns.black_hole();
+    h.sns.black_hole();
     eventually("a retry of Created hangs in SNS", || async {
-        sns.swallowed_containing("agreement.created") >= 1
+        h.sns.swallowed_containing("agreement.created") >= 1
     })
     .await;
     // Ended is applied on top of it while that retry is in flight.
-    lc.send(&ended.to_string()).await;
+    h.lc.send(&h.ended.to_string()).await;
     eventually("Ended is applied", || async {
-        subscription_of_agreement(&lc.fx, &agreement)
+        subscription_of_agreement(&h.lc.fx, &h.agreement)
             .await
             .is_some_and(|s| s.sequence == 2)
     })
     .await;
-    sns.restore();
-
-    let events = by_type(lc.fx.events(2).await);
-    let (created, ended) = (
-        &events["marketplace.agreement.created"],
-        &events["marketplace.agreement.ended"],
-    );
-    assert_eq!(ended.attr("access"), "revoke");
-    assert_eq!(
-        created.attr("access"),
-        "revoke",
-        "a retry that read the registry before Ended never grants after it"
-    );
-    let late = created.json();
-    assert_eq!(
-        (late["stale"].as_bool(), late["sequence"].as_u64()),
-        (Some(true), Some(2))
-    );
-    lc.stop().await;
+    h.sns.restore();
+    h.assert_created_went_out_stale_after_ended().await;
 }
 
 async fn a_resolved_sign_up_rides_on_lifecycle_events_and_customers_show_prints_it(
