@@ -21,8 +21,6 @@ pub struct Publisher {
     sns: aws_sdk_sns::Client,
     topic_arn: String,
     telemetry: Option<Arc<Telemetry>>,
-    /// `true`: each request makes one attempt, whatever `aws.max_attempts` says.
-    single_attempt: bool,
 }
 
 impl Publisher {
@@ -31,7 +29,6 @@ impl Publisher {
             sns,
             topic_arn,
             telemetry: None,
-            single_attempt: false,
         }
     }
 
@@ -74,14 +71,17 @@ impl Publisher {
         &self,
         events: &[E],
     ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
-        match self.publish_one_batch(events).await {
+        match self.publish_one_batch(events, Attempts::Configured).await {
             Err(e)
                 if events.len() > 1 && e.failure.code.as_deref() == Some("BatchRequestTooLong") =>
             {
                 let mut results = Vec::with_capacity(events.len());
                 for event in events {
                     results.extend(
-                        match self.publish_one_batch(std::slice::from_ref(event)).await {
+                        match self
+                            .publish_one_batch(std::slice::from_ref(event), Attempts::Configured)
+                            .await
+                        {
                             Ok(one) => one,
                             Err(e) => vec![Err(EntryFailure::whole_call(&e.failure))],
                         },
@@ -97,11 +97,10 @@ impl Publisher {
     /// held event's retry, whose own loop retries and re-reads what it publishes before each turn,
     /// so no attempt goes out on a reading older than one call (RELIABILITY.md, "Known limits").
     pub async fn publish_once<E: Publishable>(&self, event: &E) -> Result<String, EntryFailure> {
-        let once = Publisher {
-            single_attempt: true,
-            ..self.clone()
-        };
-        match once.publish_one_batch(std::slice::from_ref(event)).await {
+        match self
+            .publish_one_batch(std::slice::from_ref(event), Attempts::One)
+            .await
+        {
             Ok(results) => results
                 .into_iter()
                 .next()
@@ -113,6 +112,7 @@ impl Publisher {
     async fn publish_one_batch<E: Publishable>(
         &self,
         events: &[E],
+        attempts: Attempts,
     ) -> Result<Vec<Result<String, EntryFailure>>, CallError> {
         let entries = events
             .iter()
@@ -144,7 +144,7 @@ impl Publisher {
             .publish_batch()
             .topic_arn(&self.topic_arn)
             .set_publish_batch_request_entries(Some(entries));
-        let result = if self.single_attempt {
+        let result = if attempts == Attempts::One {
             let one = RetryConfig::standard().with_max_attempts(1);
             request
                 .customize()
@@ -188,6 +188,15 @@ impl Publisher {
         }
         Ok(results)
     }
+}
+
+/// How many attempts one `PublishBatch` request makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempts {
+    /// The client's (`aws.max_attempts`, with the SDK's backoff).
+    Configured,
+    /// One, whatever `aws.max_attempts` says.
+    One,
 }
 
 /// An event kept as JSON (an `unpublished` dead-letter's `mpr.event`), with the attributes

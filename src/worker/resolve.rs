@@ -183,9 +183,7 @@ impl Resolver {
                 };
                 let result = self.call_now(token.expose(), feedback).await;
                 if nth == 0 {
-                    let throttled =
-                        matches!(&result, CallResult::Failed(f) if f.kind == FailureKind::Throttled);
-                    first_throttled.store(throttled, Ordering::Relaxed);
+                    first_throttled.store(result.is_throttle(), Ordering::Relaxed);
                 }
                 match result {
                     CallResult::Resolved(c) => Ok(Ok(c)),
