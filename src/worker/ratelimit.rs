@@ -40,9 +40,10 @@
 //! are not counted twice. (Until 2026-12-07 only the share past the tolerance was cut: the rate
 //! then stayed about 2% over the quota and was cut again every second or two.) A steady trickle of
 //! throttles under the tolerated share does not move the rate at all; half the calls throttled
-//! cuts it by the full factor. The denominator is at least the calls the rate allows in the window, so a
-//! lone hot token retried while little else is sent counts as a small share, not as 100%. A
-//! `cooldown_ms` of 0 gives every throttle its own window (every throttle cuts by the full factor).
+//! cuts it by the full factor. The denominator is at least the calls the rate allows in the
+//! window, so a lone hot token retried while little else is sent counts as a small share, not as
+//! 100%. A `cooldown_ms` of 0 gives every throttle its own window (every throttle cuts by the full
+//! factor).
 //!
 //! **A careful probe near the last cut.** From the first cut on, each second of answered calls adds
 //! `increase_per_sec`, but only a fifth of it ([`CAREFUL_INCREASE`]) while the rate is within 5%
@@ -122,10 +123,10 @@ const TOLERATED_SHARE: f64 = 0.02;
 const SLOW_START_DEEPEST: f64 = 0.5;
 
 /// During slow start, only a window whose cut is at least this deep (a throttled share 15 points
-/// over the hot tokens' share) ends it: a quota makes every call over it a throttle, so the share climbs
-/// fast once the doubling rate passes it, while a few tokens throttled on their own (AWS throttles
-/// per account; the emulator's scripted `throttle: n`) stay a small share and must not end the
-/// doubling for every other message.
+/// over the hot tokens' share) ends it: a quota makes every call over it a throttle, so the share
+/// climbs fast once the doubling rate passes it, while a few tokens throttled on their own (AWS
+/// throttles per account; the emulator's scripted `throttle: n`) stay a small share and must not
+/// end the doubling for every other message.
 const SLOW_START_EXIT_CUT: f64 = 0.85;
 
 /// Over how long the share of tokens throttled on their own is measured (see [`Call::Repeat`]).
