@@ -161,6 +161,11 @@ const SLOW_START_EXIT_MIN_THROTTLES: u32 = 4;
 /// last second's accepted calls say (a second with few answers in it measures little).
 const SLOW_START_FLOOR: f64 = 0.25;
 
+/// Near the rate of the last cut, the probe grows by this share of `increase_per_sec` (see the
+/// module documentation). A fifth took the paused-time simulation's throttled share at a quota of
+/// 20 calls/s from 4.6% to 1.0% in the steady state, goodput unchanged.
+const CAREFUL_INCREASE: f64 = 0.2;
+
 /// How long the line must stay empty before the rate starts to decay: the gaps of a paced burst
 /// (or between two receive batches) are not idleness.
 pub const IDLE_GRACE: Duration = Duration::from_secs(1);
@@ -781,11 +786,6 @@ impl AdaptiveRateLimiter {
         s
     }
 }
-
-/// Near the rate of the last cut, the probe grows by this share of `increase_per_sec` (see the
-/// module documentation). A fifth took the paused-time simulation's throttled share at a quota of
-/// 20 calls/s from 4.6% to 1.0% in the steady state, goodput unchanged.
-const CAREFUL_INCREASE: f64 = 0.2;
 
 /// Whether `rate` is near the rate the last cut was made at (`cut`): from 5% below it to 10% above.
 /// A single throttle at 20 calls/s cuts 5%, so the band holds the rate a throttle lands at.
